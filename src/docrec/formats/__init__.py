@@ -1,0 +1,85 @@
+"""Readers and writers of annotation formats; every reader yields :class:`docrec.pages.Page`.
+
+``load(fmt, path)`` is the one entry point: it finds the annotation files under ``path``
+(a file or a folder searched recursively), reads each, checks its image header, and in
+lenient mode skips bad pages, reporting every skip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docrec.images import MAX_PIXELS, image_size
+from docrec.pages import DataError, Page
+
+#: format name -> module under docrec.formats exposing ``find(path)`` and ``read(file, **opts)``.
+FORMATS = ("manifest", "pagexml", "alto", "funsd", "sroie")
+
+
+@dataclass
+class LoadResult:
+    """Pages read, and (source, message) for every page skipped in lenient mode."""
+
+    pages: list[Page] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ReadOptions:
+    """Options every reader accepts."""
+
+    kind: str | None = None  # kind for lines/regions the format cannot classify (None: reader default)
+    allow_outside_root: bool = False  # allow image paths that escape the annotation's folder
+    check_images: bool = True  # open each image header: exists, readable, size matches
+    max_pixels: int = MAX_PIXELS
+
+
+def _module(fmt: str):
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return importlib.import_module(f"docrec.formats.{fmt}")
+
+
+def check_image(page: Page, max_pixels: int = MAX_PIXELS) -> None:
+    """The page's image exists, decodes its header, and has the declared size."""
+    w, h = image_size(page.image_path, max_pixels)
+    if (w, h) != (page.width, page.height):
+        raise DataError(f"{page.source}: declares a {page.width}x{page.height} page but image "
+                        f"{page.image_path} is {w}x{h}")
+
+
+def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str, str], None] | None = None,
+         **options) -> LoadResult:
+    """Read every page of ``fmt`` under ``path``; strict raises on the first bad page."""
+    mod = _module(fmt)
+    opts = ReadOptions(**options)
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    result = LoadResult()
+    for source in mod.find(path):
+        try:
+            pages = list(mod.read(source, opts))
+            if opts.check_images:
+                for p in pages:
+                    check_image(p, opts.max_pixels)
+        except DataError as exc:
+            if strict:
+                raise
+            result.skipped.append((str(source), str(exc)))
+            if on_skip is not None:
+                on_skip(str(source), str(exc))
+            continue
+        result.pages.extend(pages)
+    return result
+
+
+def iter_files(path: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """``path`` itself, or the files under it with one of ``suffixes``, sorted."""
+    if path.is_file():
+        yield path
+        return
+    yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)

@@ -1,0 +1,45 @@
+"""Image I/O with clear errors: header check (size, pixel cap) before any decode."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from docrec.pages import DataError
+
+#: Refuse images above this many pixels (decompression bombs); configurable per call.
+MAX_PIXELS = 100_000_000
+
+
+def image_size(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from None
+    if w * h > max_pixels:
+        raise DataError(f"{path}: image has {w}x{h} = {w * h:,} pixels, above the cap of {max_pixels:,} "
+                        "(a decompression bomb or a scan far too large; raise max_pixels to allow it)")
+    return w, h
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image to an RGB uint8 array (H, W, 3); truncated or corrupt files are refused."""
+    image_size(path, max_pixels)
+    # PIL, unlike cv2.imdecode, raises on a truncated file instead of returning grey rows.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
