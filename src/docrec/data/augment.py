@@ -1,0 +1,63 @@
+"""Albumentations pipelines that move the image and every line polygon together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import albumentations as A
+import cv2
+
+WHITE = 255  # pages are paper: borders that geometric transforms expose are filled white
+
+
+def _geometric(cfg: Mapping) -> list[A.BasicTransform]:
+    t: list[A.BasicTransform] = []
+    if (c := cfg.get("affine")) and c["p"] > 0:
+        t.append(A.Affine(rotate=(-c["rotate"], c["rotate"]), shear=(-c["shear"], c["shear"]),
+                          scale=tuple(c["scale"]), translate_percent=(-c["translate"], c["translate"]),
+                          border_mode=cv2.BORDER_CONSTANT, fill=WHITE, p=c["p"]))
+    if (c := cfg.get("perspective")) and c["p"] > 0:
+        t.append(A.Perspective(scale=tuple(c["scale"]), border_mode=cv2.BORDER_CONSTANT, fill=WHITE, p=c["p"]))
+    if (c := cfg.get("elastic")) and c["p"] > 0:
+        # "direct" remapping keeps points that an earlier transform moved off the frame.
+        t.append(A.ElasticTransform(alpha=c["alpha"], sigma=c["sigma"], keypoint_remapping_method="direct",
+                                    border_mode=cv2.BORDER_CONSTANT,
+                                    fill=WHITE, p=c["p"]))
+    return t
+
+
+def _photometric(cfg: Mapping) -> list[A.BasicTransform]:
+    t: list[A.BasicTransform] = []
+    if (c := cfg.get("erase")) and c["p"] > 0:
+        # RandomErase: coarse patches, sized relative to the image.
+        t.append(A.CoarseDropout(num_holes_range=tuple(c["holes"]), hole_height_range=tuple(c["size"]),
+                                 hole_width_range=tuple(c["size"]), fill="random_uniform", p=c["p"]))
+    if (c := cfg.get("brightness_contrast")) and c["p"] > 0:
+        t.append(A.RandomBrightnessContrast(brightness_limit=c["limit"], contrast_limit=c["limit"], p=c["p"]))
+    if (c := cfg.get("blur")) and c["p"] > 0:
+        t.append(A.GaussianBlur(blur_limit=tuple(c["kernel"]), p=c["p"]))
+    if (c := cfg.get("noise")) and c["p"] > 0:
+        t.append(A.GaussNoise(std_range=tuple(c["std"]), p=c["p"]))
+    if (c := cfg.get("jpeg")) and c["p"] > 0:
+        t.append(A.ImageCompression(quality_range=tuple(c["quality"]), p=c["p"]))
+    return t
+
+
+def build_augment(cfg: Mapping | None, long_side: int, crop: tuple[int, int] | None = None,
+                  train: bool = True, divisor: int = 32) -> A.Compose:
+    """Resize the long side, then (training) crop/geometric/RandomErase/photometric, then pad to ``divisor``.
+
+    Polygons travel as keypoints (``format="xy"``, never dropped when outside the frame:
+    the caller clips them and decides which lines stay readable).
+    """
+    t: list[A.BasicTransform] = [A.LongestMaxSize(max_size=long_side, interpolation=cv2.INTER_AREA)]
+    if train:
+        if crop is not None:
+            t.append(A.RandomCrop(height=crop[0], width=crop[1], pad_if_needed=True,
+                                  border_mode=cv2.BORDER_CONSTANT, fill=WHITE))
+        if cfg and cfg.get("enabled", True):
+            t += _geometric(cfg) + _photometric(cfg)
+    t.append(A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=divisor, pad_width_divisor=divisor,
+                           position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=WHITE))
+    return A.Compose(t, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False,
+                                                               check_each_transform=False))

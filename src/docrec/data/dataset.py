@@ -1,0 +1,109 @@
+"""PageDataset: decode a page, augment image and polygons together, build the training targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from docrec.data.augment import WHITE, build_augment
+from docrec.data.targets import build_targets
+from docrec.images import MAX_PIXELS, read_image
+from docrec.pages import Page, polygon_area
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: A line counts as readable (gets a recognition target) when this share of it is in the frame.
+READABLE_SHARE = 0.98
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> ImageNet-normalized float; done on the device, so loaders ship bytes."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Augmentation seed of one sample: a pure function, so resumed runs and any worker count agree."""
+    return (seed * 1_000_003 + epoch * 65_537 + index) % (2**31 - 1)
+
+
+def _clip_to_frame(poly: np.ndarray, w: int, h: int) -> tuple[np.ndarray, float]:
+    """Polygon clipped to the frame's box, and the share of its area that stayed inside."""
+    import cv2
+
+    area = polygon_area([tuple(p) for p in poly.tolist()])
+    clipped = np.stack([poly[:, 0].clip(0, w), poly[:, 1].clip(0, h)], axis=1).astype(np.float32)
+    if area <= 0:
+        return clipped, 0.0
+    frame = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    hull = cv2.convexHull(poly.astype(np.float32))
+    inter, _ = cv2.intersectConvexConvex(hull, frame)
+    hull_area = cv2.contourArea(hull)
+    return clipped, float(inter / hull_area) if hull_area > 0 else 0.0
+
+
+class PageDataset(Dataset):
+    """Pages -> (uint8 image tensor, targets, meta); ``train`` turns on crops and augmentation."""
+
+    def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
+                 augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
+                 max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0) -> None:
+        self.pages = list(pages)
+        self.charset, self.kinds, self.train = charset, list(kinds), train
+        self.max_len, self.max_pixels, self.seed, self.epoch = max_len, max_pixels, seed, 0
+        self.long_side = long_side
+        self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws each epoch (call before iterating, like DistributedSampler)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+    def __getitem__(self, index: int):
+        page = self.pages[index]
+        img = read_image(page.image_path, self.max_pixels)
+        sizes = [len(ln.polygon) for ln in page.lines]
+        pts = np.array([p for ln in page.lines for p in ln.polygon], np.float32).reshape(-1, 2)
+        self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)
+        out = self.aug(image=img, keypoints=pts)
+        image, kp = out["image"], np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
+        h, w = image.shape[:2]
+        lines, gt_lines = [], []
+        for ln, poly in zip(page.lines, np.split(kp, np.cumsum(sizes)[:-1]) if sizes else []):
+            poly, share = _clip_to_frame(poly, w, h)
+            if share <= 0:
+                continue
+            # A line cut by the crop is still segmented, but its text is not what is visible.
+            text = ln.text if share >= READABLE_SHARE else None
+            lines.append((poly, text, ln.kind))
+            if text is not None:
+                gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind})
+        targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len)
+        meta = {"index": index, "source": page.source, "image": str(page.image_path),
+                "scale": self.long_side / max(page.width, page.height), "gt_lines": gt_lines}
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), targets, meta
+
+
+def collate(batch):
+    """Pad images (white) and masks (ignore / 0) to the largest page of the batch."""
+    images, targets, metas = zip(*batch)
+    H = max(im.shape[1] for im in images)
+    W = max(im.shape[2] for im in images)
+    out = torch.full((len(images), 3, H, W), WHITE, dtype=torch.uint8)
+    padded = []
+    for i, (im, t) in enumerate(zip(images, targets)):
+        h, w = im.shape[1:]
+        out[i, :, :h, :w] = im
+        t = dict(t)
+        for key, fill in (("class_mask", 255), ("core_mask", 0)):
+            m = torch.full((H, W), fill, dtype=t[key].dtype)
+            m[:h, :w] = t[key]
+            t[key] = m
+        padded.append(t)
+    return out, padded, list(metas)

@@ -1,0 +1,1 @@
+"""Training machinery: runtime setup, checkpoints, logging, the loop."""

@@ -1,0 +1,79 @@
+"""Turn the data config into pages, a charset, datasets and loaders."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import to_absolute_path
+from torch.utils.data import DataLoader
+
+from docrec.data.dataset import PageDataset, collate
+from docrec.engine.sampler import ResumableSampler
+from docrec.formats import load
+from docrec.pages import Page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PageSplits:
+    train: list[Page]
+    val: list[Page]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def abs_path(path: str) -> Path:
+    """A config path made absolute against the launch directory (Hydra's original cwd)."""
+    try:
+        return Path(to_absolute_path(path))
+    except ValueError:  # outside a Hydra app (tests, scripts)
+        return Path(path).absolute()
+
+
+def load_splits(data_cfg) -> PageSplits:
+    """Read train/val pages; strict mode fails here, before any training, naming file and element."""
+    opts = dict(kind=data_cfg.kind, allow_outside_root=data_cfg.allow_outside_root, max_pixels=data_cfg.max_pixels)
+    skipped: list[tuple[str, str]] = []
+
+    def report(source: str, message: str) -> None:
+        log.warning("skipped %s", message)
+
+    def read(path: str) -> list[Page]:
+        res = load(data_cfg.format, abs_path(path), strict=data_cfg.strict, on_skip=report, **opts)
+        skipped.extend(res.skipped)
+        return res.pages
+
+    train = read(data_cfg.train_path)
+    if data_cfg.val_path:
+        val = read(data_cfg.val_path)
+    else:
+        # Deterministic hold-out: every k-th page, so it spreads over the whole set.
+        k = max(2, round(1 / data_cfg.val_fraction)) if data_cfg.val_fraction > 0 else 0
+        val = train[::k] if k else []
+        train = [p for i, p in enumerate(train) if not k or i % k]
+    if not train:
+        raise ValueError(f"data.train_path={data_cfg.train_path}: no training pages found")
+    return PageSplits(train, val, skipped)
+
+
+def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank: int, world: int):
+    """Training loader with a resumable sampler, and an ordered validation loader."""
+    kinds = list(data_cfg.kinds)
+    train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
+                           data_cfg.max_len, data_cfg.max_pixels, seed)
+    val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
+                         data_cfg.max_len, data_cfg.max_pixels, seed)
+    sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
+    common = dict(num_workers=data_cfg.num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=False)
+    if data_cfg.num_workers > 0:
+        common["prefetch_factor"] = 4
+    # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).
+    train_loader = DataLoader(train_ds, batch_size=data_cfg.batch_size, sampler=sampler, drop_last=False,
+                              generator=torch.Generator().manual_seed(seed), **common)
+    val_loader = DataLoader(val_ds, batch_size=data_cfg.val_batch_size, shuffle=False,
+                            generator=torch.Generator().manual_seed(seed), **common)
+    return train_loader, val_loader, sampler

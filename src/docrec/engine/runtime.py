@@ -1,0 +1,102 @@
+"""Where and how a run executes: device, precision, distributed setup, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    """Resolved execution settings of this process."""
+
+    device: torch.device
+    precision: str  # bf16 | fp16 | fp32
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        """bf16/fp16 autocast on the run's device, or nothing for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA when present; an explicit CUDA request without a GPU is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={spec} but no CUDA device is available (use auto or cpu)")
+    return dev
+
+
+def setup(device: str = "auto", precision: str = "auto", channels_last: str | bool = "auto") -> Runtime:
+    """Resolve device/precision and join the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" else "fp32"
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"trainer.precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if channels_last == "auto":
+        channels_last = dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return Runtime(dev, precision, bool(channels_last), rank, world, local)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; deterministic mode also forces deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def broadcast_str(value: str, rt: Runtime) -> str:
+    """Rank 0's string on every rank (e.g. the run dir), so all ranks agree."""
+    if not rt.distributed:
+        return value
+    obj = [value]
+    dist.broadcast_object_list(obj, src=0)
+    return obj[0]
+
+
+def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """Mean over ranks (identity when not distributed)."""
+    if rt.distributed:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= rt.world_size
+    return t

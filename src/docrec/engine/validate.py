@@ -1,0 +1,54 @@
+"""Validation pass: predictions and recognition on ground-truth lines -> docrec.metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from docrec.data.dataset import normalize
+from docrec.engine.runtime import Runtime
+from docrec.metrics import PageEvaluator
+
+
+@dataclass
+class ValResult:
+    """Metrics plus a few drawn samples for TensorBoard."""
+
+    metrics: dict[str, float]
+    samples: list[tuple[np.ndarray, list[dict], list[dict]]] = field(default_factory=list)
+    text_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str], num_samples: int = 4,
+                   max_pages: int | None = None) -> ValResult:
+    """Evaluate ``model`` (raw or EMA, unwrapped) over ``loader``; restores its train/eval mode."""
+    was_training = model.training
+    model.eval()
+    evaluator = PageEvaluator(class_names=["background", *kinds])
+    result = ValResult(metrics={})
+    seen = 0
+    for images_u8, targets, metas in loader:
+        images = normalize(images_u8.to(rt.device, non_blocking=True))
+        if rt.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            preds = model(images)
+            rec = model.recognize(images, [t["line_quads"].to(rt.device) for t in targets])
+        for i, (pred, target, meta) in enumerate(zip(preds, targets, metas)):
+            gt_texts = [ln["text"] for ln in meta["gt_lines"]]
+            rec_texts = [text for text, _ in rec[i]]
+            evaluator.update(pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(),
+                             target["class_mask"].numpy(), rec_texts)
+            if len(result.samples) < num_samples:
+                result.samples.append((images_u8[i].permute(1, 2, 0).numpy(), meta["gt_lines"], pred["lines"]))
+            if len(result.text_pairs) < 40:
+                result.text_pairs += list(zip(gt_texts, rec_texts))
+            seen += 1
+        if max_pages is not None and seen >= max_pages:
+            break
+    result.metrics = evaluator.compute()
+    model.train(was_training)
+    return result
