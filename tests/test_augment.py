@@ -1,0 +1,67 @@
+"""Augmentation moves image and polygons together; seeds make it a pure function."""
+
+import cv2
+import numpy as np
+import pytest
+
+from docrec.data.augment import build_augment
+
+GEOMETRIC = {
+    "affine": {"p": 1.0, "rotate": 8.0, "shear": 6.0, "scale": [0.85, 1.15], "translate": 0.05},
+    "perspective": {"p": 1.0, "scale": [0.03, 0.06]},
+    "elastic": {"p": 1.0, "alpha": 30.0, "sigma": 8.0},
+}
+
+
+def _page_with_boxes():
+    img = np.full((400, 300, 3), 255, np.uint8)
+    polys = [np.array([[30, 40], [260, 50], [255, 90], [28, 80]], np.float32),
+             np.array([[40, 200], [200, 180], [210, 260], [50, 270]], np.float32)]
+    for p in polys:
+        cv2.fillPoly(img, [p.round().astype(np.int32)], (0, 0, 0))
+    return img, polys
+
+
+@pytest.mark.parametrize("name", ["affine", "perspective", "elastic", "all"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_polygons_follow_the_image(name, seed):
+    cfg = GEOMETRIC if name == "all" else {name: GEOMETRIC[name]}
+    aug = build_augment(cfg, long_side=400, train=True)
+    aug.set_random_seed(seed)
+    img, polys = _page_with_boxes()
+    out = aug(image=img, keypoints=np.concatenate(polys))
+    ink = out["image"][..., 0] < 128
+    kp = np.asarray(out["keypoints"], np.float32)
+    for k, _ in enumerate(polys):
+        mask = np.zeros(ink.shape, np.uint8)
+        cv2.fillPoly(mask, [kp[4 * k: 4 * k + 4].round().astype(np.int32)], 1)
+        mask = mask.astype(bool)
+        # The moved polygon covers the moved ink (elastic bends edges: allow a margin).
+        inside = (ink & mask).sum() / mask.sum()
+        assert inside > 0.85, f"{name}: only {inside:.2f} of polygon {k} is ink"
+    covered = np.zeros(ink.shape, np.uint8)
+    for k in range(len(polys)):
+        cv2.fillPoly(covered, [kp[4 * k: 4 * k + 4].round().astype(np.int32)], 1)
+    assert (ink & covered.astype(bool)).sum() / ink.sum() > 0.85
+
+
+def test_same_seed_same_result_and_output_padded():
+    aug = build_augment({**GEOMETRIC, "erase": {"p": 1.0, "holes": [1, 3], "size": [0.05, 0.1]},
+                         "noise": {"p": 1.0, "std": [0.02, 0.05]}}, long_side=400)
+    img, polys = _page_with_boxes()
+    outs = []
+    for _ in range(2):
+        aug.set_random_seed(7)
+        outs.append(aug(image=img, keypoints=np.concatenate(polys)))
+    assert np.array_equal(outs[0]["image"], outs[1]["image"])
+    assert np.array_equal(outs[0]["keypoints"], outs[1]["keypoints"])
+    h, w = outs[0]["image"].shape[:2]
+    assert h % 32 == 0 and w % 32 == 0 and max(h, w) >= 400
+
+
+def test_disabled_only_resizes_and_pads():
+    aug = build_augment({"enabled": False, **GEOMETRIC}, long_side=200)
+    img, polys = _page_with_boxes()
+    out = aug(image=img, keypoints=np.concatenate(polys))
+    assert out["image"].shape == (224, 160, 3)  # 200x150 padded to multiples of 32
+    np.testing.assert_allclose(out["keypoints"], np.concatenate(polys) * 0.5, atol=1e-3)
