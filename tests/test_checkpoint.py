@@ -81,9 +81,9 @@ def test_sampler_resume_and_shards():
     s.set_epoch(2, skip=4)
     assert list(s) == full[4:] and len(s) == 6
     s.set_epoch(3)
-    assert list(s) != full and sorted(list(s)) == list(range(10))
+    assert list(s) != full and sorted(s) == list(range(10))
     ranks = [ResumableSampler(10, seed=3, rank=r, world_size=3) for r in range(3)]
     for r in ranks:
         r.set_epoch(2)
     shards = [list(r) for r in ranks]
-    assert all(len(x) == 4 for x in shards) and set(sum(shards, [])) == set(range(10))
+    assert all(len(x) == 4 for x in shards) and {i for x in shards for i in x} == set(range(10))

@@ -112,7 +112,7 @@ class Page:
             raise DataError(f"{_where(src, 'page')}: missing image path")
         try:
             w, h = int(self.width), int(self.height)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise DataError(f"{_where(src, 'page')}: width/height must be integers, got "
                             f"{self.width!r}x{self.height!r}") from None
         if w <= 0 or h <= 0 or w != self.width or h != self.height:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from hydra.utils import to_absolute_path
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
+from docrec.engine.config import abs_path
 from docrec.engine.sampler import ResumableSampler
 from docrec.formats import load
 from docrec.pages import Page
@@ -25,17 +24,9 @@ class PageSplits:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def abs_path(path: str) -> Path:
-    """A config path made absolute against the launch directory (Hydra's original cwd)."""
-    try:
-        return Path(to_absolute_path(path))
-    except ValueError:  # outside a Hydra app (tests, scripts)
-        return Path(path).absolute()
-
-
 def load_splits(data_cfg) -> PageSplits:
     """Read train/val pages; strict mode fails here, before any training, naming file and element."""
-    opts = dict(kind=data_cfg.kind, allow_outside_root=data_cfg.allow_outside_root, max_pixels=data_cfg.max_pixels)
+    opts = {"kind": data_cfg.kind, "allow_outside_root": data_cfg.allow_outside_root, "max_pixels": data_cfg.max_pixels}
     skipped: list[tuple[str, str]] = []
 
     def report(source: str, message: str) -> None:
@@ -46,7 +37,7 @@ def load_splits(data_cfg) -> PageSplits:
         skipped.extend(res.skipped)
         return res.pages
 
-    train = read(data_cfg.train_path)
+    train = read(data_cfg.path)
     if data_cfg.val_path:
         val = read(data_cfg.val_path)
     else:
@@ -55,7 +46,7 @@ def load_splits(data_cfg) -> PageSplits:
         val = train[::k] if k else []
         train = [p for i, p in enumerate(train) if not k or i % k]
     if not train:
-        raise ValueError(f"data.train_path={data_cfg.train_path}: no training pages found")
+        raise ValueError(f"data.path={data_cfg.path}: no training pages found")
     return PageSplits(train, val, skipped)
 
 
@@ -67,8 +58,8 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
                          data_cfg.max_len, data_cfg.max_pixels, seed)
     sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
-    common = dict(num_workers=data_cfg.num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=False)
+    common = {"num_workers": data_cfg.num_workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
+                  "persistent_workers": False}
     if data_cfg.num_workers > 0:
         common["prefetch_factor"] = 4
     # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).

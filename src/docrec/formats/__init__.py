@@ -8,12 +8,16 @@ lenient mode skips bad pages, reporting every skip.
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from docrec.images import MAX_PIXELS, image_size
-from docrec.pages import DataError, Page
+from docrec.pages import DataError, Page, Point
 
 #: format name -> module under docrec.formats exposing ``find(path)`` and ``read(file, **opts)``.
 FORMATS = ("manifest", "pagexml", "alto", "funsd", "sroie")
@@ -83,3 +87,56 @@ def iter_files(path: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
         yield path
         return
     yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def header_size(image: Path, source: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Page size from an image header, for formats whose annotation has none; errors name ``source``."""
+    try:
+        return image_size(image, max_pixels)
+    except DataError as exc:
+        raise DataError(f"{source}: page size needs the image: {exc}") from None
+
+
+def box_polygon(x0: float, y0: float, x1: float, y1: float) -> list[Point]:
+    """The axis-aligned rectangle with corners (x0, y0) and (x1, y1), clockwise from top-left."""
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def widen_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int
+              ) -> tuple[tuple[float, float, float, float], bool]:
+    """Order a box's corners and grow a zero width or height to 1 px inside the page; True if grown.
+
+    Word-level annotations hold a few zero-area boxes (a mark of one pixel); they still locate
+    text, so they are kept with the smallest non-empty extent rather than refused.
+    """
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    grown = False
+    if x1 == x0:
+        x0, x1 = (x0, x0 + 1) if x0 + 1 <= width else (x0 - 1, x0)
+        grown = True
+    if y1 == y0:
+        y0, y1 = (y0, y0 + 1) if y0 + 1 <= height else (y0 - 1, y0)
+        grown = True
+    return (x0, y0, x1, y1), grown
+
+
+def relative_image(page: Page, out_dir: Path) -> str:
+    """The page's image path relative to ``out_dir`` (where a written annotation will live)."""
+    return os.path.relpath(page.image_path.resolve(), out_dir.resolve())
+
+
+@contextmanager
+def atomic_write(out: Path) -> Iterator[TextIO]:
+    """A UTF-8 text handle whose content replaces ``out`` only once the block completes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from docrec.formats import ReadOptions, iter_files
+from docrec.formats import ReadOptions, atomic_write, iter_files, relative_image
 from docrec.pages import DataError, Line, Page, Region, resolve_image
 
 PAGE_KEYS = {"image", "width", "height", "regions", "lines"}
 REGION_KEYS = {"id", "type", "polygon", "label"}
-LINE_KEYS = {"id", "region", "type", "polygon", "baseline", "text", "label"}
+# "confidence" is written by predict.py and ignored when read.
+LINE_KEYS = {"id", "region", "type", "polygon", "baseline", "text", "label", "confidence"}
 #: Refuse absurd lines before json parses them (a page of a few thousand lines is ~1 MB).
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
@@ -56,7 +55,7 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
     """Pages of one manifest; errors name the file and its line number."""
     root = file.parent
     try:
-        fh = open(file, encoding="utf-8")
+        fh = open(file, encoding="utf-8")  # noqa: SIM115 - open errors are reported apart from parse errors
     except OSError as exc:
         raise DataError(f"{file}: cannot open manifest ({exc})") from None
     with fh:
@@ -78,10 +77,6 @@ def _bounded_int(s: str) -> int:
     if len(s.lstrip("-")) > 12:
         raise ValueError(f"number {s[:20]}... is too large")
     return int(s)
-
-
-def _rel_image(page: Page, out_dir: Path) -> str:
-    return os.path.relpath(page.image_path.resolve(), out_dir.resolve())
 
 
 def page_to_dict(page: Page, image: str | None = None) -> dict:
@@ -108,16 +103,7 @@ def page_to_dict(page: Page, image: str | None = None) -> dict:
 def write(pages: Iterable[Page], out: str | Path) -> Path:
     """Write a manifest atomically; image paths are made relative to its folder."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for p in pages:
-                fh.write(json.dumps(page_to_dict(p, _rel_image(p, out.parent)), ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as fh:
+        for p in pages:
+            fh.write(json.dumps(page_to_dict(p, relative_image(p, out.parent)), ensure_ascii=False) + "\n")
     return out
