@@ -1,0 +1,10 @@
+"""The synthetic default dataset: printed, handwritten and form pages with exact annotations.
+
+``generate(out_dir, pages, seed, workers)`` writes the images and train/val manifests;
+``make_page(seed, i)`` makes one page in memory; ``write_previews`` draws annotated samples.
+"""
+
+from docrec.synth.generate import DEFAULT_MIX, PAGE_TYPES, SynthPage, generate, make_page
+from docrec.synth.preview import write_previews
+
+__all__ = ["DEFAULT_MIX", "PAGE_TYPES", "SynthPage", "generate", "make_page", "write_previews"]

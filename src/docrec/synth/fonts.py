@@ -1,0 +1,136 @@
+"""The fonts shipped in ``data/fonts``: which are printed or handwriting, sizing, glyph coverage."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import ImageFont
+
+FONT_DIR = Path(__file__).resolve().parents[3] / "data" / "fonts"
+
+#: Stand-ins for characters a font lacks; each keeps the transcription true to the ink.
+SUBSTITUTES = {"€": "EUR", "œ": "oe", "Œ": "OE", "’": "'", "‘": "'", "–": "-", "—": "-", "«": '"', "»": '"',
+               "…": "..."}
+
+
+@dataclass(frozen=True)
+class FontSpec:
+    """One font file and what it is used for."""
+
+    path: str  # relative to FONT_DIR
+    style: str  # serif, sans, mono or hand
+    bold: bool = False
+    italic: bool = False
+    caps_only: bool = False  # lower case maps to capital glyphs: only upper-case text is honest
+    exclude: str = ""  # characters whose glyph is not what the code point means
+
+
+FONTS: tuple[FontSpec, ...] = (
+    FontSpec("dejavu/DejaVuSerif.ttf", "serif"),
+    FontSpec("dejavu/DejaVuSans.ttf", "sans"),
+    FontSpec("dejavu/DejaVuSansMono.ttf", "mono"),
+    FontSpec("liberation/LiberationSerif-Regular.ttf", "serif"),
+    FontSpec("liberation/LiberationSerif-Bold.ttf", "serif", bold=True),
+    FontSpec("liberation/LiberationSerif-Italic.ttf", "serif", italic=True),
+    FontSpec("liberation/LiberationSans-Regular.ttf", "sans"),
+    FontSpec("liberation/LiberationSans-Bold.ttf", "sans", bold=True),
+    FontSpec("liberation/LiberationMono-Regular.ttf", "mono"),
+    FontSpec("dkg-handwriting/dkg.ttf", "hand"),
+    FontSpec("breip/Breip.ttf", "hand"),
+    FontSpec("kristi/Kristi.ttf", "hand"),
+    FontSpec("dancingscript/DancingScript-Regular.otf", "hand"),
+    FontSpec("dancingscript/DancingScript-Bold.otf", "hand", bold=True),
+    FontSpec("humor-sans/Humor-Sans.ttf", "hand", caps_only=True, exclude="€"),  # its euro is a face
+    FontSpec("bwht/BecauseWeBuild-Regular.otf", "hand", caps_only=True),
+    FontSpec("bwht/BecauseWeConnect-Regular.otf", "hand", caps_only=True),
+    FontSpec("bwht/BecauseWeCreate-Regular.otf", "hand", caps_only=True),
+    FontSpec("bwht/BecauseWeLearn-Regular.otf", "hand", caps_only=True),
+    FontSpec("bwht/BecauseWeMentor-Regular.otf", "hand", caps_only=True),
+    FontSpec("bwht/BecauseWeOrganize-Regular.otf", "hand", caps_only=True),
+)
+
+_PROBE_SIZE = 48
+
+
+@lru_cache(maxsize=512)
+def load(spec: FontSpec, size: int) -> ImageFont.FreeTypeFont:
+    """The font at an integer pixel size (basic layout: same glyphs on every machine)."""
+    path = FONT_DIR / spec.path
+    if not path.is_file():
+        raise FileNotFoundError(f"font {path} is missing: data/fonts must hold the fonts listed in "
+                                "docrec.synth.fonts.FONTS")
+    return ImageFont.truetype(str(path), max(1, int(size)), layout_engine=ImageFont.Layout.BASIC)
+
+
+@cache
+def x_ratio(spec: FontSpec) -> float:
+    """Height of the small letters above the baseline, as a fraction of the font size (capitals in
+    caps-only fonts). Fonts differ widely; the median over several letters ignores their flourishes."""
+    font = load(spec, 100)
+    return float(np.median([-font.getbbox(ch, anchor="ls")[1] for ch in "acemnorsuvwxz"])) / 100.0
+
+
+def size_for_x(spec: FontSpec, x_px: float) -> int:
+    """Font size whose 'x' is ``x_px`` tall."""
+    return max(4, round(x_px / x_ratio(spec)))
+
+
+def missing(spec: FontSpec, text: str) -> str:
+    """The characters of ``text`` the font cannot draw."""
+    return "".join(sorted({ch for ch in text if not has_glyph(spec, ch)}))
+
+
+@cache
+def _notdef(spec: FontSpec) -> tuple[tuple[int, int], bytes]:
+    mask = load(spec, _PROBE_SIZE).getmask("\U0010fffd")  # a private-use code point: always the .notdef box
+    return mask.size, bytes(mask)
+
+
+@cache
+def has_glyph(spec: FontSpec, char: str) -> bool:
+    """Whether the font draws ``char`` as a real glyph (not the .notdef box, not blank)."""
+    if char == " ":
+        return True
+    if char in spec.exclude or char.isspace() or unicodedata.category(char).startswith("C"):
+        return False
+    mask = load(spec, _PROBE_SIZE).getmask(char)
+    if mask.getbbox() is None:  # some fonts map missing letters to an empty glyph
+        return False
+    return (mask.size, bytes(mask)) != _notdef(spec)
+
+
+def fit_text(spec: FontSpec, text: str) -> str:
+    """``text`` as the font can honestly draw it: upper-cased for caps-only fonts, missing glyphs
+    replaced by a stand-in (EUR, oe, unaccented capital) or dropped, spaces collapsed."""
+    text = unicodedata.normalize("NFC", text)
+    if spec.caps_only:
+        text = text.upper()
+    out = []
+    for ch in text:
+        if has_glyph(spec, ch):
+            out.append(ch)
+            continue
+        sub = SUBSTITUTES.get(ch)
+        if sub is None:
+            base = unicodedata.normalize("NFD", ch)[0]  # É -> E: block capitals often drop accents
+            sub = base if base != ch else ""
+        out.append("".join(c for c in sub if has_glyph(spec, c)))
+    return " ".join("".join(out).split())
+
+
+def choose(rng: np.random.Generator, style: str, bold: bool = False, italic: bool = False) -> FontSpec:
+    """A random printed font of ``style`` (serif, sans, mono); the regular cut where no bold/italic exists."""
+    pool = [f for f in FONTS if f.style == style and f.bold == bold and f.italic == italic]
+    if not pool:
+        pool = [f for f in FONTS if f.style == style and not f.bold and not f.italic]
+    return pool[int(rng.integers(len(pool)))]
+
+
+def choose_hand(rng: np.random.Generator, caps_only: bool) -> FontSpec:
+    """A random handwriting font: block capitals only, or mixed case."""
+    pool = [f for f in FONTS if f.style == "hand" and f.caps_only == caps_only]
+    return pool[int(rng.integers(len(pool)))]

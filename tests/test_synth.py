@@ -1,0 +1,154 @@
+"""The synthetic generator: determinism, exact and well-placed annotations, a loadable dataset."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from docrec.formats import load
+from docrec.pages import polygon_area
+from docrec.synth import fonts, make_page, render
+from docrec.synth.generate import generate, is_val
+from docrec.synth.preview import draw
+
+SCALE = 0.5  # ~90 dpi pages: every feature, a quarter of the pixels
+
+
+@pytest.fixture(scope="module")
+def pages():
+    """Two pages of each type at test scale."""
+    return [make_page(seed, 0, page_type=t, scale=SCALE) for t in ("printed", "handwritten", "form") for seed in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """The same 4-page dataset made with one worker and with two."""
+    one = tmp_path_factory.mktemp("one")
+    two = tmp_path_factory.mktemp("two")
+    generate(one, pages=4, seed=3, workers=1, scale=SCALE, progress=False)
+    generate(two, pages=4, seed=3, workers=2, scale=SCALE, progress=False)
+    return one, two
+
+
+def test_same_seed_same_bytes_whatever_the_workers(dataset):
+    one, two = dataset
+    for name in ("train.jsonl", "val.jsonl"):
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    images = sorted(p.name for p in (one / "images").iterdir())
+    assert images == [f"{i:05d}.jpg" for i in range(4)]
+    for name in images:
+        assert (one / "images" / name).read_bytes() == (two / "images" / name).read_bytes()
+
+
+def test_different_seed_different_pages(dataset, tmp_path):
+    one, _ = dataset
+    generate(tmp_path, pages=4, seed=4, workers=1, scale=SCALE, progress=False)
+    assert (tmp_path / "train.jsonl").read_bytes() != (one / "train.jsonl").read_bytes()
+
+
+def test_manifests_load_back_with_images_checked(dataset):
+    one, _ = dataset
+    train = load("manifest", one / "train.jsonl", check_images=True).pages
+    val = load("manifest", one / "val.jsonl", check_images=True).pages
+    assert len(train) == 3 and len(val) == 1
+    assert all(p.lines and p.regions for p in train + val)
+
+
+def test_val_split_is_evenly_spread_and_stable():
+    assert sum(is_val(i, 0.05) for i in range(5000)) == 250
+    assert [i for i in range(100) if is_val(i, 0.05)] == [19, 39, 59, 79, 99]
+    # Adding pages never moves an existing page between splits.
+    assert [is_val(i, 0.05) for i in range(100)] == [is_val(i, 0.05) for i in range(1000)][:100]
+
+
+def test_annotations_are_inside_the_page_and_well_formed(pages):
+    for page in pages:
+        h, w = page.image.shape[:2]
+        regions = {r.id: r for r in page.regions}
+        for ann in page.regions + page.lines:
+            pts = np.asarray(ann.polygon)
+            assert len(pts) >= 4
+            assert pts.min() >= 0 and (pts[:, 0] <= w).all() and (pts[:, 1] <= h).all(), ann.id
+            assert ann.kind in ("printed", "handwritten", "form_field")
+        for ln in page.lines:
+            assert ln.text and ln.text == ln.text.strip() and "  " not in ln.text
+            assert ln.region in regions
+            assert len(ln.baseline) >= 2
+            assert cv2.pointPolygonTest(np.float32(regions[ln.region].polygon), _centre(ln.polygon), False) >= 0
+
+
+def test_kinds_by_page_type(pages):
+    by_type = {}
+    for page in pages:
+        by_type.setdefault(page.page_type, []).append(page)
+    for page in by_type["printed"]:
+        assert {ln.kind for ln in page.lines} <= {"printed", "handwritten"}  # a signed letter has one written line
+        assert sum(ln.kind == "printed" for ln in page.lines) > 10
+    for page in by_type["handwritten"]:
+        assert sum(ln.kind == "handwritten" for ln in page.lines) >= 5
+    for page in by_type["form"]:
+        regions = {r.id: r for r in page.regions}
+        fields = [r for r in page.regions if r.kind == "form_field"]
+        assert fields
+        for ln in page.lines:
+            # A value is handwritten inside a form_field region; labels are printed outside them.
+            assert (regions[ln.region].kind == "form_field") == (ln.kind == "handwritten")
+        assert all(any(ln.region == r.id for ln in page.lines) for r in fields)
+
+
+def test_every_line_polygon_has_ink_under_it(pages):
+    for page in pages:
+        grey = page.image if page.image.ndim == 2 else cv2.cvtColor(page.image, cv2.COLOR_RGB2GRAY)
+        dark = 255.0 - grey.astype(np.float32)
+        background = float(np.median(dark))
+        for ln in page.lines:
+            mask = np.zeros(grey.shape, np.uint8)
+            cv2.fillPoly(mask, [np.round(np.asarray(ln.polygon)).astype(np.int32)], 1)
+            assert dark[mask > 0].mean() > background + 4.0, (page.page_type, ln.text)
+
+
+def test_ink_hull_contains_every_ink_pixel():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = np.zeros((60, 300), np.float32)
+        for _ in range(12):  # random blobs standing in for glyphs, some tall, some low
+            x, y = int(rng.integers(5, 290)), int(rng.integers(10, 50))
+            cv2.ellipse(mask, (x, y), (int(rng.integers(1, 6)), int(rng.integers(1, 9))), 0, 0, 360, 1.0, -1)
+        poly = np.float32(render.ink_hull(mask, bin_width=int(rng.integers(5, 40)), pad=1))
+        ys, xs = np.nonzero(mask > render.INK_THRESHOLD)
+        for x, y in zip(xs, ys):
+            assert cv2.pointPolygonTest(poly, (x + 0.5, y + 0.5), False) >= 0
+
+
+def test_handwritten_polygon_hugs_the_warped_ink():
+    rng = np.random.default_rng(1)
+    style = render.random_hand(rng, fonts.choose_hand(rng, caps_only=False), 20)
+    r = render.write_hand("Chère Madame, le 3 août", style, rng)[0]
+    ink = r.mask > render.INK_THRESHOLD
+    inside = np.zeros(ink.shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(np.asarray(r.polygon)).astype(np.int32)], 1)
+    assert ink[inside == 0].sum() <= 0.01 * ink.sum()  # the ink is inside ...
+    ys, xs = np.nonzero(ink)
+    box = (xs.max() - xs.min() + 5) * (ys.max() - ys.min() + 5)  # the ink's bounding box, grown by the pad
+    assert polygon_area(r.polygon) < box  # ... and the polygon follows it more closely than a box
+
+
+def test_fit_text_keeps_transcriptions_true_to_the_font():
+    humor = next(f for f in fonts.FONTS if f.path.startswith("humor-sans"))
+    assert not fonts.has_glyph(humor, "é") and not fonts.has_glyph(humor, "€")
+    assert fonts.fit_text(humor, "Crème brûlée, 3 €") == "CREME BRULEE, 3 EUR"
+    for spec in fonts.FONTS:
+        fitted = fonts.fit_text(spec, "Cœur d’été : 1 234,50 € – «oui»")
+        assert fitted and not fonts.missing(spec, fitted), spec.path
+    with pytest.raises(ValueError, match="cannot draw"):
+        render.render_printed("€", humor, 20)
+
+
+def test_preview_draws_at_the_requested_height(pages):
+    assert draw(pages[0], height=300).shape[0] == 300
+
+
+def _centre(polygon) -> tuple[float, float]:
+    pts = np.asarray(polygon)
+    return float(pts[:, 0].mean()), float(pts[:, 1].mean())
