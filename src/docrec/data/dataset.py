@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from docrec.data.augment import WHITE, build_augment
-from docrec.data.targets import build_targets
+from docrec.data.targets import MIN_LINE_AREA, build_targets
 from docrec.images import MAX_PIXELS, read_image
 from docrec.pages import Page, polygon_area
 
@@ -82,7 +82,7 @@ class PageDataset(Dataset):
             # A line cut by the crop is still segmented, but its text is not what is visible.
             text = ln.text if share >= READABLE_SHARE else None
             lines.append((poly, text, ln.kind))
-            if text is not None:
+            if text is not None and polygon_area([tuple(p) for p in poly.tolist()]) >= MIN_LINE_AREA:
                 gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind})
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),

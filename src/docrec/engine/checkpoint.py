@@ -47,11 +47,18 @@ def save_atomic(state: dict, path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
-    """Load with ``weights_only=True`` (no code runs) and check it is a complete docrec checkpoint."""
+def resolve(path: str | Path, prefer: str = "last") -> Path:
+    """A checkpoint file, or a run dir's ``checkpoints/<prefer>.pt`` (falling back to last.pt)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        path = folder / f"{prefer}.pt" if (folder / f"{prefer}.pt").is_file() else folder / "last.pt"
+    return path
+
+
+def load(path: str | Path, map_location="cpu", prefer: str = "last") -> dict:
+    """Load with ``weights_only=True`` (no code runs) and check it is a complete docrec checkpoint."""
+    path = resolve(path, prefer)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:

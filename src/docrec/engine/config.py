@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from docrec.engine.data import abs_path
+
+def abs_path(path: str) -> Path:
+    """A config path made absolute against the launch directory (Hydra's original cwd)."""
+    try:
+        return Path(to_absolute_path(path))
+    except ValueError:  # outside a Hydra app (tests, scripts)
+        return Path(path).absolute()
 
 
 class ConfigError(ValueError):
@@ -53,7 +60,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.monitor_mode must be max or min, got {cfg.trainer.monitor_mode!r}")
     if not list(_get(cfg, "data.kinds")):
         raise ConfigError("data.kinds must list at least one kind")
-    for key in ("data.train_path", "data.val_path"):
+    for key in ("data.path", "data.val_path"):
         p = _get(cfg, key)
         if p is None and key == "data.val_path":
             continue

@@ -13,7 +13,8 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 KIND_COLORS = {"printed": (30, 110, 230), "handwritten": (220, 40, 40), "form_field": (20, 160, 60)}
 
 
-def _draw(image: np.ndarray, lines: Sequence[dict], title: str) -> np.ndarray:
+def draw_lines(image: np.ndarray, lines: Sequence[dict], title: str = "") -> np.ndarray:
+    """Line polygons coloured by kind, with their text, drawn on a copy of ``image`` (HWC RGB)."""
     out = image.copy()
     for ln in lines:
         color = KIND_COLORS.get(ln.get("kind", ""), (140, 60, 200))
@@ -22,13 +23,14 @@ def _draw(image: np.ndarray, lines: Sequence[dict], title: str) -> np.ndarray:
         if ln.get("text"):
             x, y = int(pts[:, 0].min()), max(int(pts[:, 1].min()) - 3, 10)
             cv2.putText(out, ln["text"][:60], (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
-    cv2.putText(out, title, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
+    if title:
+        cv2.putText(out, title, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
     return out
 
 
 def side_by_side(image: np.ndarray, gt_lines: Sequence[dict], pred_lines: Sequence[dict]) -> np.ndarray:
     """Ground truth left, prediction right, lines coloured by kind with their text (HWC uint8)."""
-    return np.concatenate([_draw(image, gt_lines, "ground truth"), _draw(image, pred_lines, "prediction")], axis=1)
+    return np.concatenate([draw_lines(image, gt_lines, "ground truth"), draw_lines(image, pred_lines, "prediction")], axis=1)
 
 
 def lines_table(pairs: Sequence[tuple[str, str]], limit: int = 30) -> str:

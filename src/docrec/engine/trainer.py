@@ -19,8 +19,8 @@ from tqdm import tqdm
 from docrec.data.dataset import normalize
 from docrec.engine import checkpoint as ckpt
 from docrec.engine import tb
-from docrec.engine.config import check_config
-from docrec.engine.data import abs_path, load_splits, make_loaders
+from docrec.engine.config import abs_path, check_config
+from docrec.engine.data import load_splits, make_loaders
 from docrec.engine.runtime import all_reduce_mean, broadcast_str, seed_everything, setup
 from docrec.engine.validate import run_validation
 from docrec.models import build_model
@@ -60,7 +60,7 @@ class _StopFlag:
         self.signal: int | None = None
         self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
 
-    def _set(self, signum, frame) -> None:  # noqa: ARG002
+    def _set(self, signum, frame) -> None:
         self.signal = signum
 
     def restore(self) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from docrec.data.dataset import normalize
+from docrec.data.targets import line_quad
 from docrec.engine.runtime import Runtime
 from docrec.metrics import PageEvaluator
 
@@ -19,11 +20,17 @@ class ValResult:
     metrics: dict[str, float]
     samples: list[tuple[np.ndarray, list[dict], list[dict]]] = field(default_factory=list)
     text_pairs: list[tuple[str, str]] = field(default_factory=list)
+    pages: list[dict] = field(default_factory=list)  # per-page metrics and predictions (keep_pages=True)
+
+
+def _to_page(polygon, scale: float) -> list[list[float]]:
+    """Scaled-image coordinates back to the original page's pixels."""
+    return [[round(float(x) / scale, 1), round(float(y) / scale, 1)] for x, y in polygon]
 
 
 @torch.no_grad()
 def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str], num_samples: int = 4,
-                   max_pages: int | None = None) -> ValResult:
+                   max_pages: int | None = None, keep_pages: bool = False) -> ValResult:
     """Evaluate ``model`` (raw or EMA, unwrapped) over ``loader``; restores its train/eval mode."""
     was_training = model.training
     model.eval()
@@ -36,12 +43,23 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
             images = images.contiguous(memory_format=torch.channels_last)
         with rt.autocast():
             preds = model(images)
-            rec = model.recognize(images, [t["line_quads"].to(rt.device) for t in targets])
+            # Quads of every GT line (empty texts too), so recognition outputs align with gt_lines.
+            quads = [torch.from_numpy(np.stack([line_quad(np.asarray(ln["polygon"], np.float32))
+                                                for ln in m["gt_lines"]]) if m["gt_lines"]
+                                      else np.zeros((0, 4, 2), np.float32)).to(rt.device) for m in metas]
+            rec = model.recognize(images, quads)
         for i, (pred, target, meta) in enumerate(zip(preds, targets, metas)):
             gt_texts = [ln["text"] for ln in meta["gt_lines"]]
             rec_texts = [text for text, _ in rec[i]]
-            evaluator.update(pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(),
+            page_eval = PageEvaluator(class_names=["background", *kinds])
+            page_eval.update(pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(),
                              target["class_mask"].numpy(), rec_texts)
+            evaluator.merge(page_eval)
+            if keep_pages:
+                result.pages.append({"source": meta["source"], "image": meta["image"], "metrics": page_eval.compute(),
+                                     "lines": [{**ln, "polygon": _to_page(ln["polygon"], meta["scale"])}
+                                               for ln in pred["lines"]],
+                                     "gt_recognition": [{"gt": g, "pred": p} for g, p in zip(gt_texts, rec_texts)]})
             if len(result.samples) < num_samples:
                 result.samples.append((images_u8[i].permute(1, 2, 0).numpy(), meta["gt_lines"], pred["lines"]))
             if len(result.text_pairs) < 40:

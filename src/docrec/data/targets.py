@@ -1,0 +1,131 @@
+"""Training targets of one page (or crop): class mask, line-core mask, line quads and token ids.
+
+Pure functions of the (augmented) line polygons; the data pipeline calls
+:func:`build_targets` once per sample, so everything here is plain NumPy/OpenCV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # the models package imports this module; the charset is only duck-typed here
+    from docrec.models.charset import Charset
+
+#: Label of pixels (and line kinds) that take no part in the class loss.
+IGNORE_INDEX = 255
+#: Fraction of a line's half-thickness removed on each side to make its core: cores of
+#: lines that touch (or overlap by less than this) are separated by background. The
+#: post-processing grows a predicted core back by the matching distance (see
+#: :func:`unclip_distance`).
+CORE_SHRINK = 0.5
+#: Lines whose visible polygon is smaller than this (pixels^2) are dropped (crop slivers).
+MIN_LINE_AREA = 8.0
+
+Line = tuple[np.ndarray, "str | None", str]
+
+
+def unclip_distance(core_half_thickness: float, shrink: float = CORE_SHRINK) -> float:
+    """How far to grow a core of this half-thickness to recover its line (inverse of the shrink)."""
+    return core_half_thickness * shrink / (1.0 - shrink)
+
+
+def line_quad(polygon: np.ndarray) -> np.ndarray:
+    """Rotated box of a line as 4 corners TL, TR, BR, BL, its width along the reading direction.
+
+    The reading direction is the box side closest to horizontal, pointing to +x, whatever
+    the aspect: a one-digit field is taller than wide but still read left to right.
+    Vertical text is not supported (pages are upright; augmentation rotates a little).
+    """
+    pts = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
+    # Sides from the corners rather than from the angle, whose convention changed across OpenCV versions.
+    box = cv2.boxPoints(cv2.minAreaRect(pts)).astype(np.float64)
+    c = box.mean(axis=0)
+    e1, e2 = box[1] - box[0], box[2] - box[1]
+    w, h = float(np.hypot(*e1)), float(np.hypot(*e2))
+    u = e1 / w if w > 0 else np.array([1.0, 0.0])
+    v = e2 / h if h > 0 else np.array([-u[1], u[0]])
+    if abs(v[0]) > abs(u[0]):
+        u, v, w, h = v, u, h, w
+    if u[0] < -1e-6 or (abs(u[0]) <= 1e-6 and u[1] < 0):
+        u = -u
+    down = np.array([-u[1], u[0]])  # u rotated clockwise on screen (y points down)
+    tl = c - u * w / 2 - down * h / 2
+    quad = np.stack([tl, tl + u * w, tl + u * w + down * h, tl + down * h])
+    return quad.astype(np.float32)
+
+
+def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float) -> None:
+    """OR the shrunk core of one polygon into ``core`` (the distance transform does the offsetting)."""
+    height, width = core.shape
+    x0, y0 = np.floor(polygon.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(polygon.max(axis=0)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, width), min(y1 + 1, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    # One pixel of background around the crop, so the distance is measured to the line's edge.
+    local = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
+    pts = np.round(polygon - [x0 - 1, y0 - 1]).astype(np.int32)
+    cv2.fillPoly(local, [pts], 1)
+    # Distance of each pixel centre to the line's edge (the first pixel's centre is 0.5 inside).
+    dist = cv2.distanceTransform(local, cv2.DIST_L2, 5) - 0.5
+    peak = float(dist.max())
+    if peak <= 0.0:
+        return
+    keep = dist > shrink * peak
+    if not keep.any():
+        keep = dist >= peak
+    core[y0:y1, x0:x1] |= keep[1:-1, 1:-1]
+
+
+def build_targets(
+    lines: Sequence[Line],
+    height: int,
+    width: int,
+    kinds: Sequence[str],
+    charset: Charset,
+    max_len: int,
+    min_area: float = MIN_LINE_AREA,
+    shrink: float = CORE_SHRINK,
+) -> dict[str, Tensor]:
+    """Targets of one sample from its lines ``(polygon [K,2] in pixels, text, kind)``.
+
+    Returns ``class_mask`` Long[H,W] (0 background, 1 + kind index, 255 unknown kind),
+    ``core_mask`` Float[H,W], and for the lines that have a transcription ``line_quads``
+    Float[N,4,2], ``line_tokens`` Long[N,T] (BOS text EOS PAD..., cut at ``max_len``) and
+    ``line_kinds`` Long[N] (255 for an unknown kind). Lines smaller than ``min_area`` are
+    dropped. A line whose text is ``None`` or empty (e.g. cut by a crop, so its visible
+    text is unknown) is painted into the masks but not used for recognition.
+    """
+    kind_index = {k: i for i, k in enumerate(kinds)}
+    class_mask = np.zeros((height, width), np.uint8)
+    core = np.zeros((height, width), bool)
+    quads, tokens, line_kinds = [], [], []
+    for polygon, text, kind in lines:
+        poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
+        if len(poly) < 3 or abs(cv2.contourArea(poly)) < min_area:
+            continue
+        k = kind_index.get(kind)
+        label = IGNORE_INDEX if k is None else k + 1
+        cv2.fillPoly(class_mask, [np.round(poly).astype(np.int32)], label)
+        _paint_core(core, poly, shrink)
+        if text:
+            quads.append(line_quad(poly))
+            tokens.append(charset.encode(text)[:max_len])
+            line_kinds.append(IGNORE_INDEX if k is None else k)
+    t = max((len(ids) for ids in tokens), default=2)
+    token_array = np.full((len(tokens), t), charset.pad_id, np.int64)
+    for i, ids in enumerate(tokens):
+        token_array[i, : len(ids)] = ids
+    return {
+        "class_mask": torch.from_numpy(class_mask.astype(np.int64)),
+        "core_mask": torch.from_numpy(core.astype(np.float32)),
+        "line_quads": torch.from_numpy(np.asarray(quads, np.float32).reshape(-1, 4, 2)),
+        "line_tokens": torch.from_numpy(token_array),
+        "line_kinds": torch.tensor(line_kinds, dtype=torch.int64),
+    }

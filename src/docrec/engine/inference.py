@@ -1,0 +1,78 @@
+"""Load a trained checkpoint for inference and turn model outputs into Page objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from docrec.data.augment import build_augment
+from docrec.engine import checkpoint as ckpt
+from docrec.images import MAX_PIXELS, read_image
+from docrec.models import build_model
+from docrec.models.charset import Charset
+from docrec.pages import Line, Page, Region, polygon_area
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu"):
+    """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    state = ckpt.load(path, prefer="best")
+    cfg = state["config"]
+    model_cfg = dict(cfg["model"])
+    model_cfg["kinds"] = list(cfg["data"]["kinds"])
+    model_cfg["backbone"] = {**model_cfg["backbone"], "weights": None}  # the checkpoint holds the weights
+    charset = Charset.from_dict(state["charset"])
+    model = build_model(model_cfg, charset)
+    sd = state["ema"] if weights == "ema" and state.get("ema") is not None else state["model"]
+    model.load_state_dict(sd)
+    return model.to(device).eval(), charset, cfg
+
+
+def find_images(path: Path) -> list[Path]:
+    """An image file, or the images under a folder (recursive, sorted)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such image or folder")
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class ImageFolder(Dataset):
+    """Images resized like validation pages (long side, padded to 32) for batched prediction."""
+
+    def __init__(self, paths: list[Path], long_side: int, max_pixels: int = MAX_PIXELS) -> None:
+        self.paths, self.long_side, self.max_pixels = paths, long_side, max_pixels
+        self.prep = build_augment(None, long_side, train=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        img = read_image(self.paths[i], self.max_pixels)
+        out = self.prep(image=img, keypoints=np.zeros((0, 2), np.float32))["image"]
+        scale = self.long_side / max(img.shape[:2])
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), {
+            "path": str(self.paths[i]), "width": img.shape[1], "height": img.shape[0], "scale": scale}
+
+
+def to_page(pred: dict, meta: dict) -> tuple[Page, list[float]]:
+    """A prediction in scaled coordinates -> a Page in the original image's pixels, and line confidences."""
+    w, h, s = meta["width"], meta["height"], meta["scale"]
+    lines, regions, conf = [], [], []
+    for i, ln in enumerate(pred["lines"]):
+        poly = [(min(max(x / s, 0.0), w), min(max(y / s, 0.0), h)) for x, y in ln["polygon"]]
+        if len(poly) < 3 or polygon_area(poly) < 1.0:
+            continue  # a sliver at the page edge after clipping
+        # One region per line keeps the PAGE-XML valid; grouping lines into blocks is left to layout analysis.
+        regions.append(Region(id=f"r{i}", polygon=poly, kind=ln["kind"]))
+        lines.append(Line(id=f"l{i}", polygon=poly, text=ln["text"], kind=ln["kind"], region=f"r{i}"))
+        conf.append(float(ln["confidence"]))
+    page = Page(image=Path(meta["path"]).name, width=w, height=h, regions=regions, lines=lines,
+                root=Path(meta["path"]).parent, source=meta["path"])
+    return page, conf

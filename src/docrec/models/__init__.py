@@ -1,0 +1,17 @@
+"""The network: stochastic-depth ResNet backbone, fused FPN, segmentation and recognition heads."""
+
+from docrec.models.charset import Charset
+from docrec.models.docrec_model import DocRecModel
+from docrec.models.factory import build_model
+from docrec.models.postprocess import lines_from_maps
+from docrec.models.stochastic_depth import StochasticDepthResNet, build_backbone, keep_probs
+
+__all__ = [
+    "Charset",
+    "DocRecModel",
+    "StochasticDepthResNet",
+    "build_backbone",
+    "build_model",
+    "keep_probs",
+    "lines_from_maps",
+]

@@ -1,0 +1,178 @@
+"""The composite network: backbone -> fused FPN map -> segmentation head and recognition head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from docrec.data.targets import line_quad
+from docrec.models.charset import Charset
+from docrec.models.fpn import FusedFPN
+from docrec.models.postprocess import lines_from_maps
+from docrec.models.recognition import RecognitionHead
+from docrec.models.roi import jitter_quads
+from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
+from docrec.models.stochastic_depth import StochasticDepthResNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Inputs are padded (right/bottom) to a multiple of the backbone's total stride.
+SIZE_DIVISOR = 32
+
+
+class DocRecModel(nn.Module):
+    """Page in, lines (polygon, kind, text, confidence) out; named losses when targets are given.
+
+    Images are RGB, [B, 3, H, W], float in [0, 1] (or uint8); the model normalises them
+    with the ImageNet statistics itself and pads them to a multiple of 32. Targets are one
+    dict per image as made by :func:`docrec.data.targets.build_targets`.
+    """
+
+    def __init__(
+        self,
+        backbone: StochasticDepthResNet,
+        neck: FusedFPN,
+        seg_head: SegmentationHead,
+        rec_head: RecognitionHead,
+        charset: Charset,
+        kinds: Sequence[str],
+        loss_weights: dict[str, float] | None = None,
+        label_smoothing: float = 0.1,
+        max_lines_per_batch: int = 128,
+        quad_jitter: float = 0.05,
+        postprocess: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.neck, self.seg_head, self.rec_head = backbone, neck, seg_head, rec_head
+        self.charset = charset
+        self.kinds = list(kinds)
+        self.loss_weights = {"seg": 1.0, "core": 1.0, "rec": 1.0, **(loss_weights or {})}
+        self.label_smoothing = label_smoothing
+        self.max_lines_per_batch = max_lines_per_batch
+        self.quad_jitter = quad_jitter
+        self.postprocess = dict(postprocess or {})
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def set_step(self, step: int) -> None:
+        """Global training step, which (with the seed) decides the dropped backbone blocks."""
+        self.backbone.set_step(step)
+
+    def compile_regions(self, **compile_kwargs) -> None:
+        """Compile each backbone block, the neck and the heads separately (regional compilation)."""
+        self.backbone.compile_blocks(**compile_kwargs)
+        self.neck.compile(**compile_kwargs)
+        self.seg_head.compile(**compile_kwargs)
+        # Line count, RoI width and prefix length vary per batch: compile those shapes dynamic.
+        for m in (self.rec_head.encoder, self.rec_head.decoder):
+            m.compile(**{"dynamic": True, **compile_kwargs})
+
+    def _fused(self, images: Tensor) -> Tensor:
+        """Normalise, pad to a multiple of 32 and run backbone and neck: the stride-4 map."""
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        x = (images - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.neck(self.backbone(x))
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict | list[dict]:
+        """With targets: weighted losses {seg, core, rec}. Without: one prediction dict per image."""
+        if targets is None:
+            with torch.no_grad():  # predictions (polygons, text) are never differentiated
+                return self._predict(*self._maps(images))
+        return self._losses(*self._maps(images), targets)
+
+    def _maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Fused map, class logits and core logits (the logits cropped to the unpadded input)."""
+        h, w = images.shape[-2:]
+        fused = self._fused(images)
+        class_logits, core_logits = self.seg_head(fused)
+        return fused, class_logits[..., :h, :w], core_logits[..., :h, :w]
+
+    def _losses(
+        self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        dev = fused.device
+        class_mask = torch.stack([t["class_mask"] for t in targets]).to(dev, non_blocking=True)
+        core_mask = torch.stack([t["core_mask"] for t in targets]).to(dev, non_blocking=True)
+        losses = segmentation_losses(class_logits, core_logits, class_mask, core_mask)
+        quads = [t["line_quads"].to(dev, torch.float32) for t in targets]
+        tokens = [t["line_tokens"] for t in targets]
+        if self.training:
+            quads, tokens = self._cap_lines(quads, tokens)
+            quads = [jitter_quads(q, self.quad_jitter) for q in quads]
+        n_lines = sum(q.shape[0] for q in quads)
+        if n_lines:
+            losses["rec"] = self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing)
+        else:
+            losses["rec"] = fused.new_zeros((), dtype=torch.float32)
+        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+
+    def _cap_lines(self, quads: list[Tensor], tokens: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """A random subset of at most ``max_lines_per_batch`` lines, to bound the head's memory."""
+        counts = [q.shape[0] for q in quads]
+        total = sum(counts)
+        if total <= self.max_lines_per_batch:
+            return quads, tokens
+        chosen = torch.zeros(total, dtype=torch.bool)
+        chosen[torch.randperm(total)[: self.max_lines_per_batch]] = True
+        keep = chosen.split(counts)
+        return [q[k.to(q.device)] for q, k in zip(quads, keep)], [t[k] for t, k in zip(tokens, keep)]
+
+    def _pad_tokens(self, tokens: list[Tensor], device: torch.device) -> Tensor:
+        """Concatenate the images' token rows, PAD-extended to a common length (capped at max_len)."""
+        t = min(max(x.shape[1] for x in tokens if x.shape[0]), self.rec_head.max_len)
+        rows = [F.pad(x[:, :t], (0, t - min(x.shape[1], t)), value=self.charset.pad_id) for x in tokens]
+        return torch.cat(rows).to(device, non_blocking=True)
+
+    def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor) -> list[dict]:
+        class_prob, core_prob = class_and_core_probs(class_logits, core_logits)
+        class_maps = class_prob.argmax(dim=1).cpu()
+        class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
+        detections = [lines_from_maps(class_np[b], core_np[b], **self.postprocess) for b in range(len(class_np))]
+        quads = [
+            torch.from_numpy(np.stack([line_quad(p) for p, _, _ in d])) if d else torch.zeros(0, 4, 2)
+            for d in detections
+        ]
+        reads = self._read(fused, quads)
+        out = []
+        for b, dets in enumerate(detections):
+            lines = [
+                {"polygon": poly.tolist(), "kind": self.kinds[kind], "text": text, "confidence": conf,
+                 "score": score}
+                for (poly, kind, score), (text, conf) in zip(dets, reads[b])
+            ]
+            out.append({"lines": lines, "class_map": class_maps[b]})
+        return out
+
+    @torch.no_grad()
+    def recognize(self, images: Tensor, quads: list[Tensor]) -> list[list[tuple[str, float]]]:
+        """Read given line quads ([N, 4, 2] per image, TL TR BR BL in pixels): (text, confidence) each.
+
+        Meant for eval mode (CER on ground-truth lines); in train mode blocks would be dropped.
+        """
+        return self._read(self._fused(images), quads)
+
+    def _read(self, fused: Tensor, quads: list[Tensor]) -> list[list[tuple[str, float]]]:
+        """Greedy-decode all lines in chunks of ``max_lines_per_batch``."""
+        owners = [(b, i) for b, q in enumerate(quads) for i in range(q.shape[0])]
+        out: list[list[tuple[str, float]]] = [[("", 0.0)] * q.shape[0] for q in quads]
+        chunk = max(self.max_lines_per_batch, 1)
+        for start in range(0, len(owners), chunk):
+            part = owners[start : start + chunk]
+            per_image = [
+                torch.stack([quads[b][i] for b, i in part if b == img]).float().to(fused.device)
+                if any(b == img for b, _ in part) else fused.new_zeros((0, 4, 2), dtype=torch.float32)
+                for img in range(len(quads))
+            ]
+            ids, conf = self.rec_head.greedy(fused, per_image)
+            for (b, i), row, c in zip(part, ids.tolist(), conf.tolist()):
+                out[b][i] = (self.charset.decode(row), c)
+        return out

@@ -1,0 +1,52 @@
+"""Config errors fail at start-up with a message naming the key."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from docrec.engine.config import ConfigError, check_config
+from tests.conftest import compose_cfg
+
+
+def _with_data(tmp_path, overrides):
+    (tmp_path / "t.jsonl").write_text("")
+    return compose_cfg([f"data.path={tmp_path / 't.jsonl'}", "data.val_path=null", *overrides])
+
+
+def test_every_config_group_composes():
+    for ov in (["experiment=smoke"], ["experiment=funsd", "data.path=x"], ["experiment=handwriting", "data.path=x"],
+               ["augment=none"], ["augment=handwriting"], ["data=alto", "data.path=x"], ["data=sroie", "data.path=x"],
+               ["data=manifest", "data.path=x"]):
+        cfg = compose_cfg(ov)
+        assert cfg.model.backbone.p_min > 0
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.backbone.p_min=0", "model.backbone.p_min"),
+    ("model.backbone.p_min=1.2", "model.backbone.p_min"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("optim.lr=-1", "optim.lr"),
+    ("trainer.max_steps=0", "trainer.max_steps"),
+    ("data.crop=[100,100]", "data.crop"),
+    ("data.batch_size=2.5", "data.batch_size"),
+    ("trainer.monitor_mode=up", "trainer.monitor_mode"),
+])
+def test_impossible_values_name_the_key(tmp_path, override, key):
+    cfg = _with_data(tmp_path, [override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_config(cfg)
+
+
+def test_missing_data_path_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.path is required"):
+        check_config(compose_cfg(["data=manifest"]))
+    with pytest.raises(ConfigError, match=r"data\.path=.*nowhere.*no such file"):
+        check_config(compose_cfg([f"data.path={tmp_path / 'nowhere'}"]))
+
+
+def test_unknown_key_and_wrong_type_are_refused():
+    with pytest.raises(ConfigCompositionException, match="p_minn"):
+        compose_cfg(["model.backbone.p_minn=0.5"])
+    cfg = compose_cfg(["data.batch_size=abc"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size must be an integer"):
+        check_config(cfg)
+
