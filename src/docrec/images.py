@@ -25,10 +25,25 @@ def image_size(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, Image.DecompressionBombError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
+    _check_complete(path)
     if w * h > max_pixels:
         raise DataError(f"{path}: image has {w}x{h} = {w * h:,} pixels, above the cap of {max_pixels:,} "
                         "(a decompression bomb or a scan far too large; raise max_pixels to allow it)")
     return w, h
+
+
+def _check_complete(path: Path) -> None:
+    """Cheap truncation check from the file's tail: PNG ends with IEND, JPEG with the EOI marker."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 64))
+        tail = fh.read()
+    if head.startswith(b"\x89PNG") and b"IEND" not in tail:
+        raise DataError(f"{path}: truncated PNG (no IEND chunk at the end of the file)")
+    if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail.rstrip(b"\x00\r\n "):
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
 def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -304,7 +304,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         stop.restore()
         if writer is not None:
             final = {f"hparam/{k.replace('/', '_')}": v for k, v in metrics.items()
-                     if any(s in k for s in ("cer", "wer", "f1", "iou"))}
+                     if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "seg_miou")}
             hp = {"p_min": cfg.model.backbone.p_min, "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size,
                   "long_side": cfg.data.long_side, "backbone": cfg.model.backbone.name, "seed": cfg.seed,
                   "ema_decay": cfg.trainer.ema.decay, "label_smoothing": cfg.model.label_smoothing, "steps": step}

@@ -18,8 +18,6 @@ from docrec.models.roi import jitter_quads
 from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
 from docrec.models.stochastic_depth import StochasticDepthResNet
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Inputs are padded (right/bottom) to a multiple of the backbone's total stride.
 SIZE_DIVISOR = 32
 
@@ -27,9 +25,9 @@ SIZE_DIVISOR = 32
 class DocRecModel(nn.Module):
     """Page in, lines (polygon, kind, text, confidence) out; named losses when targets are given.
 
-    Images are RGB, [B, 3, H, W], float in [0, 1] (or uint8); the model normalises them
-    with the ImageNet statistics itself and pads them to a multiple of 32. Targets are one
-    dict per image as made by :func:`docrec.data.targets.build_targets`.
+    Images are RGB [B, 3, H, W], ImageNet-normalised floats (``docrec.data.dataset.normalize``,
+    applied on the device by the caller); the model pads them to a multiple of 32. Targets
+    are one dict per image as made by :func:`docrec.data.targets.build_targets`.
     """
 
     def __init__(
@@ -55,8 +53,6 @@ class DocRecModel(nn.Module):
         self.max_lines_per_batch = max_lines_per_batch
         self.quad_jitter = quad_jitter
         self.postprocess = dict(postprocess or {})
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def set_step(self, step: int) -> None:
         """Global training step, which (with the seed) decides the dropped backbone blocks."""
@@ -72,10 +68,8 @@ class DocRecModel(nn.Module):
             m.compile(**{"dynamic": True, **compile_kwargs})
 
     def _fused(self, images: Tensor) -> Tensor:
-        """Normalise, pad to a multiple of 32 and run backbone and neck: the stride-4 map."""
-        if images.dtype == torch.uint8:
-            images = images.float() / 255.0
-        x = (images - self.pixel_mean) / self.pixel_std
+        """Pad to a multiple of 32 (zeros: the mean colour) and run backbone and neck: the stride-4 map."""
+        x = images
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
         if pad_h or pad_w:
@@ -112,7 +106,9 @@ class DocRecModel(nn.Module):
         if n_lines:
             losses["rec"] = self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing)
         else:
-            losses["rec"] = fused.new_zeros((), dtype=torch.float32)
+            # Zero, but through every head parameter: DDP without find_unused_parameters
+            # (p_min = 1) expects a gradient for each of them in every step.
+            losses["rec"] = sum(p.sum() for p in self.rec_head.parameters()).float() * 0.0
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
     def _cap_lines(self, quads: list[Tensor], tokens: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -124,7 +120,7 @@ class DocRecModel(nn.Module):
         chosen = torch.zeros(total, dtype=torch.bool)
         chosen[torch.randperm(total)[: self.max_lines_per_batch]] = True
         keep = chosen.split(counts)
-        return [q[k.to(q.device)] for q, k in zip(quads, keep)], [t[k] for t, k in zip(tokens, keep)]
+        return [q[k.to(q.device)] for q, k in zip(quads, keep)], [t[k.to(t.device)] for t, k in zip(tokens, keep)]
 
     def _pad_tokens(self, tokens: list[Tensor], device: torch.device) -> Tensor:
         """Concatenate the images' token rows, PAD-extended to a common length (capped at max_len)."""

@@ -19,7 +19,11 @@ _REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter")
 
 
 def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:
-    """DocRecModel from a dict/DictConfig; a missing key takes the constructor's default."""
+    """DocRecModel from a dict/DictConfig; a missing key takes the constructor's default.
+
+    Compilation is the trainer's switch (``trainer.compile`` -> :meth:`DocRecModel.compile_regions`),
+    applied after a checkpoint is loaded.
+    """
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
     kinds = list(cfg.get("kinds", ["printed", "handwritten", "form_field"]))
     backbone = build_backbone(**cfg.get("backbone", {}))
@@ -39,6 +43,4 @@ def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:
         postprocess=cfg.get("postprocess"),
         **training,
     )
-    if cfg.get("compile", False):
-        model.compile_regions()
     return model

@@ -32,7 +32,7 @@ class RecognitionHead(nn.Module):
         dropout: float = 0.1,
         roi_height: int = 8,
         roi_max_width: int = 256,
-        max_len: int = 128,
+        max_len: int = 160,
         stride: int = 4,
     ) -> None:
         super().__init__()

@@ -1,0 +1,272 @@
+"""The composite model: charset, RoI sampling, losses, predictions, bf16/channels_last, overfitting."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from docrec.data.dataset import normalize
+from docrec.data.targets import build_targets
+from docrec.models import Charset, DocRecModel, build_model
+from docrec.models.fpn import FusedFPN
+from docrec.models.roi import quad_grid, roi_widths, sample_quads
+
+KINDS = ["printed", "handwritten", "form_field"]
+DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
+TINY = {
+    "backbone": {"name": "resnet18", "p_min": 0.8, "seed": 0},
+    "fpn_channels": 64,
+    "kinds": KINDS,
+    "segmentation": {"hidden": 32},
+    "recognition": {
+        "d_model": 64, "nhead": 4, "encoder_layers": 1, "decoder_layers": 1, "dim_feedforward": 128,
+        "dropout": 0.0, "roi_height": 8, "roi_max_width": 64, "max_len": 16, "quad_jitter": 0.0,
+    },
+    "label_smoothing": 0.0,
+}
+# Two tiny pages: (text, baseline origin, kind) per line; the first page's lines nearly touch.
+PAGES = [
+    [("hi 42", (8, 30), "printed"), ("cat", (8, 70), "handwritten"), ("Ok go", (120, 110), "form_field")],
+    [("box 7", (20, 40), "printed"), ("zap", (140, 76), "handwritten")],
+]
+
+
+def render(spec: list, height: int = 128, width: int = 256) -> tuple[np.ndarray, list]:
+    """A white page with each text drawn by cv2.putText; the line polygon is its padded text box."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    lines = []
+    for text, (x, y), kind in spec:
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.8, 2)
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
+        poly = np.array([[x - 3, y - th - 4], [x + tw + 3, y - th - 4],
+                         [x + tw + 3, y + base + 2], [x - 3, y + base + 2]], np.float32)
+        lines.append((poly, text, kind))
+    return img, lines
+
+
+def batch(charset: Charset) -> tuple[torch.Tensor, list[dict]]:
+    images, targets = [], []
+    for spec in PAGES:
+        img, lines = render(spec)
+        images.append(torch.from_numpy(img).permute(2, 0, 1))
+        targets.append(build_targets(lines, img.shape[0], img.shape[1], KINDS, charset, max_len=16))
+    return normalize(torch.stack(images)), targets
+
+
+@pytest.fixture
+def charset() -> Charset:
+    return Charset.build([t for spec in PAGES for t, _, _ in spec])
+
+
+@pytest.fixture
+def tiny_model(charset) -> DocRecModel:
+    torch.manual_seed(0)
+    return build_model(TINY, charset)
+
+
+# --- charset ---------------------------------------------------------------------------
+
+
+def test_charset_encode_decode_roundtrip_and_specials():
+    cs = Charset.build(["abc", "cab d"])
+    assert (cs.pad_id, cs.bos_id, cs.eos_id, cs.unk_id) == (0, 1, 2, 3)
+    assert len(cs) == 4 + 5 and cs.chars == [" ", "a", "b", "c", "d"]
+    ids = cs.encode("bad a")
+    assert ids[0] == cs.bos_id and ids[-1] == cs.eos_id and len(ids) == 7
+    assert cs.decode(ids) == "bad a"
+    assert cs.decode([cs.bos_id, *ids[1:3], cs.eos_id, *ids[3:]]) == "ba"  # stops at EOS
+    assert cs.decode(cs.encode("axb")) == "a\ufffdb"
+    assert cs.count_unknown("axyb") == 2
+
+
+def test_charset_is_nfc_and_survives_a_checkpoint():
+    decomposed = "Cafe\u0301"  # e + combining acute
+    cs = Charset.build([decomposed])
+    assert "\u00e9" in cs.chars and "\u0301" not in cs.chars
+    assert cs.encode(decomposed) == cs.encode("Caf\u00e9")
+    assert cs.count_unknown("caf\u00e9") == 1  # lower-case c
+    restored = Charset.from_dict(copy.deepcopy(cs.to_dict()))
+    assert restored == cs and restored.encode("Caf\u00e9") == cs.encode("Caf\u00e9")
+
+
+# --- RoI sampling and neck -------------------------------------------------------------
+
+
+def _coordinate_map(height: int, width: int, stride: int) -> torch.Tensor:
+    """A feature map whose two channels are the input-pixel x and y of each cell's centre."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return torch.stack([xs * stride + stride / 2, ys * stride + stride / 2]).float()[None]
+
+
+@pytest.mark.parametrize("deg", [0.0, 15.0, -30.0])
+def test_quad_sampler_reads_along_the_rotated_box(deg):
+    feats = _coordinate_map(64, 64, 4)  # a 256 x 256 page
+    a = np.deg2rad(deg)
+    u, d = torch.tensor([np.cos(a), np.sin(a)]), torch.tensor([-np.sin(a), np.cos(a)])
+    tl = torch.tensor([60.0, 90.0])
+    quad = torch.stack([tl, tl + 120 * u, tl + 120 * u + 16 * d, tl + 16 * d]).float()
+    rois, mask = sample_quads(feats, [quad[None]], stride=4, height=8, max_width=64)
+    width = int(roi_widths(quad[None], 8, 64)[0])
+    assert width == 60 and rois.shape == (1, 2, 8, 60) and mask.all()
+    # A bilinear sample of a linear map is exact: the RoI holds the sampling points themselves.
+    expected = quad_grid(quad[None], 8, torch.tensor([width]), width)[0].permute(2, 0, 1)
+    torch.testing.assert_close(rois[0], expected, atol=1e-3, rtol=0)
+    # Row 0 runs along the top edge, column 0 down the left edge, at half-cell offsets.
+    step_u, step_v = 120 / width, 16 / 8
+    torch.testing.assert_close(rois[0, :, 0, 0], (tl + u * step_u / 2 + d * step_v / 2).float(), atol=1e-3, rtol=0)
+
+
+def test_quad_sampler_pads_short_lines_and_groups_by_image():
+    feats = torch.cat([_coordinate_map(16, 16, 4), _coordinate_map(16, 16, 4) + 1000])
+    long = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]]])
+    short = torch.tensor([[[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]]])
+    rois, mask = sample_quads(feats, [long, short], stride=4, height=8, max_width=32)
+    assert rois.shape == (2, 2, 8, 32)
+    assert mask[0].all() and mask[1].sum() == 16
+    assert rois[1, :, :, 16:].abs().max() == 0  # padding is zero and masked
+    assert rois[1, 0, 0, 0] > 1000  # the second line was read from the second image
+
+
+def test_fused_map_has_stride_four():
+    neck = FusedFPN({"c2": 64, "c3": 128, "c4": 256, "c5": 512}, channels=32)
+    feats = {f"c{i}": torch.randn(1, c, 128 // 2**i, 96 // 2**i) for i, c in zip(range(2, 6), (64, 128, 256, 512))}
+    assert neck(feats).shape == (1, 32, 32, 24)
+
+
+# --- building, losses, predictions -----------------------------------------------------
+
+
+def test_default_config_builds_the_resnet50_model(charset):
+    cfg = OmegaConf.load(DEFAULT_CFG)
+    model = build_model(cfg, charset)
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    print(f"default model: {total:,} parameters, backbone {backbone:,}")
+    assert backbone == 23_508_032  # torchvision ResNet-50 without its classifier
+    assert [r["index"] for r in model.backbone.schedule() if r["always_run"]] == [0, 3, 7, 13]
+    assert model.backbone.p_min == 0.8 and model.kinds == KINDS
+    assert "backbone.layer1.0.conv1.weight" in model.state_dict()
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.backbone.modules())
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.rec_head.encoder.modules())
+
+
+def test_unknown_config_keys_are_refused(charset):
+    with pytest.raises(TypeError):
+        build_model({**TINY, "recognition": {**TINY["recognition"], "d_modle": 32}}, charset)
+
+
+def test_training_forward_returns_weighted_losses(charset):
+    images, targets = batch(charset)
+    torch.manual_seed(0)
+    model = build_model({**TINY, "loss_weights": {"rec": 0.5}}, charset).train()
+    torch.manual_seed(0)
+    ref = build_model(TINY, charset).train()
+    model.set_step(3)
+    ref.set_step(3)
+    losses, ref_losses = model(images, targets), ref(images, targets)
+    assert set(losses) == {"seg", "core", "rec"}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    torch.testing.assert_close(losses["rec"], 0.5 * ref_losses["rec"])
+    torch.testing.assert_close(losses["seg"], ref_losses["seg"])
+    sum(losses.values()).backward()
+    assert model.rec_head.classifier.weight.grad is not None
+    assert model.backbone.last_executed == [i for i, r in enumerate(model.backbone.sample_decisions(3)) if r]
+
+
+def test_a_batch_without_readable_lines_still_reaches_every_head_parameter(tiny_model, charset):
+    images, targets = batch(charset)
+    unreadable = [{**t, "line_quads": t["line_quads"][:0], "line_tokens": t["line_tokens"][:0]} for t in targets]
+    losses = tiny_model.train()(images, unreadable)
+    assert losses["rec"] == 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in tiny_model.rec_head.parameters())
+
+
+def test_training_caps_the_lines_per_batch(charset):
+    images, targets = batch(charset)
+    model = build_model({**TINY, "recognition": {**TINY["recognition"], "max_lines_per_batch": 2}}, charset)
+    quads, tokens = model._cap_lines([t["line_quads"] for t in targets], [t["line_tokens"] for t in targets])
+    assert sum(q.shape[0] for q in quads) == 2 and sum(t.shape[0] for t in tokens) == 2
+    losses = model.train()(images, targets)
+    assert torch.isfinite(losses["rec"])
+
+
+def test_eval_forward_returns_predictions_at_input_resolution(tiny_model, charset):
+    # Force one detection on an untrained model: every pixel is "core".
+    tiny_model.postprocess = {"core_threshold": 0.0, "min_score": 0.0}
+    images = torch.randn(2, 3, 100, 150)  # not a multiple of 32: padded inside
+    with torch.no_grad():
+        out = tiny_model.eval()(images)
+    assert len(out) == 2
+    for page in out:
+        assert page["class_map"].dtype == torch.int64 and page["class_map"].shape == (100, 150)
+        assert len(page["lines"]) == 1
+        line = page["lines"][0]
+        assert set(line) >= {"polygon", "kind", "text", "confidence"}
+        assert all(len(p) == 2 and isinstance(p[0], float) for p in line["polygon"])
+        assert line["kind"] in KINDS and isinstance(line["text"], str)
+        assert 0.0 <= line["confidence"] <= 1.0
+
+
+def test_channels_last_and_bf16_autocast(tiny_model, charset):
+    images, targets = batch(charset)
+    model = tiny_model.to(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
+    model.postprocess = {"core_threshold": 0.0, "min_score": 0.0}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(images, targets)
+        assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+        sum(losses.values()).backward()
+        with torch.no_grad():
+            model.eval()
+            out = model(images)
+            reads = model.recognize(images, [t["line_quads"] for t in targets])
+    assert out[0]["class_map"].shape == images.shape[-2:] and len(out[0]["lines"]) == 1
+    assert [len(r) for r in reads] == [3, 2] and all(isinstance(t, str) for r in reads for t, _ in r)
+
+
+@pytest.mark.slow
+def test_compiled_regions_match_eager(tiny_model, charset):
+    images, targets = batch(charset)
+    compiled = copy.deepcopy(tiny_model)
+    compiled.compile_regions(backend="eager")
+    assert set(compiled.state_dict()) == set(tiny_model.state_dict())
+    for m in (tiny_model, compiled):
+        m.train().set_step(1)
+    a, b = tiny_model(images, targets), compiled(images, targets)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_overfits_two_tiny_pages_and_reads_them_back(charset):
+    torch.manual_seed(0)
+    model = build_model(TINY, charset).train()
+    images, targets = batch(charset)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    history = []
+    for step in range(50):
+        model.set_step(step)
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert np.mean(history[-5:]) < 0.2 * history[0], history[::10]
+
+    model.eval()
+    reads = model.recognize(images, [t["line_quads"] for t in targets])
+    assert [[text for text, _ in page] for page in reads] == [[t for t, _, _ in spec] for spec in PAGES]
+    assert min(conf for page in reads for _, conf in page) > 0.5
+    # End to end: lines found from the maps, read, and given their kind.
+    with torch.no_grad():
+        out = model(images)
+    for page, spec in zip(out, PAGES):
+        assert sorted((ln["text"], ln["kind"]) for ln in page["lines"]) == sorted((t, k) for t, _, k in spec)

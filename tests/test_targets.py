@@ -1,0 +1,182 @@
+"""Targets (class mask, line cores, quads, tokens) and the post-processing that inverts them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from docrec.data.targets import CORE_SHRINK, IGNORE_INDEX, build_targets, line_quad
+from docrec.models import Charset, lines_from_maps
+
+KINDS = ("printed", "handwritten", "form_field")
+CHARSET = Charset.build(["hello world", "Invoice 4711"])
+
+
+def rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+
+def rotated_rect(cx: float, cy: float, w: float, h: float, deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    u, d = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+    c = np.array([cx, cy])
+    return np.stack([c - u * w / 2 - d * h / 2, c + u * w / 2 - d * h / 2,
+                     c + u * w / 2 + d * h / 2, c - u * w / 2 + d * h / 2]).astype(np.float32)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> float:
+    ma, mb = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    cv2.fillPoly(ma, [np.round(a).astype(np.int32)], 1)
+    cv2.fillPoly(mb, [np.round(b).astype(np.int32)], 1)
+    return float((ma & mb).sum() / (ma | mb).sum())
+
+
+# --- line_quad -------------------------------------------------------------------------
+
+
+def test_line_quad_axis_aligned_starts_top_left_whatever_the_point_order():
+    poly = rect(10, 20, 110, 35)
+    expected = rect(10, 20, 110, 35)
+    for shift in range(4):
+        for order in (1, -1):
+            pts = np.roll(poly[::order], shift, axis=0)
+            np.testing.assert_allclose(line_quad(pts), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("deg", [-30.0, -8.0, 5.0, 25.0, 44.0])
+def test_line_quad_follows_skewed_lines(deg):
+    poly = rotated_rect(200, 150, 120, 20, deg)
+    quad = line_quad(np.roll(poly, 1, axis=0))
+    np.testing.assert_allclose(quad, poly, atol=1e-2)
+    tl, tr, _, bl = quad
+    assert tr[0] > tl[0]  # reads left to right
+    assert np.linalg.norm(tr - tl) > np.linalg.norm(bl - tl)
+
+
+def test_line_quad_of_a_short_tall_line_still_reads_horizontally():
+    quad = line_quad(rect(50, 10, 58, 40))  # one digit: 8 wide, 30 high
+    np.testing.assert_allclose(quad, rect(50, 10, 58, 40), atol=1e-3)
+
+
+def test_line_quad_of_a_polygon_is_its_min_area_box():
+    wavy = np.array([[0, 10], [50, 6], [100, 10], [100, 22], [50, 18], [0, 22]], np.float32)
+    quad = line_quad(wavy)
+    np.testing.assert_allclose(quad, rect(0, 6, 100, 22), atol=1e-3)
+
+
+# --- build_targets ---------------------------------------------------------------------
+
+
+def test_class_mask_paints_kinds_and_ignores_unknown_kinds():
+    lines = [
+        (rect(10, 10, 60, 20), "hello", "printed"),
+        (rect(10, 30, 60, 40), "world", "form_field"),
+        (rect(70, 10, 90, 40), "lo", "stamp"),
+    ]
+    t = build_targets(lines, 50, 100, KINDS, CHARSET, max_len=16)
+    cm = t["class_mask"]
+    assert cm.dtype == torch.int64 and cm.shape == (50, 100)
+    assert cm[15, 30] == 1 and cm[35, 30] == 3 and cm[25, 80] == IGNORE_INDEX and cm[45, 5] == 0
+    assert t["line_kinds"].tolist() == [0, 2, IGNORE_INDEX]
+
+
+def test_core_mask_is_a_shrunk_line_and_separates_touching_lines():
+    # Two lines that share an edge: one blob in the class mask, two cores.
+    lines = [(rect(10, 10, 190, 30), "hello", "printed"), (rect(10, 30, 190, 50), "world", "printed")]
+    t = build_targets(lines, 60, 200, KINDS, CHARSET, max_len=16)
+    core = t["core_mask"].numpy()
+    assert core.dtype == np.float32 and set(np.unique(core)) == {0.0, 1.0}
+    assert core.sum() < (t["class_mask"] > 0).sum().item()
+    assert np.all(core[t["class_mask"].numpy() == 0] == 0)
+    n, _ = cv2.connectedComponents(core.astype(np.uint8), connectivity=4)
+    assert n - 1 == 2
+    rows = np.flatnonzero(core[:, 100])
+    # Half of the 20-pixel height removed: a core of about 10 rows centred in each line.
+    first = rows[rows < 30]
+    assert abs(len(first) - 20 * (1 - CORE_SHRINK)) <= 2
+    assert abs(first.mean() - 20) <= 1
+
+
+def test_tokens_quads_and_lines_without_text():
+    lines = [
+        (rect(10, 10, 60, 20), "hello", "printed"),
+        (rect(10, 30, 60, 40), None, "printed"),  # cut by a crop: painted, not read
+        (rect(10, 45, 12, 46), "tiny", "printed"),  # a sliver: dropped
+        (rect(70, 10, 95, 40), "Invoice 4711 hello", "handwritten"),
+    ]
+    t = build_targets(lines, 50, 100, KINDS, CHARSET, max_len=8)
+    assert t["class_mask"][35, 30] == 1
+    assert t["class_mask"][45, 11] == 0
+    assert t["line_quads"].shape == (2, 4, 2) and t["line_quads"].dtype == torch.float32
+    np.testing.assert_allclose(t["line_quads"][0].numpy(), rect(10, 10, 60, 20), atol=1e-3)
+    tokens = t["line_tokens"]
+    assert tokens.shape == (2, 8) and tokens.dtype == torch.int64
+    assert tokens[0].tolist() == CHARSET.encode("hello") + [CHARSET.pad_id]
+    assert tokens[1].tolist() == CHARSET.encode("Invoice 4711 hello")[:8]  # cut: no EOS
+    assert CHARSET.decode(tokens[0].tolist()) == "hello"
+
+
+def test_no_lines_gives_empty_targets():
+    t = build_targets([], 32, 48, KINDS, CHARSET, max_len=8)
+    assert t["class_mask"].shape == (32, 48) and t["class_mask"].sum() == 0
+    assert t["core_mask"].sum() == 0
+    assert t["line_quads"].shape == (0, 4, 2)
+    assert t["line_tokens"].shape[0] == 0 and t["line_kinds"].shape == (0,)
+
+
+def test_polygons_partly_outside_are_clipped():
+    t = build_targets([(rect(-20, 5, 30, 25), "hello", "printed")], 40, 40, KINDS, CHARSET, max_len=16)
+    assert t["class_mask"][10, 0] == 1 and t["core_mask"][15, 5] == 1
+
+
+# --- lines_from_maps -------------------------------------------------------------------
+
+
+def _perfect_maps(targets: dict, num_classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    cm = targets["class_mask"].numpy().copy()
+    cm[cm == IGNORE_INDEX] = 0
+    class_prob = np.eye(num_classes, dtype=np.float32)[cm].transpose(2, 0, 1)
+    return class_prob, targets["core_mask"].numpy()
+
+
+def test_touching_lines_come_out_as_two_polygons_with_their_kinds():
+    gt = [(rect(10, 10, 190, 30), "hello", "printed"), (rect(12, 30, 170, 52), "world", "handwritten")]
+    t = build_targets(gt, 64, 200, KINDS, CHARSET, max_len=16)
+    found = lines_from_maps(*_perfect_maps(t))
+    assert len(found) == 2
+    found.sort(key=lambda x: x[0][:, 1].mean())
+    for (poly, kind, score), (gt_poly, _, gt_kind) in zip(found, gt):
+        assert poly.dtype == np.float32 and poly.ndim == 2 and poly.shape[1] == 2
+        assert mask_iou(poly, gt_poly, (64, 200)) > 0.85
+        assert KINDS[kind] == gt_kind
+        assert score == pytest.approx(1.0)
+
+
+def test_skewed_line_is_recovered_and_its_quad_reads_along_it():
+    gt = rotated_rect(100, 60, 150, 16, 12.0)
+    t = build_targets([(gt, "hello", "form_field")], 128, 200, KINDS, CHARSET, max_len=16)
+    (poly, kind, _), = lines_from_maps(*_perfect_maps(t))
+    assert KINDS[kind] == "form_field"
+    assert mask_iou(poly, gt, (128, 200)) > 0.85
+    quad = line_quad(poly)
+    direction = (quad[1] - quad[0]) / np.linalg.norm(quad[1] - quad[0])
+    assert np.degrees(np.arctan2(direction[1], direction[0])) == pytest.approx(12.0, abs=3.0)
+
+
+def test_weak_and_tiny_cores_are_dropped():
+    class_prob = np.zeros((4, 40, 80), np.float32)
+    class_prob[0] = 1.0
+    core = np.zeros((40, 80), np.float32)
+    core[5:9, 5:60] = 0.55  # above the threshold but a low mean score
+    core[20:24, 5:60] = 0.95
+    core[35, 70] = 0.99  # a single pixel
+    found = lines_from_maps(class_prob, core, core_threshold=0.5, min_score=0.6, min_area=16)
+    assert len(found) == 1
+    assert found[0][0][:, 1].min() < 20 <= found[0][0][:, 1].max()
+
+
+def test_maps_of_different_sizes_are_refused():
+    with pytest.raises(ValueError):
+        lines_from_maps(np.zeros((4, 10, 10), np.float32), np.zeros((10, 12), np.float32))
