@@ -39,6 +39,8 @@ class ReadOptions:
     allow_outside_root: bool = False  # allow image paths that escape the annotation's folder
     check_images: bool = True  # open each image header: exists, readable, size matches
     max_pixels: int = MAX_PIXELS
+    # Lenient mode: a reader of many pages per file (the manifest) reports a bad record here and goes on.
+    on_error: Callable[[str, str], None] | None = None
 
 
 def _module(fmt: str):
@@ -59,25 +61,35 @@ def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str
          **options) -> LoadResult:
     """Read every page of ``fmt`` under ``path``; strict raises on the first bad page."""
     mod = _module(fmt)
-    opts = ReadOptions(**options)
+    result = LoadResult()
+
+    def skip(source: str, exc: DataError | str) -> None:
+        result.skipped.append((source, str(exc)))
+        if on_skip is not None:
+            on_skip(source, str(exc))
+
+    opts = ReadOptions(**options, on_error=None if strict else skip)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    result = LoadResult()
     for source in mod.find(path):
         try:
             pages = list(mod.read(source, opts))
-            if opts.check_images:
-                for p in pages:
-                    check_image(p, opts.max_pixels)
         except DataError as exc:
             if strict:
                 raise
-            result.skipped.append((str(source), str(exc)))
-            if on_skip is not None:
-                on_skip(str(source), str(exc))
+            skip(str(source), exc)
             continue
-        result.pages.extend(pages)
+        for page in pages:
+            try:
+                if opts.check_images:
+                    check_image(page, opts.max_pixels)
+            except DataError as exc:
+                if strict:
+                    raise
+                skip(page.source, exc)
+                continue
+            result.pages.append(page)
     return result
 
 

@@ -63,13 +63,22 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
             if not text.strip():
                 continue
             source = f"{file}:{lineno}"
-            if len(text) > MAX_LINE_BYTES:
-                raise DataError(f"{source}: record of {len(text):,} bytes is too large")
             try:
-                obj = json.loads(text, parse_int=_bounded_int)
-            except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-                raise DataError(f"{source}: malformed JSON ({exc})") from None
-            yield page_from_dict(obj, root, source, opts)
+                yield _record(text, root, source, opts)
+            except DataError as exc:
+                if opts is None or opts.on_error is None:
+                    raise
+                opts.on_error(source, str(exc))
+
+
+def _record(text: str, root: Path, source: str, opts: ReadOptions | None) -> Page:
+    if len(text) > MAX_LINE_BYTES:
+        raise DataError(f"{source}: record of {len(text):,} bytes is too large")
+    try:
+        obj = json.loads(text, parse_int=_bounded_int)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise DataError(f"{source}: malformed JSON ({exc})") from None
+    return page_from_dict(obj, root, source, opts)
 
 
 def _bounded_int(s: str) -> int:

@@ -1,0 +1,154 @@
+"""The training application end to end on CPU: smoke run, TensorBoard tags, exact resume, SIGTERM, faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from docrec.engine import checkpoint as ckpt
+from docrec.engine.trainer import TrainingError, train
+from docrec.pages import DataError
+from tests.conftest import REPO, compose_cfg
+
+pytestmark = pytest.mark.slow
+
+# Tiny but complete: resnet18, 256-px pages, validation, EMA and checkpoints all exercised.
+TINY = ["experiment=smoke", "model.backbone.name=resnet18", "data.long_side=256", "data.num_workers=0",
+        "model.recognition.d_model=64", "model.recognition.dim_feedforward=128", "model.fpn_channels=64",
+        "model.recognition.encoder_layers=1", "model.recognition.decoder_layers=1"]
+
+
+def _data(toy: Path) -> list[str]:
+    return [f"data.path={toy / 'train.jsonl'}", f"data.val_path={toy / 'val.jsonl'}"]
+
+
+def _tags(run_dir: Path) -> EventAccumulator:
+    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def test_smoke_run_writes_checkpoints_and_every_dashboard(toy_data, tmp_path):
+    cfg = compose_cfg([*TINY, *_data(toy_data), "trainer.max_steps=6", "trainer.val_every=3",
+                       "trainer.log_every=2", "trainer.ckpt_every=2"])
+    metrics = train(cfg, tmp_path)
+    assert {"val/raw/cer", "val/ema/cer", "val/ema/e2e_f1", "val/raw/seg_miou"} <= set(metrics)
+    names = {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    assert {"last.pt", "best.pt"} <= names and any(n.startswith("step") for n in names)
+    state = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and state["ema"] is not None and state["charset"]
+    assert state["config"]["model"]["backbone"]["name"] == "resnet18"
+    ea = _tags(tmp_path)
+    scalars = set(ea.Tags()["scalars"])
+    for tag in ("train/loss", "train/loss_seg", "train/loss_core", "train/loss_rec", "train/lr", "train/grad_norm",
+                "train/pages_per_s", "train/data_wait_share", "train/peak_mem_gib", "train/effective_depth"):
+        assert tag in scalars, tag
+    for name in ("raw", "ema"):
+        for metric in ("seg_miou", "det_f1", "e2e_f1", "cer", "wer"):
+            assert f"val/{name}/{metric}" in scalars
+    assert any("ema" in t and "iou" in t for t in scalars)
+    assert {"val_raw/page_0", "val_ema/page_0"} <= set(ea.Tags()["images"])
+    tensors = set(ea.Tags()["tensors"])
+    assert "model/stochastic_depth_schedule/text_summary" in tensors and "val_ema/lines/text_summary" in tensors
+    assert "custom_scalars__config__" in tensors
+    hp = ea.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hp and "hparam/val_ema_cer" in scalars
+    # Effective depth is the number of residual blocks run: between the always-run ones and all 8.
+    depth = [e.value for e in ea.Scalars("train/effective_depth")]
+    assert all(3 <= d <= 8 for d in depth)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load(path)["model"]
+
+
+def _run(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_sigterm_saves_and_resume_is_exact(toy_data, tmp_path):
+    common = [*TINY, *_data(toy_data), "deterministic=true", "trainer.max_steps=10", "trainer.val_every=5",
+              "trainer.ckpt_every=1", "trainer.log_every=1", "data.batch_size=2", "data.num_workers=1"]
+    full = _run([*common, f"hydra.run.dir={tmp_path / 'full'}"])
+    part = _run([*common, f"hydra.run.dir={tmp_path / 'part'}"])
+    last = tmp_path / "part" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and part.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    part.send_signal(signal.SIGTERM)
+    out, _ = part.communicate(timeout=240)
+    assert part.returncode == 0, out
+    assert "stopped by SIGTERM" in out and "resume=" in out
+    stopped_at = ckpt.load(last)["step"]
+    assert 1 <= stopped_at < 10, out
+    resumed = _run([*common, f"hydra.run.dir={tmp_path / 'part'}", f"resume={tmp_path / 'part'}"])
+    out2, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out2
+    assert f"resumed at step {stopped_at}" in out2
+    out_full, _ = full.communicate(timeout=300)
+    assert full.returncode == 0, out_full
+    a, b = _weights(tmp_path / "full" / "checkpoints" / "last.pt"), _weights(last)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume (stopped at step {stopped_at})"
+
+
+def test_non_finite_steps_are_skipped_then_stop(toy_data, tmp_path, monkeypatch):
+    from docrec.models.docrec_model import DocRecModel
+
+    original = DocRecModel.forward
+    calls = []
+
+    def nan_after_two(self, images, targets=None):
+        out = original(self, images, targets)
+        if targets is not None:
+            calls.append(1)
+            if len(calls) > 2:
+                out = {k: v * float("nan") for k, v in out.items()}
+        return out
+
+    monkeypatch.setattr(DocRecModel, "forward", nan_after_two)
+    cfg = compose_cfg([*TINY, *_data(toy_data), "trainer.max_steps=20", "trainer.val_every=100",
+                       "trainer.ckpt_every=2", "trainer.max_bad_steps=3", "trainer.log_every=1"])
+    with pytest.raises(TrainingError, match=r"3 non-finite steps in a row \(last at step \d+\).*last\.pt"):
+        train(cfg, tmp_path)
+    state = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert "train/skipped_steps" in set(_tags(tmp_path).Tags()["scalars"])
+
+
+def test_out_of_memory_names_batch_and_resolution(toy_data, tmp_path, monkeypatch):
+    from docrec.models.docrec_model import DocRecModel
+
+    def oom(self, images, targets=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(DocRecModel, "forward", oom)
+    cfg = compose_cfg([*TINY, *_data(toy_data), "trainer.max_steps=4"])
+    with pytest.raises(TrainingError, match=r"out of GPU memory.*data\.batch_size=2.*data\.long_side=256"):
+        train(cfg, tmp_path)
+
+
+def test_strict_mode_fails_before_training(toy_data, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(toy_data, bad)
+    img = bad / "images" / "000.png"
+    img.write_bytes(img.read_bytes()[:200])  # truncated
+    over = [*TINY, f"data.path={bad / 'train.jsonl'}", "data.val_path=null", "trainer.max_steps=2",
+            "trainer.val_every=100"]
+    with pytest.raises(DataError, match=r"000\.png: truncated PNG"):
+        train(compose_cfg(over), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    train(compose_cfg([*over, "data.strict=false"]), tmp_path / "run2")
+    assert _tags(tmp_path / "run2").Scalars("data/skipped_pages")[0].value == 1
