@@ -121,9 +121,9 @@ def test_malformed_json_names_file_and_line(tmp_path):
 
 def test_unknown_field_is_refused(tmp_path):
     rec = record()
-    rec["lines"][0]["confidence"] = 0.9
+    rec["lines"][0]["confidance"] = 0.9
     src = write_manifest(tmp_path, json.dumps(rec))
-    with pytest.raises(DataError, match=r"pages\.jsonl:1: lines\[0\]: unknown field\(s\) confidence"):
+    with pytest.raises(DataError, match=r"pages\.jsonl:1: lines\[0\]: unknown field\(s\) confidance"):
         list(read(src))
 
 
