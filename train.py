@@ -22,7 +22,10 @@ def main(cfg: DictConfig) -> float | None:
 
     from docrec.engine.trainer import train
 
-    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = HydraConfig.get().runtime.output_dir
+    metrics = train(cfg, run_dir)
+    if int(os.environ.get("RANK", "0")) > 0:
+        os.rmdir(run_dir)  # the placeholder dir of _rank_overrides; rank 0's run dir holds everything
     # The optuna sweeper optimizes the returned value.
     return metrics.get(cfg.trainer.monitor)
 

@@ -152,3 +152,39 @@ def test_strict_mode_fails_before_training(toy_data, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
     train(compose_cfg([*over, "data.strict=false"]), tmp_path / "run2")
     assert _tags(tmp_path / "run2").Scalars("data/skipped_pages")[0].value == 1
+
+
+def _finish(proc: subprocess.Popen, timeout: int = 400) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_sweep_over_p_min_gives_one_run_dir_each(toy_data, tmp_path):
+    out = _finish(_run(["-m", *TINY, *_data(toy_data), "model.backbone.p_min=0.7,1.0", "trainer.max_steps=2",
+                        "trainer.val_every=100", f"hydra.sweep.dir={tmp_path}"]))
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "tb").is_dir())
+    assert [r.name for r in runs] == ["0_p_min=0.7", "1_p_min=1.0"], out
+    for run, p_min in zip(runs, (0.7, 1.0)):
+        assert ckpt.load(run / "checkpoints" / "last.pt")["config"]["model"]["backbone"]["p_min"] == p_min
+        ea = _tags(run)
+        assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
+        assert "hparam/val_ema_cer" in ea.Tags()["scalars"]
+
+
+def test_ddp_two_processes_on_cpu(toy_data, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"),
+         *TINY, *_data(toy_data), "trainer.max_steps=4", "trainer.val_every=2", "trainer.log_every=1",
+         f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "world=2" in out and out.count("docrec | finished at step 4") == 1  # summaries from rank 0 only
+    assert len(list((run_dir / "tb").iterdir())) == 1  # one writer
+    state = ckpt.load(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == 4
+    # Each step saw 2 ranks x batch 2 pages.
+    assert state["batch_in_epoch"] in (1, 2) or state["epoch"] >= 1
