@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -11,7 +12,9 @@ from torch.utils.data import Dataset
 from docrec.data.augment import WHITE, build_augment
 from docrec.data.targets import MIN_LINE_AREA, build_targets
 from docrec.images import MAX_PIXELS, read_image
-from docrec.pages import Page, polygon_area
+from docrec.pages import DataError, Page, polygon_area
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,11 +54,11 @@ class PageDataset(Dataset):
 
     def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
                  augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
-                 max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0) -> None:
+                 max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0, strict: bool = True) -> None:
         self.pages = list(pages)
         self.charset, self.kinds, self.train = charset, list(kinds), train
         self.max_len, self.max_pixels, self.seed, self.epoch = max_len, max_pixels, seed, 0
-        self.long_side = long_side
+        self.long_side, self.strict = long_side, strict
         self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train)
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,7 +70,14 @@ class PageDataset(Dataset):
 
     def __getitem__(self, index: int):
         page = self.pages[index]
-        img = read_image(page.image_path, self.max_pixels)
+        try:
+            img = read_image(page.image_path, self.max_pixels)
+        except DataError as exc:
+            # Start-up checks read headers only; a page corrupt inside fails here.
+            if self.strict or len(self.pages) < 2:
+                raise
+            log.warning("skipping unreadable page (lenient mode): %s", exc)
+            return self[(index + 1) % len(self.pages)]
         sizes = [len(ln.polygon) for ln in page.lines]
         pts = np.array([p for ln in page.lines for p in ln.polygon], np.float32).reshape(-1, 2)
         self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)

@@ -132,11 +132,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     n_params = sum(p.numel() for p in raw.parameters())
     schedule = raw.backbone.schedule()
     if rt.is_main:
-        _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resume is not None, step)
+        health = data_health(splits, charset)
+        _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resume is not None, step, health)
         if writer is not None and step == 0:
             writer.add_text("model/stochastic_depth_schedule", tb.schedule_table(schedule))
             writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg) + "\n```")
-            writer.add_scalar("data/skipped_pages", len(splits.skipped), 0)
+            for k, v in health.items():
+                writer.add_scalar(f"data/{k}", v, 0)
 
     def state() -> dict:
         return {"model": raw.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
@@ -320,12 +322,25 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
 
 
-def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed, step) -> None:
+def data_health(splits, charset) -> dict[str, int]:
+    """Counts of what the data holds that training treats specially (reported, never silent)."""
+    pages = splits.train + splits.val
+    lines = [ln for p in pages for ln in p.lines]
+    return {"skipped_pages": len(splits.skipped),
+            "pages_without_lines": sum(1 for p in pages if not p.lines),
+            "empty_text_lines": sum(1 for ln in lines if not ln.text),
+            "val_chars_outside_charset": sum(charset.count_unknown(ln.text) for p in splits.val for ln in p.lines)}
+
+
+def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed, step, health) -> None:
     keep = " ".join(f"{s['keep_prob']:.2f}{'*' if s['always_run'] else ''}" for s in schedule)
     print(
         f"docrec | device {rt.device} ({rt.precision}, channels_last={rt.channels_last}, world={rt.world_size})\n"
         f"  data      {cfg.data.format}: {len(splits.train)} train / {len(splits.val)} val pages, "
         f"{len(splits.skipped)} skipped; charset {len(charset)} symbols\n"
+        f"  checks    {health['pages_without_lines']} pages without lines (background only), "
+        f"{health['empty_text_lines']} lines without text (segmented, not read), "
+        f"{health['val_chars_outside_charset']} validation characters outside the charset (read as UNK)\n"
         f"  model     {cfg.model.backbone.name}, {n_params / 1e6:.1f} M parameters, p_min={cfg.model.backbone.p_min}\n"
         f"  depth     keep probabilities (* = downsample block, always runs): {keep}\n"
         f"  run dir   {run_dir}{f'  (resumed at step {step})' if resumed else ''}",

@@ -1,0 +1,181 @@
+"""ONNX export of a trained model: segmentation, line encoder and one decoder step, plus charset and metadata.
+
+The network is cut where its shapes stop being static tensor programs:
+
+- ``segmentation.onnx``: normalised image [1, 3, H, W] (H, W multiples of 32) -> class
+  probabilities [1, C, H, W], core probabilities [1, H, W] and the fused stride-4 map.
+- post-processing stays in Python: :func:`docrec.models.postprocess.lines_from_maps`
+  (connected components, distance transforms, contours: OpenCV, not ONNX) and
+  :func:`docrec.data.targets.line_quad` turn the maps into line quads.
+- ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) -> memory
+  [N, roi_max_width, d] and its padding mask. PyTorch cuts the RoI to the widest line of
+  the batch, a data-dependent shape; here every line gets ``roi_max_width`` columns, the
+  extra ones masked, which leaves the valid tokens unchanged.
+- ``decoder_step.onnx``: (memory, padding mask, tokens so far [N, T]) -> log-probabilities of
+  the next token [N, V], PAD and BOS excluded as in greedy decoding. The greedy loop is
+  Python (``examples/onnx_predict.py``).
+
+``export.json`` holds what a runtime needs besides the graphs (pre-processing, kinds, token
+ids, post-processing settings); ``charset.json`` the vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.export import Dim
+
+from docrec.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from docrec.models.charset import SPECIALS, Charset
+from docrec.models.docrec_model import SIZE_DIVISOR, DocRecModel
+from docrec.models.recognition import RecognitionHead
+from docrec.models.roi import quad_grid, roi_widths
+
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 18
+SEGMENTATION_FILE, ENCODER_FILE, DECODER_FILE = "segmentation.onnx", "encoder.onnx", "decoder_step.onnx"
+CHARSET_FILE, META_FILE = "charset.json", "export.json"
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationGraph(nn.Module):
+    """Image -> (class probabilities, core probabilities, fused map): ``DocRecModel`` up to post-processing."""
+
+    def __init__(self, model: DocRecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        fused, class_logits, core_logits = self.model._maps(image)
+        return torch.softmax(class_logits.float(), dim=1), core_logits.float().sigmoid(), fused
+
+
+class EncoderGraph(nn.Module):
+    """Fused map of one image + its line quads -> memory [N, roi_max_width, d], padding [N, roi_max_width].
+
+    :meth:`RecognitionHead.encode` with the RoI width fixed at ``roi_max_width`` (see the module doc).
+    """
+
+    def __init__(self, head: RecognitionHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor]:
+        head = self.head
+        height, width = head.roi_height, head.roi_max_width
+        widths = roi_widths(quads, height, width)
+        grid = quad_grid(quads, height, widths, width)
+        # align_corners=False: pixel i of the input covers [i, i + 1) (as roi.sample_quads).
+        gx = grid[..., 0] * (2.0 / (fused.shape[-1] * head.stride)) - 1.0
+        gy = grid[..., 1] * (2.0 / (fused.shape[-2] * head.stride)) - 1.0
+        n, c = quads.shape[0], fused.shape[1]
+        grid = torch.stack([gx, gy], dim=-1).reshape(1, n * height, width, 2)
+        rois = F.grid_sample(fused.float(), grid, mode="bilinear", align_corners=False)
+        rois = rois.reshape(c, n, height, width).permute(1, 0, 2, 3)
+        valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
+        rois = rois * valid[:, None, None, :]
+        x = head.roi_proj(rois).squeeze(2).transpose(1, 2) + head.memory_pos
+        padding = ~valid
+        return head.encoder(x, src_key_padding_mask=padding), padding
+
+
+class DecoderStepGraph(nn.Module):
+    """(memory, padding, tokens [N, T]) -> next-token log-probabilities [N, V], PAD and BOS at -inf."""
+
+    def __init__(self, head: RecognitionHead) -> None:
+        super().__init__()
+        self.head = head
+        banned = torch.zeros(head.classifier.out_features, dtype=torch.bool)
+        banned[[head.pad_id, head.bos_id]] = True
+        self.register_buffer("banned", banned, persistent=False)
+
+    def forward(self, memory: Tensor, memory_padding: Tensor, tokens: Tensor) -> Tensor:
+        logits = self.head.decode(memory, memory_padding, tokens)[:, -1].float()
+        return logits.masked_fill(self.banned, float("-inf")).log_softmax(-1)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], list[str]],
+            dynamic_shapes: dict, opset: int) -> None:
+    inputs, outputs = names
+    program = torch.onnx.export(
+        module.eval(), args, dynamo=True, opset_version=opset, input_names=inputs, output_names=outputs,
+        dynamic_shapes=dynamic_shapes, external_data=False, verbose=False, optimize=False,
+    )
+    program.save(str(path))
+
+
+def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset: int = DEFAULT_OPSET) -> dict:
+    """Write the three ONNX graphs, ``charset.json`` and ``export.json`` to ``out_dir``; returns the metadata."""
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old: GridSample and LayerNormalization need 17 or later")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    head = model.rec_head
+    # Example inputs only fix ranks and dtypes; every size marked dynamic below stays symbolic.
+    # Sizes > 1 so that no dynamic dimension is specialised to the 0/1 cases.
+    image = torch.zeros(1, 3, 2 * SIZE_DIVISOR, 3 * SIZE_DIVISOR)
+    h32, w32 = Dim("h32", min=1, max=1024), Dim("w32", min=1, max=1024)
+    log.info("exporting %s", SEGMENTATION_FILE)
+    _export(SegmentationGraph(model), (image,), out / SEGMENTATION_FILE,
+            (["image"], ["class_prob", "core_prob", "fused"]),
+            {"image": {2: SIZE_DIVISOR * h32, 3: SIZE_DIVISOR * w32}}, opset)
+
+    with torch.no_grad():
+        fused = model._fused(image)
+    quads = torch.tensor([[[4, 4], [60, 4], [60, 20], [4, 20]], [[8, 30], [90, 32], [89, 50], [7, 48]]],
+                         dtype=torch.float32)
+    n_lines = Dim("lines", min=1, max=4096)
+    log.info("exporting %s", ENCODER_FILE)
+    _export(EncoderGraph(head), (fused, quads), out / ENCODER_FILE,
+            (["fused", "quads"], ["memory", "memory_padding"]),
+            {"fused": {2: Dim("fused_h", min=1), 3: Dim("fused_w", min=1)}, "quads": {0: n_lines}}, opset)
+
+    with torch.no_grad():
+        memory, padding = EncoderGraph(head).eval()(fused, quads)
+    tokens = torch.tensor([[head.bos_id, 5, 6], [head.bos_id, 7, head.eos_id]])
+    memory_len = Dim("memory_len", min=1, max=head.roi_max_width)
+    log.info("exporting %s", DECODER_FILE)
+    _export(DecoderStepGraph(head), (memory, padding, tokens), out / DECODER_FILE,
+            (["memory", "memory_padding", "tokens"], ["log_probs"]),
+            {"memory": {0: n_lines, 1: memory_len}, "memory_padding": {0: n_lines, 1: memory_len},
+             "tokens": {0: n_lines, 1: Dim("prefix_len", min=1, max=head.max_len)}}, opset)
+
+    charset: Charset = model.charset
+    (out / CHARSET_FILE).write_text(json.dumps(charset.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "opset": opset,
+        "files": {"segmentation": SEGMENTATION_FILE, "encoder": ENCODER_FILE, "decoder_step": DECODER_FILE,
+                  "charset": CHARSET_FILE},
+        "kinds": list(model.kinds),
+        "classes": ["background", *model.kinds],
+        "long_side": int(long_side),
+        "size_divisor": SIZE_DIVISOR,
+        "pad_value": 255,
+        # normalised = (rgb_uint8 - 255 * mean) / (255 * std), RGB order
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "fused_stride": head.stride,
+        "roi_max_width": head.roi_max_width,
+        "max_len": head.max_len,
+        "tokens": {name.strip("<>"): SPECIALS.index(name) for name in SPECIALS},
+        "postprocess": dict(model.postprocess),
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return meta
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, weights: str = "ema",
+                      long_side: int | None = None, opset: int = DEFAULT_OPSET) -> dict:
+    """Load a checkpoint (file or run dir) on the CPU and :func:`export_model` it."""
+    from docrec.engine.inference import load_model  # the engine is only needed when starting from a checkpoint
+
+    model, _, cfg = load_model(checkpoint, weights, "cpu")
+    return export_model(model, out_dir, long_side or cfg["data"]["long_side"], opset)
