@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -c "import torch, torchvision" 2>/dev/null || $(VPY) -m pip install -q $(TORCH)
-	$(VPY) -m pip install -q -e ".[dev]"
+	$(VPY) -m pip install -q -e ".[dev,export]"
 	touch $(STAMP)
 
 $(SYNTH)/train.jsonl: | $(STAMP)
@@ -32,7 +32,7 @@ test: setup
 	$(VPY) -m pytest -q $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src scripts tests train.py
+	$(VENV)/bin/ruff check src scripts tests examples train.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,80 +1,247 @@
-"""Data-pipeline throughput: pages/s of decode + augment + targets + collate, per worker count.
+"""Data-pipeline throughput: decode + augment + targets + collate, per worker, and the data-wait share.
 
     python scripts/bench_loader.py [--manifest data/synthetic/train.jsonl] [--long-side 1024] [--pages 64]
-        [--workers 0 1 2] [--profile]
+        [--workers 0 1 2] [--step-ms 0 250] [--batch 4] [--augment default] [--profile] [--json PATH]
 
-Without --manifest it generates --pages synthetic pages into a temp folder first.
+Without --manifest it generates --pages synthetic pages (real size, JPEG) into a temp folder.
+The loaders are the trainer's (``docrec.engine.data.make_loaders`` with configs/data/synthetic.yaml
+and the overrides given here), so worker start-up, prefetching and collation are as in training.
+
+Reports, all on the training pipeline (augmentation on, whole pages unless --crop):
+- single process: ms per page for ``dataset[i]`` (decode, augment, targets) and for ``collate``;
+- per worker count: pages/s over one pass, after the first batch (worker start-up shown apart);
+- per --step-ms: a training epoch whose step is simulated by sleeping that long per batch (a GPU
+  busy elsewhere): the share of the loop's time spent waiting for the next batch
+  (``wait / (wait + step)``, first batch excluded), per worker count.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
+import os
 import pstats
+import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
+KINDS = ["printed", "handwritten", "form_field"]
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", type=Path, help="pages to read (default: generate synthetic ones)")
-    ap.add_argument("--pages", type=int, default=48, help="pages per measurement")
+    ap.add_argument("--pages", type=int, default=48, help="pages per measurement (the manifest's first N)")
     ap.add_argument("--long-side", type=int, default=1024)
+    ap.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="random training crops (data.crop)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--step-ms", type=float, nargs="*", default=[],
+                    help="simulated training-step durations for the data-wait share (e.g. 250)")
     ap.add_argument("--augment", default="default", help="configs/augment/<name>.yaml")
     ap.add_argument("--profile", action="store_true", help="cProfile the single-process pipeline")
-    args = ap.parse_args()
+    ap.add_argument("--profile-pages", type=int, default=16)
+    ap.add_argument("--cv2-threads", type=int, help="cv2.setNumThreads before the workers start (inherited)")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    return ap.parse_args(argv)
 
-    from docrec.data.dataset import PageDataset, collate
+
+def load_pages(args: argparse.Namespace, tmp: list) -> list:
     from docrec.formats import load
-    from docrec.models.charset import Charset
 
-    tmp = None
     if args.manifest is None:
         from docrec.synth.generate import generate
 
-        tmp = tempfile.TemporaryDirectory()
-        generate(Path(tmp.name), pages=args.pages, seed=0, workers=max(args.workers))
-        args.manifest = Path(tmp.name) / "train.jsonl"
+        t = tempfile.TemporaryDirectory()
+        tmp.append(t)
+        generate(Path(t.name), pages=args.pages + 2, seed=0, workers=max(1, min(os.cpu_count() or 1, 16)),
+                 progress=False)
+        args.manifest = Path(t.name) / "train.jsonl"
     pages = load("manifest", args.manifest).pages[: args.pages]
-    aug = OmegaConf.load(REPO / "configs" / "augment" / f"{args.augment}.yaml")
-    if "defaults" in aug:
-        aug = OmegaConf.merge(OmegaConf.load(REPO / "configs" / "augment" / "default.yaml"), aug)
+    if not pages:
+        raise SystemExit(f"{args.manifest}: no pages")
+    return pages
+
+
+def loaders(pages: list, charset, args: argparse.Namespace, workers: int):
+    """The trainer's training loader over ``pages`` (whole epoch, shuffled by the resumable sampler)."""
+    from docrec.engine.data import PageSplits, make_loaders
+
+    data_cfg = OmegaConf.load(REPO / "configs" / "data" / "synthetic.yaml")
+    data_cfg.merge_with({"long_side": args.long_side, "crop": list(args.crop) if args.crop else None,
+                         "batch_size": args.batch, "num_workers": workers})
+    aug = augment_cfg(args.augment)
+    train, _, sampler = make_loaders(PageSplits(train=pages, val=[]), charset, data_cfg, aug, 0, 0, 1)
+    sampler.set_epoch(0)
+    return train
+
+
+def augment_cfg(name: str):
+    path = REPO / "configs" / "augment" / f"{name}.yaml"
+    cfg = OmegaConf.load(path)
+    if "defaults" in cfg:  # e.g. handwriting.yaml: default.yaml plus its own changes
+        cfg = OmegaConf.merge(OmegaConf.load(REPO / "configs" / "augment" / "default.yaml"), cfg)
+        cfg.pop("defaults")
+    return cfg
+
+
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def single_process(ds, collate, n: int, batch: int) -> dict:
+    """ms per page of dataset[i] and of collate in this process (a worker's cost), wall and CPU time."""
+    get, col = [], []
+    c0 = _cpu(resource.RUSAGE_SELF)
+    for start in range(0, n, batch):
+        t0 = time.perf_counter()
+        items = [ds[i] for i in range(start, min(start + batch, n))]
+        t1 = time.perf_counter()
+        collate(items)
+        t2 = time.perf_counter()
+        get += [(t1 - t0) / len(items) * 1000] * len(items)
+        col += [(t2 - t1) / len(items) * 1000] * len(items)
+    cpu_ms = (_cpu(resource.RUSAGE_SELF) - c0) / n * 1000
+    total = statistics.fmean(get) + statistics.fmean(col)
+    return {"getitem_ms": statistics.fmean(get), "getitem_median_ms": statistics.median(get),
+            "collate_ms": statistics.fmean(col), "pages_per_s": 1000 / total,
+            "cpu_ms_per_page": cpu_ms, "pages_per_cpu_s": 1000 / cpu_ms}
+
+
+def throughput(loader) -> dict:
+    """Pages/s of one pass (first batch, i.e. worker start-up, excluded) and CPU seconds per page.
+
+    The workers' CPU time is read once they have exited (RUSAGE_CHILDREN counts reaped children).
+    """
+    t_start = time.perf_counter()
+    self0, children0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+    it = iter(loader)
+    first = next(it)[0].shape[0]
+    t0 = time.perf_counter()
+    n = 0
+    for images, _, _ in it:
+        n += images.shape[0]
+    dt = time.perf_counter() - t0
+    del it  # joins the workers
+    pages = n + first
+    workers_cpu = _cpu(resource.RUSAGE_CHILDREN) - children0
+    main_cpu = _cpu(resource.RUSAGE_SELF) - self0
+    return {"pages_per_s": n / dt if n else None, "first_batch_s": t0 - t_start, "pages": pages,
+            "worker_cpu_ms_per_page": workers_cpu / pages * 1000 if workers_cpu > 0 else None,
+            "main_cpu_ms_per_page": main_cpu / pages * 1000}
+
+
+def wait_share(loader, step_s: float) -> dict:
+    """Share of an epoch's loop time spent waiting for data when each step takes ``step_s``."""
+    it = iter(loader)
+    t0 = time.perf_counter()
+    next(it)
+    startup = time.perf_counter() - t0
+    time.sleep(step_s)
+    wait = busy = 0.0
+    batches = 0
+    while True:
+        tw = time.perf_counter()
+        try:
+            next(it)
+        except StopIteration:
+            break
+        wait += time.perf_counter() - tw
+        time.sleep(step_s)  # the "GPU step": the loader's workers run meanwhile
+        busy += step_s
+        batches += 1
+    return {"wait_share": wait / (wait + busy) if batches else None, "mean_wait_ms": wait / max(batches, 1) * 1000,
+            "startup_s": startup, "batches": batches}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from docrec.data.dataset import collate
+    from docrec.models.charset import Charset
+
+    # One torch thread here, as DataLoader gives each worker, so that workers=0, the profile and
+    # the single-process numbers show a worker's cost. (With more OpenMP threads than idle cores,
+    # the tensor copies in collate run tens of times slower.)
+    torch.set_num_threads(1)
+    if args.cv2_threads is not None:
+        import cv2
+
+        cv2.setNumThreads(args.cv2_threads)
+    tmp: list = []
+    pages = load_pages(args, tmp)
     charset = Charset.build(ln.text for p in pages for ln in p.lines)
-    kinds = ["printed", "handwritten", "form_field"]
-    ds = PageDataset(pages, charset, kinds, args.long_side, aug, None, True, 160)
+    ds = loaders(pages, charset, args, 0).dataset
+    result: dict = {"manifest": str(args.manifest), "pages": len(pages), "long_side": args.long_side,
+                    "crop": args.crop, "batch": args.batch, "augment": args.augment, "cpus": os.cpu_count(),
+                    "cv2_threads": args.cv2_threads,
+                    "load_avg": os.getloadavg()}
+    sizes = {(p.width, p.height) for p in pages}
+    print(f"{len(pages)} pages from {args.manifest} (e.g. {min(sizes)[0]}x{min(sizes)[1]}), "
+          f"long side {args.long_side}, crop {args.crop}, batch {args.batch}, augment={args.augment}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
     if args.profile:
         prof = cProfile.Profile()
+        n = min(len(ds), args.profile_pages)
         prof.enable()
-        for i in range(min(len(ds), 16)):
-            ds[i]
+        for start in range(0, n, args.batch):
+            collate([ds[i] for i in range(start, min(start + args.batch, n))])
         prof.disable()
-        pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(18)
+        for key in ("tottime", "cumulative"):
+            print(f"\n--- cProfile of {n} pages (getitem + collate), by {key}")
+            pstats.Stats(prof, stream=sys.stdout).sort_stats(key).print_stats(22)
 
-    print(f"\n{len(pages)} pages, long side {args.long_side}, batch {args.batch}, augment={args.augment}")
-    print(f"{'workers':>8} {'pages/s':>10} {'pages/s/worker':>15}")
+    ds[0]  # imports and first-call set-up are not throughput
+    sp = single_process(ds, collate, len(ds), args.batch)
+    result["single_process"] = sp
+    print(f"\nsingle process: dataset[i] {sp['getitem_ms']:.1f} ms/page (median {sp['getitem_median_ms']:.1f}), "
+          f"collate {sp['collate_ms']:.1f} ms/page -> {sp['pages_per_s']:.1f} pages/s; "
+          f"{sp['cpu_ms_per_page']:.1f} CPU ms/page -> {sp['pages_per_cpu_s']:.1f} pages per CPU-second", flush=True)
+
+    print("\n(CPU ms/page: the workers' CPU time per page, and the main process's for receiving batches)")
+    print(f"{'workers':>8} {'pages/s':>9} {'per worker':>11} {'start-up s':>11} {'worker CPU ms':>14} "
+          f"{'main CPU ms':>12}")
+    result["workers"] = []
     for w in args.workers:
-        loader = DataLoader(ds, batch_size=args.batch, num_workers=w, collate_fn=collate,
-                            persistent_workers=False, prefetch_factor=4 if w else None)
-        it = iter(loader)
-        next(it)  # worker start-up is not throughput
-        t0, n = time.perf_counter(), 0
-        for images, _, _ in it:
-            n += images.shape[0]
-        rate = n / (time.perf_counter() - t0)
-        print(f"{w:>8} {rate:>10.1f} {rate / max(w, 1):>15.1f}")
-    if tmp is not None:
-        tmp.cleanup()
+        r = throughput(loaders(pages, charset, args, w))
+        r["workers"] = w
+        r["pages_per_s_per_worker"] = r["pages_per_s"] / max(w, 1) if r["pages_per_s"] else None
+        result["workers"].append(r)
+        wcpu = r["worker_cpu_ms_per_page"]
+        print(f"{w:>8} {r['pages_per_s']:>9.1f} {r['pages_per_s_per_worker']:>11.1f} {r['first_batch_s']:>11.2f} "
+              f"{format(wcpu, '>14.1f') if wcpu else format('-', '>14')} {r['main_cpu_ms_per_page']:>12.1f}",
+              flush=True)
+
+    if args.step_ms:
+        print(f"\ndata-wait share of an epoch ({len(pages)} pages, step simulated by sleep)")
+        print(f"{'workers':>8} {'step ms':>8} {'wait share':>11} {'mean wait ms':>13} {'start-up s':>11}")
+        result["wait"] = []
+        for step_ms in args.step_ms:
+            for w in args.workers:
+                r = wait_share(loaders(pages, charset, args, w), step_ms / 1000)
+                r.update(workers=w, step_ms=step_ms)
+                result["wait"].append(r)
+                share = f"{r['wait_share']:.1%}" if r["wait_share"] is not None else "-"
+                print(f"{w:>8} {step_ms:>8.0f} {share:>11} {r['mean_wait_ms']:>13.1f} {r['startup_s']:>11.2f}",
+                      flush=True)
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    for t in tmp:
+        t.cleanup()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,7 @@ feature rows, i.e. 32 input pixels.
 What is measured, per line:
 
 * **line height**: the height across the reading direction of the line's rotated box, exactly the
-  box the model samples (``docrec.data.targets.line_quad``: ``cv2.minAreaRect`` of the line polygon,
+  box the model samples (``docrec.geometry.line_quad``: ``cv2.minAreaRect`` of the line polygon,
   the side closest to horizontal taken as the reading direction). For every line wider than tall
   this is the short side of the min-area rectangle; for the few boxes taller than wide (a single
   digit, a tick box) it is the long side, which is the character height there. Original pixels.
@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 
 from docrec.formats import load
+from docrec.geometry import line_quad
 from docrec.pages import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,39 +82,8 @@ DATASETS: tuple[tuple[str, str, str, dict], ...] = (
 
 
 def line_box(polygon: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """(length along the reading direction, height across it) of a line's rotated box, original px.
-
-    The box is ``cv2.minAreaRect`` of the polygon; the reading direction is its side closest to
-    horizontal, whatever the aspect, as in ``docrec.data.targets.line_quad`` (the box the model
-    samples; a test checks the two agree). Re-implemented here so that this script needs no torch.
-    """
-    pts = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
-    box = cv2.boxPoints(cv2.minAreaRect(pts)).astype(np.float64)
-    e1, e2 = box[1] - box[0], box[2] - box[1]
-    a, b = float(np.hypot(*e1)), float(np.hypot(*e2))
-    # e1 is the reading direction unless e2 is closer to horizontal.
-    ux = abs(e1[0]) / a if a > 0 else 1.0
-    vx = abs(e2[0]) / b if b > 0 else 0.0
-    return (b, a) if vx > ux else (a, b)
-
-
-def rotated_box(polygon: Sequence[Sequence[float]]) -> np.ndarray:
-    """The line's rotated box as 4 corners TL, TR, BR, BL (float32), reading direction TL -> TR."""
-    pts = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
-    box = cv2.boxPoints(cv2.minAreaRect(pts)).astype(np.float64)
-    c = box.mean(axis=0)
-    length, height = line_box(polygon)
-    e1, e2 = box[1] - box[0], box[2] - box[1]
-    a, b = float(np.hypot(*e1)), float(np.hypot(*e2))
-    u = e1 / a if a > 0 else np.array([1.0, 0.0])
-    v = e2 / b if b > 0 else np.array([-u[1], u[0]])
-    if abs(v[0]) > abs(u[0]):
-        u = v
-    if u[0] < -1e-6 or (abs(u[0]) <= 1e-6 and u[1] < 0):
-        u = -u
-    down = np.array([-u[1], u[0]])
-    tl = c - u * length / 2 - down * height / 2
-    return np.stack([tl, tl + u * length, tl + u * length + down * height, tl + down * height]).astype(np.float32)
+    """(length along the reading direction, height across it) of a line's rotated box, original px."""
+    return box_size(line_quad(np.asarray(polygon, np.float32)))
 
 
 def box_size(quad: np.ndarray) -> tuple[float, float]:
@@ -429,7 +399,7 @@ def core_heights(pages: Iterable) -> np.ndarray:
         if gray is not None and gray.shape[:2] != (page.height, page.width):
             gray = None  # the annotation's coordinates do not fit this image
         for ln in page.lines:
-            prof = ink_profile(gray, rotated_box(ln.polygon)) if gray is not None else None
+            prof = ink_profile(gray, line_quad(np.asarray(ln.polygon, np.float32))) if gray is not None else None
             vals.append(float(core_height(prof)) if prof is not None else math.nan)
     return np.asarray(vals, dtype=np.float64)
 

@@ -56,7 +56,7 @@ def main(cfg: DictConfig) -> None:
                 page, conf = to_page(pred, meta)
                 stem = out / Path(meta["path"]).stem
                 pagexml.write(page, stem.with_suffix(".xml"), image_name=page.image_path.resolve().as_posix(),
-                              confidences=conf)
+                              confidences={ln.id: c for ln, c in zip(page.lines, conf)})
                 rec = manifest.page_to_dict(page, image=page.image_path.resolve().as_posix())
                 for line, c in zip(rec["lines"], conf):
                     line["confidence"] = round(c, 4)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from docrec.formats import manifest
+from docrec.geometry import line_quad
 from docrec.pages import Line, Page
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,27 +71,11 @@ def test_box_taller_than_wide_is_measured_across_the_reading_direction():
 
 
 def test_rotated_box_corners_and_size():
-    quad = mr.rotated_box(rect(300, 200, 240, 18, 10))
+    quad = line_quad(rect(300, 200, 240, 18, 10))
     length, height = mr.box_size(quad)
     assert (length, height) == pytest.approx((240, 18), abs=0.05)
     tl, tr, _, bl = quad
     assert tr[0] > tl[0] and bl[1] > tl[1]  # reading direction +x, height downwards
-
-
-def test_agrees_with_the_models_line_quad():
-    import docrec.models  # noqa: F401  (docrec.data.targets is imported through docrec.models)
-    from docrec.data.targets import line_quad
-
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        pts = rng.uniform(0, 400, size=(int(rng.integers(3, 9)), 2)).astype(np.float32)
-        if cv2.contourArea(pts) < 1.0:
-            continue
-        assert mr.box_size(line_quad(pts))[1] == pytest.approx(mr.line_height(pts), rel=1e-4, abs=1e-3)
-        np.testing.assert_allclose(mr.rotated_box(pts), line_quad(pts), atol=1e-2)
-
-
-# ---------------------------------------------------------------------------------------------- scaling
 
 
 def test_scale_factor_uses_the_long_side():
@@ -190,12 +175,12 @@ def test_ink_profile_finds_the_x_height_and_drops_underlines():
     img = np.full((200, 400), 255, np.uint8)
     draw_line(img, 20, 50, xh=10, asc=6)
     cv2.line(img, (10, 70), (380, 70), 0, 1)  # an underline through the box
-    quad = mr.rotated_box(rect(200, 61, 380, 26))
+    quad = line_quad(rect(200, 61, 380, 26))
     prof = mr.ink_profile(img, quad)
     assert prof is not None
     assert mr.core_height(prof) == pytest.approx(10, abs=1)
     assert mr.ink_profile(np.full((200, 400), 255, np.uint8), quad) is None  # blank
-    assert mr.ink_profile(img, mr.rotated_box(rect(200, 61, 380, 3))) is None  # too thin
+    assert mr.ink_profile(img, line_quad(rect(200, 61, 380, 3))) is None  # too thin
 
 
 def test_core_heights_reads_images(tmp_path):

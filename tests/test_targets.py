@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from docrec.data.targets import CORE_SHRINK, IGNORE_INDEX, build_targets, line_quad
+from docrec.data.targets import IGNORE_INDEX, build_targets
+from docrec.geometry import CORE_SHRINK, line_quad
 from docrec.models import Charset, lines_from_maps
 
 KINDS = ("printed", "handwritten", "form_field")

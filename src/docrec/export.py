@@ -4,9 +4,9 @@ The network is cut where its shapes stop being static tensor programs:
 
 - ``segmentation.onnx``: normalised image [1, 3, H, W] (H, W multiples of 32) -> class
   probabilities [1, C, H, W], core probabilities [1, H, W] and the fused stride-4 map.
-- post-processing stays in Python: :func:`docrec.models.postprocess.lines_from_maps`
+- post-processing stays in Python: :func:`docrec.postprocess.lines_from_maps`
   (connected components, distance transforms, contours: OpenCV, not ONNX) and
-  :func:`docrec.data.targets.line_quad` turn the maps into line quads.
+  :func:`docrec.geometry.line_quad` turn the maps into line quads.
 - ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) -> memory
   [N, roi_max_width, d] and its padding mask. PyTorch cuts the RoI to the widest line of
   the batch, a data-dependent shape; here every line gets ``roi_max_width`` columns, the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,7 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.export import Dim
 
+from docrec.data.augment import WHITE
 from docrec.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from docrec.engine.inference import load_model
 from docrec.models.charset import SPECIALS, Charset
 from docrec.models.docrec_model import SIZE_DIVISOR, DocRecModel
 from docrec.models.recognition import RecognitionHead
@@ -103,15 +106,22 @@ class DecoderStepGraph(nn.Module):
 def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], list[str]],
             dynamic_shapes: dict, opset: int) -> None:
     inputs, outputs = names
-    program = torch.onnx.export(
-        module.eval(), args, dynamo=True, opset_version=opset, input_names=inputs, output_names=outputs,
-        dynamic_shapes=dynamic_shapes, external_data=False, verbose=False, optimize=False,
-    )
-    program.save(str(path))
+    with warnings.catch_warnings():
+        # Axes that share one Dim (the line count of several inputs) are reported one by one.
+        warnings.filterwarnings("ignore", message=r".*will not be used, since it shares the same shape constraints")
+        program = torch.onnx.export(
+            module.eval(), args, dynamo=True, opset_version=opset, input_names=inputs, output_names=outputs,
+            dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+        )
+        program.save(str(path))
 
 
 def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset: int = DEFAULT_OPSET) -> dict:
-    """Write the three ONNX graphs, ``charset.json`` and ``export.json`` to ``out_dir``; returns the metadata."""
+    """Write the three ONNX graphs, ``charset.json`` and ``export.json`` to ``out_dir``; returns the metadata.
+
+    The model is switched to eval mode and float32 in place. ``long_side`` is the page size
+    the runtime should scale to (the checkpoint's ``data.long_side``).
+    """
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: GridSample and LayerNormalization need 17 or later")
     out = Path(out_dir)
@@ -139,7 +149,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
 
     with torch.no_grad():
         memory, padding = EncoderGraph(head).eval()(fused, quads)
-    tokens = torch.tensor([[head.bos_id, 5, 6], [head.bos_id, 7, head.eos_id]])
+    tokens = torch.tensor([[head.bos_id, head.eos_id, head.pad_id], [head.bos_id, head.bos_id, head.eos_id]])
     memory_len = Dim("memory_len", min=1, max=head.roi_max_width)
     log.info("exporting %s", DECODER_FILE)
     _export(DecoderStepGraph(head), (memory, padding, tokens), out / DECODER_FILE,
@@ -158,7 +168,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         "classes": ["background", *model.kinds],
         "long_side": int(long_side),
         "size_divisor": SIZE_DIVISOR,
-        "pad_value": 255,
+        "pad_value": WHITE,
         # normalised = (rgb_uint8 - 255 * mean) / (255 * std), RGB order
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
@@ -175,7 +185,5 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, weights: str = "ema",
                       long_side: int | None = None, opset: int = DEFAULT_OPSET) -> dict:
     """Load a checkpoint (file or run dir) on the CPU and :func:`export_model` it."""
-    from docrec.engine.inference import load_model  # the engine is only needed when starting from a checkpoint
-
     model, _, cfg = load_model(checkpoint, weights, "cpu")
     return export_model(model, out_dir, long_side or cfg["data"]["long_side"], opset)

@@ -46,15 +46,36 @@ def _check_complete(path: Path) -> None:
         raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
-def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an image to an RGB uint8 array (H, W, 3); truncated or corrupt files are refused."""
-    image_size(path, max_pixels)
+def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(width, height) with the long side scaled to ``long_side``, rounded as albumentations' LongestMaxSize."""
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS, long_side: int | None = None) -> np.ndarray:
+    """Decode an image to an RGB uint8 array (H, W, 3); truncated or corrupt files are refused.
+
+    With ``long_side``, an image whose long side is larger is scaled down to it (area
+    averaging, size as :func:`scaled_size`) while decoding: a JPEG is decoded at 1/2, 1/4
+    or 1/8 scale (libjpeg's DCT scaling) where that still covers the target, and grey
+    pages are resized before they are expanded to RGB. Smaller images come back as they are.
+    """
+    width, height = image_size(path, max_pixels)
+    target = scaled_size(width, height, long_side) if long_side and long_side < max(width, height) else None
     # PIL, unlike cv2.imdecode, raises on a truncated file instead of returning grey rows.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                if target is not None:
+                    im.draft("RGB", target)  # JPEG only (a no-op for other formats); keeps size >= target
                 im.load()
-                return np.asarray(im.convert("RGB"))
+                if im.mode not in ("RGB", "L"):  # palette, alpha, CMYK, 16-bit: resize in RGB
+                    im = im.convert("RGB")
+                if target is not None and im.size != target:
+                    # BOX = the mean over each output pixel's footprint, like cv2.INTER_AREA.
+                    im = im.resize(target, Image.Resampling.BOX)
+                # convert() copies even RGB to RGB: only grey pages need it.
+                return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from docrec.data.augment import WHITE, build_augment
 from docrec.data.targets import MIN_LINE_AREA, build_targets
@@ -71,7 +72,7 @@ class PageDataset(Dataset):
     def __getitem__(self, index: int):
         page = self.pages[index]
         try:
-            img = read_image(page.image_path, self.max_pixels)
+            img = read_image(page.image_path, self.max_pixels, long_side=self.long_side)
         except DataError as exc:
             # Start-up checks read headers only; a page corrupt inside fails here.
             if self.strict or len(self.pages) < 2:
@@ -80,6 +81,9 @@ class PageDataset(Dataset):
             return self[(index + 1) % len(self.pages)]
         sizes = [len(ln.polygon) for ln in page.lines]
         pts = np.array([p for ln in page.lines for p in ln.polygon], np.float32).reshape(-1, 2)
+        # read_image already scaled a larger page to long_side (cheaper while decoding), by
+        # LongestMaxSize's factor, which then has nothing left to do: scale the points alike.
+        pts *= max(img.shape[:2]) / max(page.width, page.height)
         self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)
         out = self.aug(image=img, keypoints=pts)
         image, kp = out["image"], np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
@@ -100,20 +104,40 @@ class PageDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), targets, meta
 
 
+#: Per-pixel targets that collate pads, and their fill (ignored class / no core).
+_PADDED_TARGETS = {"class_mask": 255, "core_mask": 0}
+
+
+def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Uninitialised tensor; in a loader worker in shared memory, so it reaches the trainer without a copy."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def _paste(dst: torch.Tensor, src: torch.Tensor, fill: int) -> None:
+    """``src`` into the top-left corner of ``dst`` (same leading dims), ``fill`` in the rest."""
+    h, w = src.shape[-2:]
+    dst[..., :h, :w] = src
+    dst[..., h:, :] = fill
+    dst[..., :h, w:] = fill
+
+
 def collate(batch):
     """Pad images (white) and masks (ignore / 0) to the largest page of the batch."""
     images, targets, metas = zip(*batch)
     H = max(im.shape[1] for im in images)
     W = max(im.shape[2] for im in images)
-    out = torch.full((len(images), 3, H, W), WHITE, dtype=torch.uint8)
+    out = _batch_buffer((len(images), 3, H, W), torch.uint8)
+    # One buffer per target kind; each sample's mask is a view of it (one copy, no per-sample allocation).
+    masks = {key: _batch_buffer((len(images), H, W), targets[0][key].dtype) for key in _PADDED_TARGETS}
     padded = []
     for i, (im, t) in enumerate(zip(images, targets)):
-        h, w = im.shape[1:]
-        out[i, :, :h, :w] = im
+        _paste(out[i], im, WHITE)
         t = dict(t)
-        for key, fill in (("class_mask", 255), ("core_mask", 0)):
-            m = torch.full((H, W), fill, dtype=t[key].dtype)
-            m[:h, :w] = t[key]
-            t[key] = m
+        for key, fill in _PADDED_TARGETS.items():
+            _paste(masks[key][i], t[key], fill)
+            t[key] = masks[key][i]
         padded.append(t)
     return out, padded, list(metas)

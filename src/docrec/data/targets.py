@@ -14,50 +14,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from docrec.geometry import CORE_SHRINK, line_quads
+
 if TYPE_CHECKING:  # the models package imports this module; the charset is only duck-typed here
     from docrec.models.charset import Charset
 
 #: Label of pixels (and line kinds) that take no part in the class loss.
 IGNORE_INDEX = 255
-#: Fraction of a line's half-thickness removed on each side to make its core: cores of
-#: lines that touch (or overlap by less than this) are separated by background. The
-#: post-processing grows a predicted core back by the matching distance (see
-#: :func:`unclip_distance`).
-CORE_SHRINK = 0.5
 #: Lines whose visible polygon is smaller than this (pixels^2) are dropped (crop slivers).
 MIN_LINE_AREA = 8.0
 
 Line = tuple[np.ndarray, "str | None", str]
-
-
-def unclip_distance(core_half_thickness: float, shrink: float = CORE_SHRINK) -> float:
-    """How far to grow a core of this half-thickness to recover its line (inverse of the shrink)."""
-    return core_half_thickness * shrink / (1.0 - shrink)
-
-
-def line_quad(polygon: np.ndarray) -> np.ndarray:
-    """Rotated box of a line as 4 corners TL, TR, BR, BL, its width along the reading direction.
-
-    The reading direction is the box side closest to horizontal, pointing to +x, whatever
-    the aspect: a one-digit field is taller than wide but still read left to right.
-    Vertical text is not supported (pages are upright; augmentation rotates a little).
-    """
-    pts = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
-    # Sides from the corners rather than from the angle, whose convention changed across OpenCV versions.
-    box = cv2.boxPoints(cv2.minAreaRect(pts)).astype(np.float64)
-    c = box.mean(axis=0)
-    e1, e2 = box[1] - box[0], box[2] - box[1]
-    w, h = float(np.hypot(*e1)), float(np.hypot(*e2))
-    u = e1 / w if w > 0 else np.array([1.0, 0.0])
-    v = e2 / h if h > 0 else np.array([-u[1], u[0]])
-    if abs(v[0]) > abs(u[0]):
-        u, v, w, h = v, u, h, w
-    if u[0] < -1e-6 or (abs(u[0]) <= 1e-6 and u[1] < 0):
-        u = -u
-    down = np.array([-u[1], u[0]])  # u rotated clockwise on screen (y points down)
-    tl = c - u * w / 2 - down * h / 2
-    quad = np.stack([tl, tl + u * w, tl + u * w + down * h, tl + down * h])
-    return quad.astype(np.float32)
 
 
 def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float) -> None:
@@ -105,7 +72,7 @@ def build_targets(
     kind_index = {k: i for i, k in enumerate(kinds)}
     class_mask = np.zeros((height, width), np.uint8)
     core = np.zeros((height, width), bool)
-    quads, tokens, line_kinds = [], [], []
+    read, tokens, line_kinds = [], [], []
     for polygon, text, kind in lines:
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
         if len(poly) < 3 or abs(cv2.contourArea(poly)) < min_area:
@@ -115,7 +82,7 @@ def build_targets(
         cv2.fillPoly(class_mask, [np.round(poly).astype(np.int32)], label)
         _paint_core(core, poly, shrink)
         if text:
-            quads.append(line_quad(poly))
+            read.append(poly)
             tokens.append(charset.encode(text)[:max_len])
             line_kinds.append(IGNORE_INDEX if k is None else k)
     t = max((len(ids) for ids in tokens), default=2)
@@ -125,7 +92,7 @@ def build_targets(
     return {
         "class_mask": torch.from_numpy(class_mask.astype(np.int64)),
         "core_mask": torch.from_numpy(core.astype(np.float32)),
-        "line_quads": torch.from_numpy(np.asarray(quads, np.float32).reshape(-1, 4, 2)),
+        "line_quads": torch.from_numpy(line_quads(read)),
         "line_tokens": torch.from_numpy(token_array),
         "line_kinds": torch.tensor(line_kinds, dtype=torch.int64),
     }

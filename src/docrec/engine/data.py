@@ -32,14 +32,14 @@ def load_splits(data_cfg) -> PageSplits:
     def report(source: str, message: str) -> None:
         log.warning("skipped %s", message)
 
-    def read(path: str) -> list[Page]:
-        res = load(data_cfg.format, abs_path(path), strict=data_cfg.strict, on_skip=report, **opts)
+    def read(path: str, limit: int | None) -> list[Page]:
+        res = load(data_cfg.format, abs_path(path), strict=data_cfg.strict, on_skip=report, limit=limit, **opts)
         skipped.extend(res.skipped)
         return res.pages
 
-    train = read(data_cfg.path)
+    train = read(data_cfg.path, data_cfg.limit_pages)
     if data_cfg.val_path:
-        val = read(data_cfg.val_path)
+        val = read(data_cfg.val_path, data_cfg.max_val_pages)
     else:
         # Deterministic hold-out: every k-th page, so it spreads over the whole set.
         k = max(2, round(1 / data_cfg.val_fraction)) if data_cfg.val_fraction > 0 else 0

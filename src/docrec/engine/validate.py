@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from docrec.data.dataset import normalize
-from docrec.data.targets import line_quad
 from docrec.engine.runtime import Runtime
+from docrec.geometry import line_quad
 from docrec.metrics import PageEvaluator
 
 

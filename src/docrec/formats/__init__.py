@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
@@ -58,8 +59,8 @@ def check_image(page: Page, max_pixels: int = MAX_PIXELS) -> None:
 
 
 def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str, str], None] | None = None,
-         **options) -> LoadResult:
-    """Read every page of ``fmt`` under ``path``; strict raises on the first bad page."""
+         limit: int | None = None, **options) -> LoadResult:
+    """Read every page of ``fmt`` under ``path`` (the first ``limit`` good ones); strict raises on a bad page."""
     mod = _module(fmt)
     result = LoadResult()
 
@@ -73,8 +74,10 @@ def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     for source in mod.find(path):
+        if limit is not None and len(result.pages) >= limit:
+            break
         try:
-            pages = list(mod.read(source, opts))
+            pages = list(islice(mod.read(source, opts), None if limit is None else limit - len(result.pages)))
         except DataError as exc:
             if strict:
                 raise

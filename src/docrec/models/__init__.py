@@ -3,8 +3,8 @@
 from docrec.models.charset import Charset
 from docrec.models.docrec_model import DocRecModel
 from docrec.models.factory import build_model
-from docrec.models.postprocess import lines_from_maps
 from docrec.models.stochastic_depth import StochasticDepthResNet, build_backbone, keep_probs
+from docrec.postprocess import lines_from_maps
 
 __all__ = [
     "Charset",

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from docrec.data.targets import line_quad
+from docrec.geometry import line_quad
 from docrec.models.charset import Charset
 from docrec.models.fpn import FusedFPN
-from docrec.models.postprocess import lines_from_maps
 from docrec.models.recognition import RecognitionHead
 from docrec.models.roi import jitter_quads
 from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
 from docrec.models.stochastic_depth import StochasticDepthResNet
+from docrec.postprocess import lines_from_maps
 
 #: Inputs are padded (right/bottom) to a multiple of the backbone's total stride.
 SIZE_DIVISOR = 32

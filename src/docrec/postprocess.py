@@ -1,11 +1,14 @@
-"""Line instances from the segmentation maps: threshold the cores, grow each back, read its kind."""
+"""Line instances from the segmentation maps: threshold the cores, grow each back, read its kind.
+
+NumPy and OpenCV only, so exported models run without torch (examples/onnx_predict.py).
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from docrec.data.targets import CORE_SHRINK, unclip_distance
+from docrec.geometry import CORE_SHRINK, unclip_distance
 
 DetectedLine = tuple[np.ndarray, int, float]
 

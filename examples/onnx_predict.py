@@ -1,0 +1,154 @@
+"""Read a page with an exported docrec model: onnxruntime, NumPy and OpenCV, no training code.
+
+    python scripts/export.py --checkpoint outputs/.../checkpoints/best.pt --output exported/
+    python examples/onnx_predict.py exported/ page.png [--json page.json]
+
+The pipeline: resize the long side, pad to a multiple of 32 with white, normalise ->
+segmentation.onnx -> lines_from_maps (Python/OpenCV post-processing) -> a rotated quad per
+line -> encoder.onnx -> greedy loop over decoder_step.onnx -> text per line. It gives what
+``DocRecModel.forward`` gives for the same checkpoint (tests/test_export.py checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+# docrec's post-processing is NumPy + OpenCV (not ONNX), used here as it is, not copied. For now
+# importing it still loads torch through its package (tests/test_export.py::test_example_runs_without_torch).
+from docrec.geometry import line_quad
+from docrec.postprocess import lines_from_maps
+
+
+class OnnxPageReader:
+    """The three exported graphs and their metadata: page image (RGB uint8) in, lines with text out."""
+
+    def __init__(self, model_dir: str | Path, providers: list[str] | None = None, chunk: int = 64) -> None:
+        folder = Path(model_dir)
+        self.meta = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        charset = json.loads((folder / self.meta["files"]["charset"]).read_text(encoding="utf-8"))
+        self.chars, self.n_special = charset["chars"], len(charset["specials"])
+        providers = providers or ["CPUExecutionProvider"]
+        self.seg, self.enc, self.dec = (
+            ort.InferenceSession(str(folder / self.meta["files"][k]), providers=providers)
+            for k in ("segmentation", "encoder", "decoder_step")
+        )
+        self.tokens = self.meta["tokens"]
+        self.chunk = chunk
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """Normalised [1, 3, H, W] float32 (long side scaled, padded right/bottom to 32) and the scale."""
+        h, w = rgb.shape[:2]
+        scale = self.meta["long_side"] / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if size != (w, h):
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        d = self.meta["size_divisor"]
+        pad_h, pad_w = -rgb.shape[0] % d, -rgb.shape[1] % d
+        rgb = cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(self.meta["pad_value"],) * 3)
+        mean = np.asarray(self.meta["mean"], np.float32) * 255
+        std = np.asarray(self.meta["std"], np.float32) * 255
+        x = (rgb.astype(np.float32) - mean) / std
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), scale
+
+    def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(class probabilities [C, H, W], core probabilities [H, W], fused map [1, F, H/4, W/4])."""
+        class_prob, core_prob, fused = self.seg.run(None, {"image": image})
+        return class_prob[0], core_prob[0], fused
+
+    def read(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
+        """Greedy-decode line quads [N, 4, 2] (TL TR BR BL, pixels of the network input): (text, confidence)."""
+        out: list[tuple[str, float]] = []
+        for start in range(0, len(quads), self.chunk):
+            out += self._read_chunk(fused, quads[start : start + self.chunk].astype(np.float32))
+        return out
+
+    def _read_chunk(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
+        memory, padding = self.enc.run(None, {"fused": fused, "quads": quads})
+        width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
+        memory, padding = np.ascontiguousarray(memory[:, :width]), np.ascontiguousarray(padding[:, :width])
+        n = len(quads)
+        pad_id, bos_id, eos_id = self.tokens["pad"], self.tokens["bos"], self.tokens["eos"]
+        ys = np.full((n, 1), bos_id, np.int64)
+        logp_sum, steps = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        done = np.zeros(n, bool)
+        for _ in range(self.meta["max_len"] - 1):
+            if done.all():
+                break
+            log_probs = self.dec.run(None, {"memory": memory, "memory_padding": padding, "tokens": ys})[0]
+            nxt = log_probs.argmax(axis=1)
+            best = log_probs[np.arange(n), nxt]
+            nxt = np.where(done, pad_id, nxt)
+            logp_sum += np.where(done, 0.0, best).astype(np.float32)
+            steps += ~done
+            ys = np.concatenate([ys, nxt[:, None]], axis=1)
+            done |= nxt == eos_id
+        conf = np.exp(logp_sum / np.maximum(steps, 1.0))
+        return [(self.decode_ids(row), float(c)) for row, c in zip(ys, conf)]
+
+    def decode_ids(self, ids) -> str:
+        """Text up to the first EOS; PAD/BOS skipped, UNK shown as U+FFFD."""
+        chars = []
+        for i in ids:
+            i = int(i)
+            if i == self.tokens["eos"]:
+                break
+            if i == self.tokens["unk"]:
+                chars.append("\ufffd")
+            elif i >= self.n_special:
+                chars.append(self.chars[i - self.n_special])
+        return "".join(chars)
+
+    def __call__(self, rgb: np.ndarray) -> list[dict]:
+        """Lines of a page: polygon (pixels of ``rgb``), kind, text, confidence and detection score."""
+        image, scale = self.preprocess(rgb)
+        class_prob, core_prob, fused = self.segment(image)
+        detections = lines_from_maps(class_prob, core_prob, **self.meta["postprocess"])
+        if not detections:
+            return []
+        quads = np.stack([line_quad(poly) for poly, _, _ in detections])
+        reads = self.read(fused, quads)
+        height, width = rgb.shape[:2]
+        lines = []
+        for (poly, kind, score), (text, conf) in zip(detections, reads):
+            poly = np.stack([(poly[:, 0] / scale).clip(0, width), (poly[:, 1] / scale).clip(0, height)], axis=1)
+            lines.append({"polygon": poly.round(1).tolist(), "kind": self.meta["kinds"][kind], "text": text,
+                          "confidence": round(conf, 4), "score": round(score, 4)})
+        return lines
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """RGB uint8, EXIF orientation ignored (as docrec's reader, which decodes with PIL)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        raise SystemExit(f"{path}: not a readable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model_dir", type=Path, help="folder written by scripts/export.py")
+    ap.add_argument("image", type=Path, help="page image")
+    ap.add_argument("--json", type=Path, help="write the lines as JSON here (default: print them)")
+    args = ap.parse_args(argv)
+    reader = OnnxPageReader(args.model_dir)
+    rgb = read_rgb(args.image)
+    lines = reader(rgb)
+    record = {"image": str(args.image), "width": rgb.shape[1], "height": rgb.shape[0], "lines": lines}
+    if args.json:
+        args.json.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    else:
+        for ln in lines:
+            print(f"{ln['kind']:<12} {ln['confidence']:.3f}  {ln['text']}")
+    print(f"{args.image}: {len(lines)} lines", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""scripts/evaluate.py and scripts/predict.py end to end on a checkpoint trained for a few steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import pytest
+
+from docrec.engine.trainer import train
+from docrec.formats import load
+from tests.conftest import REALDATA, REPO, compose_cfg, make_toy_pages
+
+pytestmark = pytest.mark.slow
+
+KINDS = ["printed", "handwritten", "form_field"]
+TABLE_ROWS = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "cer", "wer",
+              "line_acc", "seg_miou"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+PAGE_NS = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(run dir of a 6-step resnet18 run on toy pages, the toy dataset folder)."""
+    data = make_toy_pages(tmp_path_factory.mktemp("toy"), n_pages=8)
+    cfg = compose_cfg([
+        "experiment=smoke", "model.backbone.name=resnet18", f"data.path={data / 'train.jsonl'}",
+        f"data.val_path={data / 'val.jsonl'}", "data.long_side=256", "data.num_workers=0", "data.max_len=40",
+        "trainer.max_steps=6", "trainer.val_every=3", "trainer.ckpt_every=3", "logger.enabled=false",
+        "model.fpn_channels=64", "model.recognition.d_model=64", "model.recognition.nhead=4",
+        "model.recognition.dim_feedforward=128", "model.recognition.max_len=40",
+    ])
+    run_dir = tmp_path_factory.mktemp("run")
+    train(cfg, run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    return run_dir, data
+
+
+def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, f"scripts/{script}", *overrides], check=False, cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def parse_table(stdout: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(column names, metric -> cells) of the printed metrics table."""
+    lines = stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("metric "))
+    columns = lines[start].split()[1:]
+    rows = {}
+    for ln in lines[start + 1 :]:
+        if ln.startswith("pages"):
+            break
+        name, *cells = ln.split()
+        rows[name] = cells
+    return columns, rows
+
+
+def evaluate(out: Path, checkpoint: Path, *overrides: str) -> tuple[str, dict, list[dict]]:
+    """Run evaluate.py; (stdout, metrics.json, pages.jsonl records)."""
+    proc = run_script("evaluate.py", f"checkpoint={checkpoint}", f"hydra.run.dir={out}", "data.num_workers=0",
+                      *overrides)
+    metrics = json.loads((out / "metrics.json").read_text())
+    pages = [json.loads(ln) for ln in (out / "pages.jsonl").read_text(encoding="utf-8").splitlines()]
+    return proc.stdout, metrics, pages
+
+
+def test_evaluate_prints_table_and_writes_results(trained, tmp_path):
+    run_dir, data = trained
+    stdout, metrics, pages = evaluate(tmp_path / "eval", run_dir, f"data.path={data / 'train.jsonl'}",
+                                      f"data.val_path={data / 'val.jsonl'}")
+    columns, rows = parse_table(stdout)
+    assert columns == ["all", *KINDS]
+    for name in TABLE_ROWS:
+        assert name in rows, f"row {name} missing from\n{stdout}"
+    for name in ("det_f1", "e2e_f1", "cer", "wer"):
+        # The "all" column is metrics.json's value, as printed.
+        assert float(rows[name][0]) == pytest.approx(metrics[name], abs=5e-5)
+        assert len(rows[name]) == 1 + len(KINDS)
+    assert float(rows["seg_miou"][0]) == pytest.approx(metrics["seg_miou"], abs=5e-5)
+    for kind in KINDS:
+        assert f"seg_iou/{kind}" in rows
+        assert f"cer/{kind}" in metrics  # every kind has ground-truth lines in the toy pages
+    # The toy validation split: pages 3 and 7, three lines each.
+    assert metrics["n_pages"] == 2 and metrics["n_gt_lines"] == 6
+    assert re.search(r"^pages\s+2\s+gt lines 6, predicted lines \d+$", stdout, re.MULTILINE)
+    assert len(pages) == 2
+    assert [Path(p["image"]).name for p in pages] == ["003.png", "007.png"]
+    for page in pages:
+        assert len(page["gt_recognition"]) == page["metrics"]["n_gt_lines"] == 3
+        assert len(page["lines"]) == page["metrics"]["n_pred_lines"]
+    assert sum(p["metrics"]["n_pred_lines"] for p in pages) == metrics["n_pred_lines"]
+
+
+def test_predict_writes_pagexml_json_and_overlay(trained, tmp_path):
+    run_dir, data = trained
+    images = data / "images"
+    out = tmp_path / "pred"
+    # last.pt: after 6 steps the weights already mark some lines (best.pt may be the emptier step 3).
+    proc = run_script("predict.py", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"input={images}",
+                      f"output={out}", "num_workers=0", "batch_size=3")
+    summary = re.search(r"docrec predict \| (\d+) page\(s\), (\d+) lines -> (.+)$", proc.stdout, re.MULTILINE)
+    assert summary, proc.stdout
+    assert int(summary[1]) == 8 and Path(summary[3]) == out
+    total, texts = 0, []
+    for image in sorted(images.glob("*.png")):
+        stem = out / image.stem
+        record = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+        overlay = cv2.imread(str(stem.with_suffix(".png")))
+        assert overlay is not None and overlay.shape[:2] == (record["height"], record["width"]) == (240, 320)
+        # The XML names the image by absolute path, outside the output folder.
+        res = load("pagexml", stem.with_suffix(".xml"), check_images=True, allow_outside_root=True)
+        (page,) = res.pages
+        assert page.image_path.resolve() == image.resolve() == Path(record["image"]).resolve()
+        assert (page.width, page.height) == (record["width"], record["height"])
+        assert [(ln.id, ln.text, ln.kind, ln.region) for ln in page.lines] == [
+            (ln["id"], ln["text"], ln["type"], ln["region"]) for ln in record["lines"]]
+        for ln, rec in zip(page.lines, record["lines"]):
+            assert len(ln.polygon) == len(rec["polygon"])
+            # PAGE-XML stores integer points.
+            assert all(abs(a - b) <= 0.5 for p, q in zip(ln.polygon, rec["polygon"]) for a, b in zip(p, q))
+        confs = [float(e.get("conf")) for e in ET.parse(stem.with_suffix(".xml")).iter(f"{PAGE_NS}TextEquiv")]
+        assert confs == pytest.approx([ln["confidence"] for ln in record["lines"]], abs=1e-3)
+        total += len(record["lines"])
+        texts += [ln.text for ln in page.lines]
+    assert int(summary[2]) == total > 0
+    assert any(texts)  # the round trip is checked on real text, not only on empty lines
+
+
+def _realdata(*parts: str) -> Path:
+    path = REALDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("dataset", ["funsd", "pagexml"])
+def test_evaluate_on_real_pages(trained, tmp_path, dataset):
+    run_dir, _ = trained
+    if dataset == "funsd":
+        overrides = ["data=funsd", f"data.path={_realdata('funsd', 'dataset', 'training_data')}"]
+    else:  # Joseph Hooker's letters: two of its pages have points off the page, skipped in lenient mode
+        overrides = ["data=pagexml", f"data.path={_realdata('joseph_hooker_htr')}", "data.strict=false",
+                     "data.kind=handwritten"]
+    stdout, metrics, pages = evaluate(tmp_path / "eval", run_dir, *overrides, "max_pages=2")
+    columns, rows = parse_table(stdout)
+    assert columns == ["all", *KINDS] and all(name in rows for name in TABLE_ROWS)
+    assert metrics["n_pages"] == len(pages) == 2 and metrics["n_gt_lines"] > 10
+    assert 0.0 <= metrics["det_f1"] <= 1.0 and math.isfinite(metrics["cer"])
+    kind = "printed" if dataset == "funsd" else "handwritten"
+    assert f"cer/{kind}" in metrics and rows["cer"][1 + KINDS.index(kind)] != "-"

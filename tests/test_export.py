@@ -1,0 +1,217 @@
+"""ONNX export: each graph against PyTorch, and the onnxruntime example against the model end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO, compose_cfg, make_toy_pages
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")  # torch.onnx's exporter (dynamo=True) is built on it
+
+from docrec.data.dataset import normalize
+from docrec.engine import checkpoint as ckpt
+from docrec.engine.inference import ImageFolder, find_images, load_model
+from docrec.export import DECODER_FILE, ENCODER_FILE, SEGMENTATION_FILE
+from docrec.models import Charset, build_model
+
+pytestmark = pytest.mark.slow
+
+ATOL = 1e-4
+LONG_SIDE = 256
+#: A small but complete model. Post-processing thresholds at 0 make every page one line,
+#: so the end-to-end comparison does not hinge on pixels whose core probability is 0.5 +- 1e-6.
+MODEL_OVERRIDES = [
+    "model.backbone.name=resnet18", "model.fpn_channels=64", "model.segmentation.hidden=32",
+    "model.recognition.d_model=64", "model.recognition.nhead=4", "model.recognition.dim_feedforward=128",
+    "model.recognition.encoder_layers=1", "model.recognition.decoder_layers=2",
+    "model.recognition.max_len=24", "model.recognition.roi_max_width=64",
+    "model.postprocess.core_threshold=0.0", "model.postprocess.min_score=0.0",
+]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("onnx_predict", REPO / "examples" / "onnx_predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A random-weight model (fixed seed) saved as a checkpoint and exported by scripts/export.py."""
+    tmp = tmp_path_factory.mktemp("export")
+    cfg = compose_cfg(MODEL_OVERRIDES)
+    charset = Charset(list(" .0123456789adefimnoprstvPw"))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, charset)
+    config = {"model": OmegaConf.to_container(cfg.model, resolve=True),
+              "data": {"kinds": list(cfg.data.kinds), "long_side": LONG_SIDE}}
+    ckpt.save_atomic({"model": model.state_dict(), "ema": None, "charset": charset.to_dict(), "config": config},
+                     tmp / "model.pt")
+    out = tmp / "onnx"
+    proc = subprocess.run([sys.executable, "scripts/export.py", "--checkpoint", str(tmp / "model.pt"),
+                           "--output", str(out)], check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "docrec export |" in proc.stdout
+    model, _, _ = load_model(tmp / "model.pt", "raw")
+    return model, out
+
+
+@pytest.fixture(scope="module")
+def reader(exported):
+    return _load_example().OnnxPageReader(exported[1])
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> list[Path]:
+    return find_images(make_toy_pages(tmp_path_factory.mktemp("pages"), n_pages=2, width=300, height=230) / "images")
+
+
+def _quads() -> torch.Tensor:
+    """Lines in input pixels (TL TR BR BL): straight, skewed, short, one wider than roi_max_width allows."""
+    return torch.tensor([
+        [[10, 12], [150, 12], [150, 34], [10, 34]],
+        [[20, 60], [120, 52], [122, 70], [22, 78]],
+        [[200, 100], [224, 100], [224, 122], [200, 122]],
+        [[2, 150], [254, 150], [254, 160], [2, 160]],
+    ], dtype=torch.float32)
+
+
+def test_export_writes_graphs_and_metadata(exported):
+    model, out = exported
+    for name in (SEGMENTATION_FILE, ENCODER_FILE, DECODER_FILE):
+        graph = onnx.load(str(out / name))
+        onnx.checker.check_model(graph)
+        assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["kinds"] == model.kinds and meta["classes"] == ["background", *model.kinds]
+    assert meta["long_side"] == LONG_SIDE and meta["size_divisor"] == 32
+    assert meta["tokens"] == {"pad": model.charset.pad_id, "bos": model.charset.bos_id,
+                              "eos": model.charset.eos_id, "unk": model.charset.unk_id}
+    assert meta["max_len"] == 24 and meta["roi_max_width"] == 64
+    assert meta["postprocess"] == model.postprocess
+    assert Charset.from_dict(json.loads((out / "charset.json").read_text())) == model.charset
+
+
+@pytest.mark.parametrize("size", [(256, 192), (160, 320)])
+def test_segmentation_matches_pytorch(exported, size):
+    model, out = exported
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, *size)
+    session = ort.InferenceSession(str(out / SEGMENTATION_FILE))
+    class_prob, core_prob, fused = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        ref_fused, class_logits, core_logits = model._maps(x)
+    assert class_prob.shape == (1, 4, *size) and core_prob.shape == (1, *size)
+    assert fused.shape == tuple(ref_fused.shape) == (1, 64, size[0] // 4, size[1] // 4)
+    np.testing.assert_allclose(class_prob, class_logits.softmax(1).numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(core_prob, core_logits.sigmoid().numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(fused, ref_fused.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("n_lines", [1, 4])
+def test_encoder_matches_pytorch(exported, n_lines):
+    model, out = exported
+    torch.manual_seed(2)
+    fused = torch.randn(1, 64, 48, 64)  # a 192 x 256 input
+    quads = _quads()[:n_lines]
+    memory, padding = ort.InferenceSession(str(out / ENCODER_FILE)).run(
+        None, {"fused": fused.numpy(), "quads": quads.numpy()})
+    with torch.no_grad():
+        ref_memory, ref_padding = model.rec_head.encode(fused, [quads])
+    w = ref_memory.shape[1]  # PyTorch stops at the widest line; the graph always has roi_max_width columns
+    assert memory.shape == (n_lines, 64, 64) and padding.shape == (n_lines, 64)
+    np.testing.assert_array_equal(padding[:, :w], ref_padding.numpy())
+    assert padding[:, w:].all()
+    valid = ~ref_padding.numpy()
+    np.testing.assert_allclose(memory[:, :w][valid], ref_memory.numpy()[valid], atol=ATOL, rtol=0)
+
+
+def test_decoder_step_matches_pytorch(exported):
+    model, out = exported
+    torch.manual_seed(3)
+    head, cs = model.rec_head, model.charset
+    memory, padding = head.encode(torch.randn(1, 64, 48, 64), [_quads()])
+    tokens = torch.tensor([[cs.bos_id, 5, 6, 7, 8], [cs.bos_id, 9, cs.eos_id, cs.pad_id, cs.pad_id],
+                           [cs.bos_id, 4, 4, 4, 4], [cs.bos_id, 10, 11, 12, 13]])
+    session = ort.InferenceSession(str(out / DECODER_FILE))
+    for t in (1, 3, 5):
+        log_probs = session.run(None, {"memory": memory.detach().numpy(), "memory_padding": padding.numpy(),
+                                       "tokens": tokens[:, :t].numpy()})[0]
+        with torch.no_grad():
+            logits = head.decode(memory, padding, tokens[:, :t])[:, -1]
+        logits[:, [cs.pad_id, cs.bos_id]] = float("-inf")
+        ref = logits.log_softmax(-1).numpy()
+        assert log_probs.shape == (4, len(cs))
+        assert np.isneginf(log_probs[:, [cs.pad_id, cs.bos_id]]).all()
+        finite = np.isfinite(ref)
+        np.testing.assert_array_equal(np.isfinite(log_probs), finite)
+        np.testing.assert_allclose(log_probs[finite], ref[finite], atol=ATOL, rtol=0)
+
+
+def test_example_greedy_decode_matches_recognize(exported, reader):
+    model, _ = exported
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 192, 256)
+    quads = _quads()
+    _, _, fused = reader.segment(x.numpy())
+    got = reader.read(fused, quads.numpy())
+    ref = model.recognize(x, [quads])[0]
+    assert [t for t, _ in got] == [t for t, _ in ref]
+    assert any(t for t, _ in ref)  # random weights still emit characters, so the loop is exercised
+    np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
+
+
+def test_example_preprocessing_matches_image_folder(reader, pages):
+    read_rgb = _load_example().read_rgb
+    for path in pages:
+        image, meta = ImageFolder([path], LONG_SIDE)[0]
+        x, scale = reader.preprocess(read_rgb(path))
+        assert scale == pytest.approx(meta["scale"])
+        np.testing.assert_allclose(x, normalize(image[None]).numpy(), atol=1e-5, rtol=0)
+
+
+def test_example_matches_model_forward(exported, reader, pages, tmp_path):
+    """The whole ONNX pipeline (the script on page 0, in-process on page 1) gives ``DocRecModel.forward``'s lines."""
+    model, out = exported
+    example = _load_example()
+    for i, path in enumerate(pages):
+        if i == 0:
+            result = tmp_path / f"{path.stem}.json"
+            proc = subprocess.run([sys.executable, "examples/onnx_predict.py", str(out), str(path), "--json",
+                                   str(result)], check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            got = json.loads(result.read_text())["lines"]
+        else:
+            got = reader(example.read_rgb(path))
+        image, meta = ImageFolder([path], LONG_SIDE)[0]
+        ref = model(normalize(image[None]))[0]["lines"]
+        assert len(got) == len(ref) == 1  # thresholds at 0: the page is one line
+        for g, r in zip(got, ref):
+            assert (g["kind"], g["text"]) == (r["kind"], r["text"])
+            assert g["confidence"] == pytest.approx(r["confidence"], abs=1e-3)
+            poly = np.asarray(r["polygon"]) / meta["scale"]
+            poly = np.stack([poly[:, 0].clip(0, meta["width"]), poly[:, 1].clip(0, meta["height"])], axis=1)
+            np.testing.assert_allclose(g["polygon"], poly, atol=0.06)
+
+
+def test_example_runs_without_torch(exported, pages):
+    """The example's own imports are onnxruntime, NumPy and OpenCV; its docrec imports must not pull torch."""
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code, "examples/onnx_predict.py", str(exported[1]), str(pages[0])],
+                          check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
