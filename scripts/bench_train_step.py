@@ -345,7 +345,8 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
         out = {"variant": name, "pages_per_s": None, "ratio_to_baseline": None, "peak_mem_gib": None,
                "median_step_ms": None, "iqr_step_ms": None, "steps": len(r["times"]),
                "mean_blocks_run": statistics.fmean(r["blocks"]) if r["blocks"] else None,
-               "warmup_s": r.get("warmup_s"), "note": r["note"]}
+               "warmup_s": r.get("warmup_s"), "note": r["note"],
+               "step_ms": [round(t * 1000, 1) for t in r["times"]]}
         if r["times"] and not (r["note"] or "").startswith("n/a"):
             med = statistics.median(r["times"])
             q = statistics.quantiles(r["times"], n=4) if len(r["times"]) >= 2 else [med, med, med]
@@ -548,7 +549,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
                     help=f"subset of: {' '.join(VARIANTS)}")
     ap.add_argument("--lines-per-512", type=float, default=25.0, help="text lines per 512 px of page height")
-    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int,
+                    help="torch CPU threads (default: torch's choice); on a CPU shared with other jobs use 1: "
+                         "OpenMP threads that wait for a busy core make steps 2x slower and 10x noisier")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--memory", action="store_true", help="CUDA: largest batch per --memory-res instead")
     ap.add_argument("--memory-res", type=int, nargs="+", default=[1024, 1536])

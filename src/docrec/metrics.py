@@ -102,22 +102,22 @@ def wer(pred: str, ref: str) -> float:
     return _error_rate(*word_edits(pred, ref))
 
 
-def corpus_cer(pairs: Iterable[tuple[str, str]]) -> float:
-    """CER over (pred, ref) pairs: summed distances over summed reference lengths."""
+def _corpus(pairs: Iterable[tuple[str, str]], edits) -> float:
     dist = length = 0
     for pred, ref in pairs:
-        d, n = char_edits(pred, ref)
+        d, n = edits(pred, ref)
         dist, length = dist + d, length + n
     return _error_rate(dist, length)
+
+
+def corpus_cer(pairs: Iterable[tuple[str, str]]) -> float:
+    """CER over (pred, ref) pairs: summed distances over summed reference lengths."""
+    return _corpus(pairs, char_edits)
 
 
 def corpus_wer(pairs: Iterable[tuple[str, str]]) -> float:
     """WER over (pred, ref) pairs: summed word distances over summed reference word counts."""
-    dist = length = 0
-    for pred, ref in pairs:
-        d, n = word_edits(pred, ref)
-        dist, length = dist + d, length + n
-    return _error_rate(dist, length)
+    return _corpus(pairs, word_edits)
 
 
 def line_accuracy(pairs: Iterable[tuple[str, str]]) -> float:

@@ -354,6 +354,6 @@ def _print_end(reason, step, metrics, best, cfg, ckpt_dir, run_dir) -> None:
         f"  final     {_fmt(metrics) or 'no validation data'}\n"
         f"  best      {cfg.trainer.monitor} = {best}\n"
         f"  checkpoints {ckpt_dir}\n"
-        f"  watch     tensorboard --logdir {run_dir.parent}",
+        f"  watch     tensorboard --logdir {run_dir}",
         flush=True,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from docrec.formats import ReadOptions, box_polygon, iter_files
-from docrec.formats.xml import describe, integer, number, parse, parse_points, q, split_tag
+from docrec.formats.xml import describe, integer, number, parse_points, parse_root, q, split_tag
 from docrec.pages import DataError, Line, Page, Point, Region, resolve_image
 
 NAMESPACES = (
@@ -43,12 +43,7 @@ def find(path: Path) -> Iterator[Path]:
 def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
     """The page of one ALTO file."""
     opts = opts or ReadOptions()
-    root = parse(file)
-    ns, name = split_tag(root.tag)
-    if name != "alto":
-        raise DataError(f"{file}: not ALTO: root element is <{name}>, expected <alto>")
-    if ns not in NAMESPACES:
-        raise DataError(f"{file}: unsupported ALTO namespace {ns or '(none)'!r}; supported: {', '.join(NAMESPACES)}")
+    root, ns = parse_root(file, "alto", NAMESPACES, "ALTO")
     unit = (root.findtext(q(ns, "Description/MeasurementUnit")) or "").strip()
     if unit != "pixel":
         raise DataError(f"{file}: Description/MeasurementUnit is {unit or 'missing'!r}; only 'pixel' is supported")

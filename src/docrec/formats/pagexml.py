@@ -33,7 +33,7 @@ from pathlib import Path
 from xml.etree.ElementTree import Element, SubElement, indent, tostring
 
 from docrec.formats import ReadOptions, atomic_write, iter_files, relative_image
-from docrec.formats.xml import describe, integer, parse, parse_points, q, split_tag
+from docrec.formats.xml import describe, integer, parse_points, parse_root, q, split_tag
 from docrec.pages import DataError, Line, Page, Point, Region, resolve_image
 
 NS_2013 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
@@ -64,13 +64,7 @@ def find(path: Path) -> Iterator[Path]:
 def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
     """The page of one PAGE-XML file."""
     opts = opts or ReadOptions()
-    root = parse(file)
-    ns, name = split_tag(root.tag)
-    if name != "PcGts":
-        raise DataError(f"{file}: not PAGE-XML: root element is <{name}>, expected <PcGts>")
-    if ns not in NAMESPACES:
-        raise DataError(f"{file}: unsupported PAGE namespace {ns or '(none)'!r}; "
-                        f"supported: {', '.join(NAMESPACES)}")
+    root, ns = parse_root(file, "PcGts", NAMESPACES, "PAGE-XML")
     page_el = root.find(q(ns, "Page"))
     if page_el is None:
         raise DataError(f"{file}: PcGts has no Page element")

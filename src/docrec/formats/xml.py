@@ -102,3 +102,18 @@ def integer(el: Element, name: str, where: str) -> int:
 
 def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[:n] + "..."
+
+
+def parse_root(file: Path, name: str, namespaces: tuple[str, ...], label: str):
+    """Parse ``file`` and check its root element and namespace; returns (root, namespace).
+
+    ``label`` names the format in errors: "PAGE-XML" gives "not PAGE-XML" and "unsupported PAGE namespace".
+    """
+    root = parse(file)
+    ns, tag = split_tag(root.tag)
+    if tag != name:
+        raise DataError(f"{file}: not {label}: root element is <{tag}>, expected <{name}>")
+    if ns not in namespaces:
+        raise DataError(f"{file}: unsupported {label.split('-')[0]} namespace {ns or '(none)'!r}; "
+                        f"supported: {', '.join(namespaces)}")
+    return root, ns
