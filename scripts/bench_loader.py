@@ -65,7 +65,7 @@ def load_pages(args: argparse.Namespace, tmp: list) -> list:
         generate(Path(t.name), pages=args.pages + 2, seed=0, workers=max(1, min(os.cpu_count() or 1, 16)),
                  progress=False)
         args.manifest = Path(t.name) / "train.jsonl"
-    pages = load("manifest", args.manifest).pages[: args.pages]
+    pages = load("manifest", args.manifest, limit=args.pages).pages
     if not pages:
         raise SystemExit(f"{args.manifest}: no pages")
     return pages

@@ -53,10 +53,10 @@ def main(cfg: DictConfig) -> None:
     d = cfg.data
     path = d.val_path if cfg.split == "val" and d.val_path else d.path
     res = load(d.format, abs_path(path), strict=d.strict, kind=d.kind, allow_outside_root=d.allow_outside_root,
-               max_pixels=d.max_pixels)
+               max_pixels=d.max_pixels, limit=cfg.max_pages)
     for source, why in res.skipped:
         log.warning("skipped %s: %s", source, why)
-    pages = res.pages[: cfg.max_pages] if cfg.max_pages else res.pages
+    pages = res.pages
     long_side = cfg.long_side or train_cfg["data"]["long_side"]
     ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
                      max_pixels=d.max_pixels)

@@ -6,34 +6,40 @@
 #
 #   ../shared/tools/gpu_wheels.sh .whl hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 \
 #       albumentations==2.0.8 albucore==0.0.24 simsimd==6.5.16 stringzilla==5.3.2 pydantic==2.14.4 \
-#       pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 faker==40.63.0 \
-#       rapidfuzz==3.14.6 shapely==2.2.0 defusedxml==0.7.1 scipy==1.17.1 PyYAML==6.0.4 \
-#       pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.19.2
+#       pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 \
+#       faker==40.63.0 rapidfuzz==3.14.6 shapely==2.2.0 defusedxml==0.7.1 scipy==1.17.1 PyYAML==6.0.4 \
+#       packaging==26.4 tqdm==4.70.1 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.19.2
 #
-# (the versions of .venv here; albumentations needs albucore, pydantic, PyYAML, scipy and
-# OpenCV; albucore needs simsimd and stringzilla; hydra-core needs omegaconf, antlr4 4.9.3 and
-# packaging; pytest needs pluggy, iniconfig, pygments and packaging). Then run on the device,
-# carrying .whl:   bash scripts/gpu_check.sh        (device tool: carry=[".whl"], timeout_s=600)
+# (52 MB; the versions of .venv here. albumentations needs albucore, pydantic, PyYAML, scipy and
+# OpenCV; albucore needs simsimd and stringzilla; pydantic needs pydantic-core, annotated-types,
+# typing-inspection and typing_extensions >= 4.14; hydra-core needs omegaconf, antlr4 4.9.3 and
+# packaging; pytest needs pluggy, iniconfig, pygments. numpy, OpenCV, Pillow, tensorboard come
+# with the machine; scipy and PyYAML wheels are skipped there when it has its own.) Then run it
+# on the device, carrying .whl:  bash scripts/gpu_check.sh   (device tool: carry=[".whl"], timeout_s=600).
+# Env overrides: OUT (default /tmp/gpu_check_out), PY, GPU_CHECK_BUDGET, GPU_CHECK_PAGES, GPU_CHECK_WORKERS.
 #
 # Sections, each time-boxed with `timeout` and logged to $OUT/logs/<section>.log:
 #   env               nvidia-smi, versions, wheel install into /tmp/site, import check
-#   generate          400 synthetic pages with 16 workers (in the background, into /tmp)
+#   generate          400 synthetic pages with 16 workers (in the background, into /tmp; not sent back)
 #   pytest_gpu        pytest -m gpu (tests/test_gpu.py)
 #   bench_loader      scripts/bench_loader.py --workers 1 8 on the generated pages
-#   bench_train_step  scripts/bench_train_step.py --device cuda --res 1024 --batch 16
+#   bench_train_step  scripts/bench_train_step.py --device cuda --res 1024 --batch 16 (eager variants)
 #   bench_memory      scripts/bench_train_step.py --device cuda --memory
-#   train             python train.py on the generated pages, steps sized to ~4 minutes; final metrics
+#   train             python train.py on the generated pages, steps sized to the time left; final metrics
+#   bench_train_step_compiled   baseline, docrec_p0.8, docrec_p0.8_compiled (last: compilation is slow)
 # $OUT/summary.txt has one line per section and the result tables. The whole run keeps within
-# GPU_CHECK_BUDGET seconds (default 480); a section that would not fit is skipped, said so.
+# GPU_CHECK_BUDGET seconds (default 540, under the device's 600 s per command); a section that
+# would not fit is skipped, said so. Typical: env 15 s, tests 60-90 s, loader 15 s, eager benchmark
+# 60 s, memory 40 s, training 2-4 min, compiled benchmark ~2 min (compilation).
 # Without CUDA (e.g. on a CPU machine) only env, pytest_gpu (all skipped) and the loader run.
 set -u
 
 cd "$(dirname "$0")/.."
 REPO=$PWD
-OUT=${OUT:-$REPO/gpu_check_out}
+OUT=${OUT:-/tmp/gpu_check_out}
 LOGS=$OUT/logs
 PY=${PY:-python3}
-BUDGET=${GPU_CHECK_BUDGET:-480}
+BUDGET=${GPU_CHECK_BUDGET:-540}
 DATA=${GPU_CHECK_DATA:-/tmp/docrec_gpu_synth}
 RUN=/tmp/docrec_gpu_run
 PAGES=${GPU_CHECK_PAGES:-400}      # synthetic pages to generate (smaller for a dry run on a CPU machine)
@@ -141,17 +147,19 @@ fi
 section bench_loader 60 $PY scripts/bench_loader.py ${MANIFEST[@]+"${MANIFEST[@]}"} --pages 96 --long-side 1024 \
   --workers 1 "$WORKERS" --step-ms 250 --json "$OUT/bench_loader.json"
 
-# ---- training-step benchmark and memory ---------------------------------------------------------
+# ---- training-step benchmark (eager variants) and memory ----------------------------------------
 if (( CUDA )); then
-  section bench_train_step 170 $PY scripts/bench_train_step.py --device cuda --res 1024 --batch 16 \
-    --steps 10 --warmup 3 --json "$OUT/bench_train_step.json"
-  section bench_memory 80 $PY scripts/bench_train_step.py --device cuda --memory --json "$OUT/bench_memory.json"
+  section bench_train_step 110 $PY scripts/bench_train_step.py --device cuda --res 1024 --batch 16 \
+    --steps 10 --warmup 3 --variants baseline droppath_p0.8 docrec_p1.0 docrec_p0.8 docrec_p0.5 \
+    --json "$OUT/bench_train_step.json"
+  section bench_memory 90 $PY scripts/bench_train_step.py --device cuda --memory --json "$OUT/bench_memory.json"
 fi
 
 # ---- a short real training ----------------------------------------------------------------------
+COMPILED_RESERVE=150  # the compiled benchmark runs last, in the time kept back here
 if (( CUDA )) && [ -f "$DATA/train.jsonl" ]; then
   rem=$(left)
-  train_s=$(( rem - 75 ))  # start-up, two validations and the end are on top of the steps
+  train_s=$(( rem - 75 - COMPILED_RESERVE ))  # start-up, two validations and the end are on top of the steps
   (( train_s > 240 )) && train_s=240
   if (( train_s < 45 )); then
     note "SKIP train: only ${rem}s of the budget left"
@@ -169,12 +177,14 @@ steps = int(float(sys.argv[2]) * pps / 2.8 * 0.5 / 4)
 print(max(50, min(steps, 5000)))
 EOF
 )
+    note "train: ${STEPS} steps planned for ~${train_s}s of training"
     rm -rf "$RUN"
-    section train $(( train_s + 120 )) $PY train.py trainer.max_steps="$STEPS" \
+    section train $(( train_s + 75 )) $PY train.py trainer.max_steps="$STEPS" \
       trainer.val_every=$(( STEPS / 2 )) trainer.ckpt_every=$(( STEPS / 2 )) trainer.log_every=10 \
       data.path="$DATA/train.jsonl" data.val_path="$DATA/val.jsonl" data.num_workers="$WORKERS" data.max_val_pages=16 \
+      model.postprocess.max_lines=100 \
       hydra.run.dir="$RUN"
-    note "train: $STEPS steps planned; last progress: $(tr '\r' '\n' < "$LOGS/train.log" | grep -E '^train' | tail -n 1)"
+    note "train: last progress: $(tr '\r' '\n' < "$LOGS/train.log" | grep -E '^train' | tail -n 1)"
     grep -E "^docrec \||^  (final|best|data|model) |validation:|Error|error" "$LOGS/train.log" | tail -n 14 \
       | tee -a "$OUT/summary.txt"
     # Everything but the checkpoints (hundreds of MB) comes back: config, log, TensorBoard events.
@@ -183,10 +193,17 @@ EOF
   fi
 fi
 
+# ---- compiled variant (regional torch.compile: minutes of compilation) ---------------------------
+if (( CUDA )); then
+  section bench_train_step_compiled "$COMPILED_RESERVE" $PY scripts/bench_train_step.py --device cuda --res 1024 \
+    --batch 16 --steps 10 --warmup 3 --variants baseline docrec_p0.8 docrec_p0.8_compiled \
+    --json "$OUT/bench_train_step_compiled.json"
+fi
+
 # ---- summary -------------------------------------------------------------------------------------
 {
   echo
-  for f in bench_loader bench_train_step bench_memory; do
+  for f in bench_loader bench_train_step bench_memory bench_train_step_compiled; do
     [ -f "$LOGS/$f.log" ] && { echo "--- $f"; grep -v -E "^(  round|  res [0-9]+ batch)" "$LOGS/$f.log" | tail -n 22; }
   done
   echo "total $(( $(date +%s) - T0 ))s of ${BUDGET}s"

@@ -73,8 +73,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # Its own process group, signalled as a whole like a cluster scheduler does (loader workers included).
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            **kw)
 
 
 def test_sigterm_saves_and_resume_is_exact(toy_data, tmp_path):
@@ -86,7 +88,8 @@ def test_sigterm_saves_and_resume_is_exact(toy_data, tmp_path):
     deadline = time.time() + 240
     while not last.exists() and part.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    part.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    os.killpg(part.pid, signal.SIGTERM)  # the whole group: main process and its loader workers
     out, _ = part.communicate(timeout=240)
     assert part.returncode == 0, out
     assert "stopped by SIGTERM" in out and "resume=" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,16 @@ def load_splits(data_cfg) -> PageSplits:
     return PageSplits(train, val, skipped)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001
+    """Workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and then stops them.
+
+    Schedulers and terminals signal the whole process group; a worker dying first would crash
+    the main process before it could save.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank: int, world: int):
     """Training loader with a resumable sampler, and an ordered validation loader."""
     kinds = list(data_cfg.kinds)
@@ -59,7 +70,7 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
                          data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict)
     sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
     common = {"num_workers": data_cfg.num_workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
-                  "persistent_workers": False}
+              "persistent_workers": False, "worker_init_fn": _ignore_stop_signals}
     if data_cfg.num_workers > 0:
         common["prefetch_factor"] = 4
     # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).
