@@ -8,8 +8,11 @@ The loaders are the trainer's (``docrec.engine.data.make_loaders`` with configs/
 and the overrides given here), so worker start-up, prefetching and collation are as in training.
 
 Reports, all on the training pipeline (augmentation on, whole pages unless --crop):
-- single process: ms per page for ``dataset[i]`` (decode, augment, targets) and for ``collate``;
-- per worker count: pages/s over one pass, after the first batch (worker start-up shown apart);
+- single process (one torch thread, as in a worker): ms per page for ``dataset[i]`` (decode,
+  augment, targets) and for ``collate``, and CPU ms per page (load-independent on a shared machine);
+- per worker count: pages/s over one pass, after the first batch (worker start-up shown apart), the
+  workers' CPU ms per page (it includes sending batches through shared memory) and the main
+  process's CPU ms per page for receiving them;
 - per --step-ms: a training epoch whose step is simulated by sleeping that long per batch (a GPU
   busy elsewhere): the share of the loop's time spent waiting for the next batch
   (``wait / (wait + step)``, first batch excluded), per worker count.
@@ -33,7 +36,6 @@ import torch
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ["printed", "handwritten", "form_field"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

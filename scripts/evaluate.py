@@ -52,6 +52,8 @@ def main(cfg: DictConfig) -> None:
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
     path = d.val_path if cfg.split == "val" and d.val_path else d.path
+    if path is None:
+        raise SystemExit(f"data.path is required for data={d.format} (pass data.path=...)")
     res = load(d.format, abs_path(path), strict=d.strict, kind=d.kind, allow_outside_root=d.allow_outside_root,
                max_pixels=d.max_pixels, limit=cfg.max_pages)
     for source, why in res.skipped:

@@ -181,7 +181,7 @@ EOF
     rm -rf "$RUN"
     section train $(( train_s + 75 )) $PY train.py trainer.max_steps="$STEPS" \
       trainer.val_every=$(( STEPS / 2 )) trainer.ckpt_every=$(( STEPS / 2 )) trainer.log_every=10 \
-      data.path="$DATA/train.jsonl" data.val_path="$DATA/val.jsonl" data.num_workers="$WORKERS" data.max_val_pages=16 \
+      data.path="$DATA/train.jsonl" data.val_path="$DATA/val.jsonl" data.num_workers="$WORKERS" data.max_val_pages=8 \
       model.postprocess.max_lines=100 \
       hydra.run.dir="$RUN"
     note "train: last progress: $(tr '\r' '\n' < "$LOGS/train.log" | grep -E '^train' | tail -n 1)"

@@ -78,7 +78,7 @@ def test_class_mask_paints_kinds_and_ignores_unknown_kinds():
     ]
     t = build_targets(lines, 50, 100, KINDS, CHARSET, max_len=16)
     cm = t["class_mask"]
-    assert cm.dtype == torch.int64 and cm.shape == (50, 100)
+    assert cm.dtype == torch.uint8 and cm.shape == (50, 100)
     assert cm[15, 30] == 1 and cm[35, 30] == 3 and cm[25, 80] == IGNORE_INDEX and cm[45, 5] == 0
     assert t["line_kinds"].tolist() == [0, 2, IGNORE_INDEX]
 

@@ -191,3 +191,14 @@ def test_ddp_two_processes_on_cpu(toy_data, tmp_path):
     assert state["step"] == 4
     # Each step saw 2 ranks x batch 2 pages.
     assert state["batch_in_epoch"] in (1, 2) or state["epoch"] >= 1
+
+
+def test_early_stopping_on_a_metric_that_does_not_improve(toy_data, tmp_path, capsys):
+    # Nothing is read exactly after a few steps, so e2e_f1 stays 0: patience 1 stops at the 2nd validation.
+    cfg = compose_cfg([*TINY, *_data(toy_data), "trainer.max_steps=40", "trainer.val_every=2",
+                       "trainer.early_stop.enabled=true", "trainer.early_stop.patience=1",
+                       "trainer.monitor=val/raw/e2e_f1"])
+    train(cfg, tmp_path)
+    out = capsys.readouterr().out
+    assert "early stop: val/raw/e2e_f1 did not improve in 1 validations at step 4" in out
+    assert ckpt.load(tmp_path / "checkpoints" / "last.pt")["step"] == 4

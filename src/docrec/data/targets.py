@@ -62,7 +62,7 @@ def build_targets(
 ) -> dict[str, Tensor]:
     """Targets of one sample from its lines ``(polygon [K,2] in pixels, text, kind)``.
 
-    Returns ``class_mask`` Long[H,W] (0 background, 1 + kind index, 255 unknown kind),
+    Returns ``class_mask`` uint8[H,W] (0 background, 1 + kind index, 255 unknown kind),
     ``core_mask`` Float[H,W], and for the lines that have a transcription ``line_quads``
     Float[N,4,2], ``line_tokens`` Long[N,T] (BOS text EOS PAD..., cut at ``max_len``) and
     ``line_kinds`` Long[N] (255 for an unknown kind). Lines smaller than ``min_area`` are
@@ -90,7 +90,7 @@ def build_targets(
     for i, ids in enumerate(tokens):
         token_array[i, : len(ids)] = ids
     return {
-        "class_mask": torch.from_numpy(class_mask.astype(np.int64)),
+        "class_mask": torch.from_numpy(class_mask),  # uint8: 8x less to ship from loader workers
         "core_mask": torch.from_numpy(core.astype(np.float32)),
         "line_quads": torch.from_numpy(line_quads(read)),
         "line_tokens": torch.from_numpy(token_array),

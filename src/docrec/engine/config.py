@@ -62,7 +62,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("data.kinds must list at least one kind")
     for key in ("data.path", "data.val_path"):
         p = _get(cfg, key)
-        if p is None and key == "data.val_path":
+        if p is None and key == "data.path":
+            raise ConfigError("data.path is required but not set (pass data.path=...)")
+        if p is None:
             continue
         if not abs_path(str(p)).exists():
             hint = " (run `make data` to generate the synthetic set)" if "synthetic" in str(p) else ""

@@ -190,6 +190,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                desc="train")
     metrics: dict[str, float] = {}
     reason = "finished"
+    validated_at = -1
     t_log, pages_since, wait_since, busy_since = time.perf_counter(), 0, 0.0, 0.0
     model.train()
     try:
@@ -281,7 +282,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         writer.add_scalar("train/skipped_steps", skipped_steps, step)
                     t_log, pages_since, wait_since, busy_since = time.perf_counter(), 0, 0.0, 0.0
                 if step % cfg.trainer.val_every == 0 and step < cfg.trainer.max_steps:
-                    metrics = validate()
+                    metrics, validated_at = validate(), step
                     if cfg.trainer.early_stop.enabled and stale_vals >= cfg.trainer.early_stop.patience:
                         reason = f"early stop: {cfg.trainer.monitor} did not improve in {stale_vals} validations"
                         stop.signal = -1
@@ -299,7 +300,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 log.warning("%s at step %d: checkpoint saved to %s; continue with resume=%s", reason, step, path,
                             run_dir)
         else:
-            metrics = validate()
+            if validated_at != step:
+                metrics = validate()
             save_last()
     finally:
         bar.close()

@@ -94,7 +94,7 @@ class DocRecModel(nn.Module):
         self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, targets: list[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
         dev = fused.device
-        class_mask = torch.stack([t["class_mask"] for t in targets]).to(dev, non_blocking=True)
+        class_mask = torch.stack([t["class_mask"] for t in targets]).to(dev, non_blocking=True).long()
         core_mask = torch.stack([t["core_mask"] for t in targets]).to(dev, non_blocking=True)
         losses = segmentation_losses(class_logits, core_logits, class_mask, core_mask)
         quads = [t["line_quads"].to(dev, torch.float32) for t in targets]

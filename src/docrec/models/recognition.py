@@ -38,10 +38,12 @@ class RecognitionHead(nn.Module):
         super().__init__()
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.roi_height, self.roi_max_width, self.max_len, self.stride = roi_height, roi_max_width, max_len, stride
+        # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
+        # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
         self.roi_proj = nn.Sequential(
-            nn.Conv2d(in_channels, d_model, 3, padding=1),
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels),
             nn.GELU(),
-            nn.Conv2d(d_model, d_model, (roi_height, 1)),  # folds the height: one token per column
+            nn.Conv2d(in_channels, d_model, (roi_height, 1)),
         )
         self.memory_pos = nn.Parameter(torch.randn(roi_max_width, d_model) * 0.02)
         enc = nn.TransformerEncoderLayer(
