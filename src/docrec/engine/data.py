@@ -51,7 +51,7 @@ def load_splits(data_cfg) -> PageSplits:
     return PageSplits(train, val, skipped)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001
+def _ignore_stop_signals(worker_id: int) -> None:
     """Workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and then stops them.
 
     Schedulers and terminals signal the whole process group; a worker dying first would crash
