@@ -178,8 +178,12 @@ def synthetic_batch(res: int, batch: int, lines_per_512: float, charset: Charset
 
 
 def train_step(model: DocRecModel, opt: torch.optim.Optimizer, images_u8: Tensor,
-               targets: list[dict[str, Tensor]], rt: Runtime, step: int, clip: float | None) -> None:
-    """One optimizer step as the trainer does it (without EMA, logging and the loss read-back)."""
+               targets: list[dict[str, Tensor]], rt: Runtime, step: int, clip: float | None,
+               backbone_only: bool = False) -> None:
+    """One optimizer step as the trainer does it (without EMA, logging and the loss read-back).
+
+    ``backbone_only``: the backbone alone (a stand-in loss on C2..C5), what stochastic depth can speed up.
+    """
     opt.zero_grad(set_to_none=True)
     images = normalize(images_u8)
     if rt.channels_last:
@@ -187,8 +191,10 @@ def train_step(model: DocRecModel, opt: torch.optim.Optimizer, images_u8: Tensor
     model.set_step(step)
     torch.manual_seed(step)  # the same line subset and jitter for every variant at this step
     with rt.autocast():
-        losses = model(images, targets)
-        loss = sum(losses.values())
+        if backbone_only:
+            loss = sum(f.float().square().mean() for f in model.backbone(images).values())
+        else:
+            loss = sum(model(images, targets).values())
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"))
     opt.step()
@@ -289,7 +295,7 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
                 model.compile_regions()
             t0 = time.perf_counter()
             for s in range(args.warmup):
-                train_step(model, opt, images, targets, rt, s, optim_cfg.grad_clip)
+                train_step(model, opt, images, targets, rt, s, optim_cfg.grad_clip, args.backbone_only)
             if rt.device.type == "cuda":
                 torch.cuda.synchronize()
             row["warmup_s"] = time.perf_counter() - t0
@@ -318,7 +324,7 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
             own = state_bytes(model, opt)
             timer.start()
             try:
-                train_step(model, opt, images, targets, rt, step, optim_cfg.grad_clip)
+                train_step(model, opt, images, targets, rt, step, optim_cfg.grad_clip, args.backbone_only)
             except torch.OutOfMemoryError:
                 row["note"] = f"n/a: out of memory at step {step}"
                 print(f"  {name}: {row['note']}", flush=True)
@@ -358,7 +364,8 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
     for out in rows:
         if base_rate and out["pages_per_s"]:
             out["ratio_to_baseline"] = out["pages_per_s"] / base_rate
-    return {"device": describe(rt.device), "res": args.res, "batch": args.batch, "steps": args.steps,
+    return {"device": describe(rt.device), "part": "backbone" if args.backbone_only else "model",
+            "res": args.res, "batch": args.batch, "steps": args.steps,
             "warmup": args.warmup, "lines_per_page": n_lines / args.batch,
             "precision": rt.precision, "channels_last": rt.channels_last,
             "torch": torch.__version__, "rows": rows}
@@ -371,7 +378,7 @@ def describe(device: torch.device) -> str:
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['device']}, {result['res']}x{result['res']}, batch {result['batch']}, "
+    print(f"\n{result['part']}: {result['device']}, {result['res']}x{result['res']}, batch {result['batch']}, "
           f"{result['precision']}, median of {result['steps']} interleaved steps after {result['warmup']} warm-up")
     head = f"{'variant':<22} {'pages/s':>8} {'x base':>7} {'step ms':>8} {'IQR ms':>7} {'blocks':>6} {'peak GiB':>8}"
     print(head)
@@ -553,6 +560,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="torch CPU threads (default: torch's choice); on a CPU shared with other jobs use 1: "
                          "OpenMP threads that wait for a busy core make steps 2x slower and 10x noisier")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--backbone-only", action="store_true",
+                    help="time the backbone alone (forward, stand-in loss, backward, AdamW): the part skipping speeds up")
     ap.add_argument("--memory", action="store_true", help="CUDA: largest batch per --memory-res instead")
     ap.add_argument("--memory-res", type=int, nargs="+", default=[1024, 1536])
     ap.add_argument("--flops", action="store_true", help="forward FLOPs per component and p_min bound instead")

@@ -89,6 +89,8 @@ class StochasticDepthResNet(nn.Module):
         eval_scale = [p if (d and scaling == "test_time") else 1.0 for p, d in zip(self._keep, droppable)]
         self.register_buffer("_train_scale", torch.tensor(train_scale), persistent=False)
         self.register_buffer("_eval_scale", torch.tensor(eval_scale), persistent=False)
+        # Where the scale is exactly 1 the block's own forward (in-place shortcut add) is used: no extra multiply.
+        self._unit = {True: [v == 1.0 for v in train_scale], False: [v == 1.0 for v in eval_scale]}
 
         self.out_channels = {f"c{s + 2}": self._width(getattr(self, name)[-1]) for s, name in enumerate(STAGES)}
         self._next_step = 0
@@ -145,9 +147,10 @@ class StochasticDepthResNet(nn.Module):
         else:
             run = [True] * self.num_blocks
             scales = self._eval_scale
+        unit = self._unit[self.training]
         feats: dict[str, Tensor] = {}
         for l, block in enumerate(self._blocks):
-            if self._always_run[l]:
+            if self._always_run[l] or (run[l] and unit[l]):
                 x = block(x)
             elif run[l]:
                 x = self._run_scaled(block, x, scales[l])
@@ -165,9 +168,8 @@ class StochasticDepthResNet(nn.Module):
         limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # torch < 2.6
         setattr(cfg, limit, max(getattr(cfg, limit), 32))
         self._run_scaled = torch.compile(_scaled_block, **compile_kwargs)
-        for block, always in zip(self._blocks, self._always_run):
-            if always:
-                block.compile(**compile_kwargs)  # in place: state_dict keys are unchanged
+        for block in self._blocks:
+            block.compile(**compile_kwargs)  # in place (state_dict keys unchanged); used where the scale is 1
         self._run_stem = torch.compile(_stem, **compile_kwargs)
 
     def load_torchvision_weights(self, path: str | Path) -> None:
