@@ -180,12 +180,15 @@ def test_ddp_two_processes_on_cpu(toy_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"),
-         *TINY, *_data(toy_data), "trainer.max_steps=4", "trainer.val_every=2", "trainer.log_every=1",
+         *TINY, *_data(toy_data), "trainer.max_steps=40", "trainer.val_every=2", "trainer.log_every=1",
+         # Early stopping is decided on rank 0: the other rank must stop at the same step, not hang.
+         "trainer.early_stop.enabled=true", "trainer.early_stop.patience=1", "trainer.monitor=val/raw/e2e_f1",
          f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "world=2" in out and out.count("docrec | finished at step 4") == 1  # summaries from rank 0 only
+    assert "world=2" in out and out.count("docrec | early stop") == 1  # summaries from rank 0 only
+    assert "did not improve in 1 validations at step 4" in out
     assert len(list((run_dir / "tb").iterdir())) == 1  # one writer
     state = ckpt.load(run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 4

@@ -29,6 +29,9 @@ from docrec.models.charset import Charset
 log = logging.getLogger("docrec")
 
 
+_EARLY = 1000  # stop code of early stopping when ranks agree on stopping (signals are below 100)
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite steps, out of memory); the message says what to do."""
 
@@ -286,6 +289,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                     if cfg.trainer.early_stop.enabled and stale_vals >= cfg.trainer.early_stop.patience:
                         reason = f"early stop: {cfg.trainer.monitor} did not improve in {stale_vals} validations"
                         stop.signal = -1
+                if rt.distributed:
+                    # Ranks must stop at the same step (a signal may reach them at different times;
+                    # early stopping is decided on rank 0), or the others hang in the next all-reduce.
+                    code = 0 if stop.signal is None else (_EARLY if stop.signal == -1 else stop.signal)
+                    flag = torch.tensor([code], device=rt.device)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                    if stop.signal is None and int(flag) != 0:
+                        stop.signal = -1 if int(flag) == _EARLY else int(flag)
                 if step % cfg.trainer.ckpt_every == 0:
                     save_last()
             if stop.signal is not None:
