@@ -190,10 +190,7 @@ def test_ddp_two_processes_on_cpu(toy_data, tmp_path):
     assert "world=2" in out and out.count("docrec | early stop") == 1  # summaries from rank 0 only
     assert "did not improve in 1 validations at step 4" in out
     assert len(list((run_dir / "tb").iterdir())) == 1  # one writer
-    state = ckpt.load(run_dir / "checkpoints" / "last.pt")
-    assert state["step"] == 4
-    # Each step saw 2 ranks x batch 2 pages.
-    assert state["batch_in_epoch"] in (1, 2) or state["epoch"] >= 1
+    assert ckpt.load(run_dir / "checkpoints" / "last.pt")["step"] == 4
 
 
 def test_early_stopping_on_a_metric_that_does_not_improve(toy_data, tmp_path, capsys):
