@@ -1,4 +1,4 @@
-"""Read a page with an exported docrec model: onnxruntime, NumPy and OpenCV, no training code.
+"""Read a page with an exported docrec model: onnxruntime, NumPy, OpenCV and Pillow, no training code.
 
     python scripts/export.py --checkpoint outputs/.../checkpoints/best.pt --output exported/
     python examples/onnx_predict.py exported/ page.png [--json page.json]
@@ -19,10 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
-# docrec's post-processing is NumPy + OpenCV (not ONNX), used here as it is, not copied. For now
-# importing it still loads torch through its package (tests/test_export.py::test_example_runs_without_torch).
+# docrec's geometry and post-processing are NumPy + OpenCV (not ONNX) and import no torch:
+# used here as they are, not copied (tests/test_export.py::test_example_runs_without_torch).
 from docrec.geometry import line_quad
+from docrec.images import scaled_size
 from docrec.postprocess import lines_from_maps
 
 
@@ -46,8 +48,12 @@ class OnnxPageReader:
         """Normalised [1, 3, H, W] float32 (long side scaled, padded right/bottom to 32) and the scale."""
         h, w = rgb.shape[:2]
         scale = self.meta["long_side"] / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        if size != (w, h):
+        size = scaled_size(w, h, self.meta["long_side"])
+        # As training and predict.py resample: shrinking with PIL's BOX filter (docrec.images.read_image),
+        # enlarging with OpenCV's INTER_AREA (albumentations' LongestMaxSize).
+        if size[0] < w:
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+        elif size[0] > w:
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         d = self.meta["size_divisor"]
         pad_h, pad_w = -rgb.shape[0] % d, -rgb.shape[1] % d

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from docrec.data.dataset import normalize
+from docrec.data.dataset import normalize, pad_images
 from docrec.engine.config import abs_path
 from docrec.engine.inference import ImageFolder, find_images, load_model, to_page
 from docrec.engine.runtime import setup
@@ -26,11 +26,7 @@ from docrec.images import read_image
 
 def _collate(batch):
     images, metas = zip(*batch)
-    H, W = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
-    out = torch.full((len(images), 3, H, W), 255, dtype=torch.uint8)
-    for k, im in enumerate(images):
-        out[k, :, : im.shape[1], : im.shape[2]] = im
-    return out, list(metas)
+    return pad_images(images), list(metas)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
@@ -13,7 +14,7 @@ from torch.utils.data import Dataset, get_worker_info
 from docrec.data.augment import WHITE, build_augment
 from docrec.data.targets import MIN_LINE_AREA, build_targets
 from docrec.images import MAX_PIXELS, read_image
-from docrec.pages import DataError, Page, polygon_area
+from docrec.pages import DataError, Page
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,14 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def _clip_to_frame(poly: np.ndarray, w: int, h: int) -> tuple[np.ndarray, float]:
-    """Polygon clipped to the frame's box, and the share of its area that stayed inside."""
-    import cv2
-
-    area = polygon_area([tuple(p) for p in poly.tolist()])
+    """Polygon clipped to the frame's box, and the share of its (hull's) area that stayed inside."""
     clipped = np.stack([poly[:, 0].clip(0, w), poly[:, 1].clip(0, h)], axis=1).astype(np.float32)
-    if area <= 0:
-        return clipped, 0.0
-    frame = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     hull = cv2.convexHull(poly.astype(np.float32))
-    inter, _ = cv2.intersectConvexConvex(hull, frame)
     hull_area = cv2.contourArea(hull)
-    return clipped, float(inter / hull_area) if hull_area > 0 else 0.0
+    if hull_area <= 0:
+        return clipped, 0.0
+    inter, _ = cv2.intersectConvexConvex(hull, np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32))
+    return clipped, float(inter / hull_area)
 
 
 class PageDataset(Dataset):
@@ -96,7 +93,8 @@ class PageDataset(Dataset):
             # A line cut by the crop is still segmented, but its text is not what is visible.
             text = ln.text if share >= READABLE_SHARE else None
             lines.append((poly, text, ln.kind))
-            if text is not None and polygon_area([tuple(p) for p in poly.tolist()]) >= MIN_LINE_AREA:
+            # The same area test as build_targets, so gt_lines are exactly the lines it reads.
+            if text is not None and abs(cv2.contourArea(poly)) >= MIN_LINE_AREA:
                 gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind})
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),
@@ -124,17 +122,25 @@ def _paste(dst: torch.Tensor, src: torch.Tensor, fill: int) -> None:
     dst[..., :h, w:] = fill
 
 
-def collate(batch):
-    """Pad images (white) and masks (ignore / 0) to the largest page of the batch."""
-    images, targets, metas = zip(*batch)
+def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """uint8 (3, h, w) images -> one (B, 3, H, W) batch, padded white at the right and bottom."""
     H = max(im.shape[1] for im in images)
     W = max(im.shape[2] for im in images)
     out = _batch_buffer((len(images), 3, H, W), torch.uint8)
+    for i, im in enumerate(images):
+        _paste(out[i], im, WHITE)
+    return out
+
+
+def collate(batch):
+    """Pad images (white) and masks (ignore / 0) to the largest page of the batch."""
+    images, targets, metas = zip(*batch)
+    out = pad_images(images)
+    H, W = out.shape[-2:]
     # One buffer per target kind; each sample's mask is a view of it (one copy, no per-sample allocation).
     masks = {key: _batch_buffer((len(images), H, W), targets[0][key].dtype) for key in _PADDED_TARGETS}
     padded = []
-    for i, (im, t) in enumerate(zip(images, targets)):
-        _paste(out[i], im, WHITE)
+    for i, t in enumerate(targets):
         t = dict(t)
         for key, fill in _PADDED_TARGETS.items():
             _paste(masks[key][i], t[key], fill)

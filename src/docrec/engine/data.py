@@ -44,7 +44,7 @@ def load_splits(data_cfg) -> PageSplits:
     else:
         # Deterministic hold-out: every k-th page, so it spreads over the whole set.
         k = max(2, round(1 / data_cfg.val_fraction)) if data_cfg.val_fraction > 0 else 0
-        val = train[::k] if k else []
+        val = (train[::k] if k else [])[: data_cfg.max_val_pages]
         train = [p for i, p in enumerate(train) if not k or i % k]
     if not train:
         raise ValueError(f"data.path={data_cfg.path}: no training pages found")

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from docrec.data.augment import build_augment
 from docrec.engine import checkpoint as ckpt
-from docrec.images import MAX_PIXELS, read_image
+from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
 from docrec.models.charset import Charset
 from docrec.pages import Line, Page, Region, polygon_area
@@ -54,11 +54,13 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        img = read_image(self.paths[i], self.max_pixels)
+        width, height = image_size(self.paths[i], self.max_pixels)
+        # Decoded and scaled as in training (read_image's long_side), then padded like a validation page.
+        img = read_image(self.paths[i], self.max_pixels, long_side=self.long_side)
         out = self.prep(image=img, keypoints=np.zeros((0, 2), np.float32))["image"]
-        scale = self.long_side / max(img.shape[:2])
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), {
-            "path": str(self.paths[i]), "width": img.shape[1], "height": img.shape[0], "scale": scale}
+            "path": str(self.paths[i]), "width": width, "height": height,
+            "scale": self.long_side / max(width, height)}
 
 
 def to_page(pred: dict, meta: dict) -> tuple[Page, list[float]]:

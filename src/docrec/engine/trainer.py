@@ -161,8 +161,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             for name, m in (("raw", raw), ("ema", ema.module if ema is not None else None)):
                 if m is None:
                     continue
-                res = run_validation(m, val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images,
-                                     cfg.data.max_val_pages)
+                res = run_validation(m, val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images)
                 metrics.update({f"val/{name}/{k}": v for k, v in res.metrics.items()})
                 if writer is not None:
                     for k, v in res.metrics.items():
@@ -177,10 +176,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 improved = best is None or (value > best + delta if cfg.trainer.monitor_mode == "max"
                                             else value < best - delta)
                 stale_vals = 0 if improved else stale_vals + 1
+                snapshot = state()
                 if best is None or topk.better(value, best):
                     best = value
-                    ckpt.save_atomic(state(), ckpt_dir / "best.pt")
-                topk.add(value, step, state())
+                    snapshot["best"] = best
+                    ckpt.save_atomic(snapshot, ckpt_dir / "best.pt")
+                topk.add(value, step, snapshot)
             log.info("step %d validation: %s", step, _fmt(metrics))
         if rt.distributed:
             torch.distributed.barrier()
@@ -235,7 +236,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                             f"data.long_side={cfg.data.long_side} (crop {cfg.data.crop}); lower them (or raise "
                             f"trainer.grad_accum). The last checkpoint is kept in {ckpt_dir}") from None
                     for k, v in losses.items():
-                        losses_sum[k] = losses_sum.get(k, 0.0) + float(v.detach())
+                        losses_sum[k] = losses_sum.get(k, 0.0) + v.detach()
                     n_micro += 1
                     pages_since += images.shape[0] * rt.world_size
                 if n_micro == 0:
@@ -243,8 +244,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 scaler.unscale_(optimizer)
                 clip = cfg.optim.grad_clip
                 grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip if clip else float("inf"))
-                total = sum(losses_sum.values()) / n_micro
-                finite = math.isfinite(total) and bool(torch.isfinite(grad_norm))
+                # One device-to-host transfer per step: the skip decision needs these values anyway.
+                *loss_vals, grad_norm = torch.stack([*(v.float() for v in losses_sum.values()), grad_norm.float()]).tolist()
+                losses_sum = dict(zip(losses_sum, loss_vals))
+                total = sum(loss_vals) / n_micro
+                finite = math.isfinite(total) and math.isfinite(grad_norm)
                 if finite or scaler.is_enabled():
                     scaler.step(optimizer)
                     scaler.update()
@@ -277,7 +281,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         for k, v in losses_sum.items():
                             writer.add_scalar(f"train/loss_{k}", v / n_micro, step)
                         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                        writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                        writer.add_scalar("train/grad_norm", grad_norm, step)
                         writer.add_scalar("train/pages_per_s", rate, step)
                         writer.add_scalar("train/data_wait_share", wait_since / max(busy_since, 1e-9), step)
                         writer.add_scalar("train/peak_mem_gib", _peak_mem_gib(rt.device), step)

@@ -9,7 +9,7 @@ import torch
 
 from docrec.data.dataset import normalize
 from docrec.engine.runtime import Runtime
-from docrec.geometry import line_quad
+from docrec.geometry import line_quads
 from docrec.metrics import PageEvaluator
 
 
@@ -30,43 +30,40 @@ def _to_page(polygon, scale: float) -> list[list[float]]:
 
 @torch.no_grad()
 def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str], num_samples: int = 4,
-                   max_pages: int | None = None, keep_pages: bool = False) -> ValResult:
+                   keep_pages: bool = False) -> ValResult:
     """Evaluate ``model`` (raw or EMA, unwrapped) over ``loader``; restores its train/eval mode."""
     was_training = model.training
     model.eval()
-    evaluator = PageEvaluator(class_names=["background", *kinds])
+    classes = ["background", *kinds]
+    evaluator = PageEvaluator(class_names=classes)
     result = ValResult(metrics={})
-    seen = 0
     for images_u8, targets, metas in loader:
         images = normalize(images_u8.to(rt.device, non_blocking=True))
         if rt.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        # Quads of every GT line (empty texts too), so recognition outputs align with gt_lines.
+        quads = [torch.from_numpy(line_quads([ln["polygon"] for ln in m["gt_lines"]])).to(rt.device) for m in metas]
         with rt.autocast():
-            preds = model(images)
-            # Quads of every GT line (empty texts too), so recognition outputs align with gt_lines.
-            quads = [torch.from_numpy(np.stack([line_quad(np.asarray(ln["polygon"], np.float32))
-                                                for ln in m["gt_lines"]]) if m["gt_lines"]
-                                      else np.zeros((0, 4, 2), np.float32)).to(rt.device) for m in metas]
-            rec = model.recognize(images, quads)
+            preds, reads = model.predict_and_read(images, quads)
         for i, (pred, target, meta) in enumerate(zip(preds, targets, metas)):
             gt_texts = [ln["text"] for ln in meta["gt_lines"]]
-            rec_texts = [text for text, _ in rec[i]]
-            page_eval = PageEvaluator(class_names=["background", *kinds])
-            page_eval.update(pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(),
-                             target["class_mask"].numpy(), rec_texts)
-            evaluator.merge(page_eval)
+            rec_texts = [text for text, _ in reads[i]]
+            args = (pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(), target["class_mask"].numpy(),
+                    rec_texts)
             if keep_pages:
+                page_eval = PageEvaluator(class_names=classes)
+                page_eval.update(*args)
+                evaluator.merge(page_eval)
                 result.pages.append({"source": meta["source"], "image": meta["image"], "metrics": page_eval.compute(),
                                      "lines": [{**ln, "polygon": _to_page(ln["polygon"], meta["scale"])}
                                                for ln in pred["lines"]],
                                      "gt_recognition": [{"gt": g, "pred": p} for g, p in zip(gt_texts, rec_texts)]})
+            else:
+                evaluator.update(*args)
             if len(result.samples) < num_samples:
                 result.samples.append((images_u8[i].permute(1, 2, 0).numpy(), meta["gt_lines"], pred["lines"]))
             if len(result.text_pairs) < 40:
                 result.text_pairs += list(zip(gt_texts, rec_texts))
-            seen += 1
-        if max_pages is not None and seen >= max_pages:
-            break
     result.metrics = evaluator.compute()
     model.train(was_training)
     return result

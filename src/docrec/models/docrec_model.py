@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from docrec.geometry import line_quad
+from docrec.geometry import line_quads
 from docrec.models.charset import Charset
 from docrec.models.fpn import FusedFPN
 from docrec.models.recognition import RecognitionHead
@@ -133,10 +132,7 @@ class DocRecModel(nn.Module):
         class_maps = class_prob.argmax(dim=1).cpu()
         class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
         detections = [lines_from_maps(class_np[b], core_np[b], **self.postprocess) for b in range(len(class_np))]
-        quads = [
-            torch.from_numpy(np.stack([line_quad(p) for p, _, _ in d])) if d else torch.zeros(0, 4, 2)
-            for d in detections
-        ]
+        quads = [torch.from_numpy(line_quads([p for p, _, _ in d])) for d in detections]
         reads = self._read(fused, quads)
         out = []
         for b, dets in enumerate(detections):
@@ -147,6 +143,12 @@ class DocRecModel(nn.Module):
             ]
             out.append({"lines": lines, "class_map": class_maps[b]})
         return out
+
+    @torch.no_grad()
+    def predict_and_read(self, images: Tensor, quads: list[Tensor]) -> tuple[list[dict], list[list[tuple[str, float]]]]:
+        """Eval-mode predictions and the reading of given quads, from one backbone pass (validation)."""
+        fused, class_logits, core_logits = self._maps(images)
+        return self._predict(fused, class_logits, core_logits), self._read(fused, quads)
 
     @torch.no_grad()
     def recognize(self, images: Tensor, quads: list[Tensor]) -> list[list[tuple[str, float]]]:
