@@ -25,7 +25,7 @@ from PIL import Image
 # used here as they are, not copied (tests/test_export.py::test_example_runs_without_torch).
 from docrec.geometry import line_quad
 from docrec.images import scaled_size
-from docrec.postprocess import lines_from_maps
+from docrec.postprocess import line_regions, lines_from_maps
 
 
 class OnnxPageReader:
@@ -50,11 +50,11 @@ class OnnxPageReader:
         scale = self.meta["long_side"] / max(h, w)
         size = scaled_size(w, h, self.meta["long_side"])
         # As training and predict.py resample: shrinking with PIL's BOX filter (docrec.images.read_image),
-        # enlarging with OpenCV's INTER_AREA (albumentations' LongestMaxSize).
+        # enlarging with OpenCV's INTER_LINEAR (albumentations' LongestMaxSize).
         if size[0] < w:
             rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
         elif size[0] > w:
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
         d = self.meta["size_divisor"]
         pad_h, pad_w = -rgb.shape[0] % d, -rgb.shape[1] % d
         rgb = cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(self.meta["pad_value"],) * 3)
@@ -63,10 +63,11 @@ class OnnxPageReader:
         x = (rgb.astype(np.float32) - mean) / std
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), scale
 
-    def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(class probabilities [C, H, W], core probabilities [H, W], fused map [1, F, H/4, W/4])."""
-        class_prob, core_prob, fused = self.seg.run(None, {"image": image})
-        return class_prob[0], core_prob[0], fused
+    def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(class probabilities [C, H, W], core probabilities [H, W], region probabilities [R, H, W],
+        fused map [1, F, H/4, W/4])."""
+        class_prob, core_prob, region_prob, fused = self.seg.run(None, {"image": image})
+        return class_prob[0], core_prob[0], region_prob[0], fused
 
     def read(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
         """Greedy-decode line quads [N, 4, 2] (TL TR BR BL, pixels of the network input): (text, confidence)."""
@@ -114,18 +115,20 @@ class OnnxPageReader:
     def __call__(self, rgb: np.ndarray) -> list[dict]:
         """Lines of a page: polygon (pixels of ``rgb``), kind, text, confidence and detection score."""
         image, scale = self.preprocess(rgb)
-        class_prob, core_prob, fused = self.segment(image)
+        class_prob, core_prob, region_prob, fused = self.segment(image)
         detections = lines_from_maps(class_prob, core_prob, **self.meta["postprocess"])
+        regions = line_regions([poly for poly, _, _ in detections], region_prob)
         if not detections:
             return []
         quads = np.stack([line_quad(poly) for poly, _, _ in detections])
         reads = self.read(fused, quads)
         height, width = rgb.shape[:2]
         lines = []
-        for (poly, kind, score), (text, conf) in zip(detections, reads):
+        for (poly, kind, score), (text, conf), r in zip(detections, reads, regions):
             poly = np.stack([(poly[:, 0] / scale).clip(0, width), (poly[:, 1] / scale).clip(0, height)], axis=1)
             lines.append({"polygon": poly.round(1).tolist(), "kind": self.meta["kinds"][kind], "text": text,
-                          "confidence": round(conf, 4), "score": round(score, 4)})
+                          "confidence": round(conf, 4), "score": round(score, 4),
+                          "region": None if r is None else self.meta["region_kinds"][r]})
         return lines
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger("docrec.evaluate")
 def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
     """Rows: metrics; columns: all lines, then each line kind."""
     names = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "e2e_cer",
-             "cer", "wer", "line_acc", "kind_acc"]
+             "cer", "cer_ctc", "cer_attention", "wer", "line_acc", "kind_acc"]
     cols = ["all", *kinds]
     out = [f"{'metric':<14}" + "".join(f"{c:>13}" for c in cols)]
     for n in names:
@@ -36,7 +36,7 @@ def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
         if all(v is None for v in cells):
             continue
         out.append(f"{n:<14}" + "".join(f"{v:>13.4f}" if v is not None else f"{'-':>13}" for v in cells))
-    seg = [k for k in metrics if k.startswith("seg_iou/")]
+    seg = [k for k in metrics if k.startswith(("seg_iou/", "region_iou/"))]
     for k in ["seg_miou", *seg]:
         out.append(f"{k:<27}{metrics[k]:>13.4f}")
     out.append(f"{'pages':<14}{metrics.get('n_pages', 0):>13.0f}   gt lines {metrics.get('n_gt_lines', 0):.0f}, "
@@ -60,13 +60,14 @@ def main(cfg: DictConfig) -> None:
         log.warning("skipped %s: %s", source, why)
     pages = res.pages
     long_side = cfg.long_side or train_cfg["data"]["long_side"]
+    region_kinds = list(model.region_kinds)
     ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
-                     max_pixels=d.max_pixels)
+                     max_pixels=d.max_pixels, region_kinds=region_kinds)
     loader = DataLoader(ds, batch_size=d.val_batch_size, num_workers=d.num_workers, collate_fn=collate)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True)
-    table = metrics_table(result.metrics, kinds)
+    table = metrics_table(result.metrics, kinds + region_kinds)
     print(f"docrec evaluate | {cfg.checkpoint} ({cfg.weights} weights) on {d.format}:{path}, "
           f"{len(pages)} pages, {len(res.skipped)} skipped, long side {long_side}\n{table}")
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))

@@ -65,3 +65,23 @@ def test_disabled_only_resizes_and_pads():
     out = aug(image=img, keypoints=np.concatenate(polys))
     assert out["image"].shape == (224, 160, 3)  # 200x150 padded to multiples of 32
     np.testing.assert_allclose(out["keypoints"], np.concatenate(polys) * 0.5, atol=1e-3)
+
+
+def test_enlarging_interpolates_a_thin_line_instead_of_copying_pixels():
+    img = np.full((64, 64, 3), 255, np.uint8)
+    cv2.line(img, (0, 0), (63, 63), (0, 0, 0), 1)  # a 1-px diagonal stroke
+    out = build_augment(None, long_side=128, train=False)(image=img)["image"][:128, :128, 0].astype(int)
+    # Nearest-like enlargement (what INTER_AREA does at x2) repeats each pixel as a constant 2x2 block.
+    blocks = out.reshape(64, 2, 64, 2).transpose(0, 2, 1, 3).reshape(64, 64, 4)
+    assert (blocks.max(-1) != blocks.min(-1)).sum() >= 64  # every block the stroke crosses varies
+    grey = (out > 0) & (out < 255)
+    assert grey.sum() >= 2 * 128  # intermediate values on both sides of the stroke
+    assert out.min() < 64  # the stroke stays dark, not washed out
+
+
+def test_shrinking_still_averages_each_footprint():
+    checker = ((np.indices((96, 96)).sum(0) % 2) * 255).astype(np.uint8)
+    img = np.repeat(checker[..., None], 3, axis=2)
+    out = build_augment(None, long_side=32, train=False)(image=img)["image"][..., 0].astype(int)
+    # Each output pixel covers 3x3 input pixels: 5 or 4 of the 9 are white (a point sample is 0 or 255).
+    np.testing.assert_allclose(out, np.where(np.indices((32, 32)).sum(0) % 2, 5, 4) * 255 / 9, atol=1)

@@ -29,6 +29,7 @@ def test_every_config_group_composes():
     ("data.crop=[100,100]", "data.crop"),
     ("data.batch_size=2.5", "data.batch_size"),
     ("trainer.monitor_mode=up", "trainer.monitor_mode"),
+    ("trainer.precise_bn_batches=-1", "trainer.precise_bn_batches"),
 ])
 def test_impossible_values_name_the_key(tmp_path, override, key):
     cfg = _with_data(tmp_path, [override])

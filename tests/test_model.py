@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 
 from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
+from docrec.metrics import corpus_cer
 from docrec.models import Charset, DocRecModel, build_model
 from docrec.models.fpn import FusedFPN
-from docrec.models.roi import quad_grid, roi_widths, sample_quads
+from docrec.models.roi import jitter_quads, quad_grid, quad_size, roi_widths, sample_quads
 
 KINDS = ["printed", "handwritten", "form_field"]
 DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
@@ -112,8 +113,8 @@ def test_quad_sampler_reads_along_the_rotated_box(deg):
     tl = torch.tensor([60.0, 90.0])
     quad = torch.stack([tl, tl + 120 * u, tl + 120 * u + 16 * d, tl + 16 * d]).float()
     rois, mask = sample_quads(feats, [quad[None]], stride=4, height=8, max_width=64)
-    width = int(roi_widths(quad[None], 8, 64)[0])
-    assert width == 60 and rois.shape == (1, 2, 8, 60) and mask.all()
+    width = int(roi_widths(quad[None], 4, 64)[0])
+    assert width == 30 and rois.shape == (1, 2, 8, 30) and mask.all()  # one sample per 4-px feature column
     # A bilinear sample of a linear map is exact: the RoI holds the sampling points themselves.
     expected = quad_grid(quad[None], 8, torch.tensor([width]), width)[0].permute(2, 0, 1)
     torch.testing.assert_close(rois[0], expected, atol=1e-3, rtol=0)
@@ -127,10 +128,32 @@ def test_quad_sampler_pads_short_lines_and_groups_by_image():
     long = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]]])
     short = torch.tensor([[[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]]])
     rois, mask = sample_quads(feats, [long, short], stride=4, height=8, max_width=32)
-    assert rois.shape == (2, 2, 8, 32)
-    assert mask[0].all() and mask[1].sum() == 16
-    assert rois[1, :, :, 16:].abs().max() == 0  # padding is zero and masked
+    assert rois.shape == (2, 2, 8, 14)  # 56 px / 4 px per column
+    assert mask[0].all() and mask[1].sum() == 4
+    assert rois[1, :, :, 4:].abs().max() == 0  # padding is zero and masked
     assert rois[1, 0, 0, 0] > 1000  # the second line was read from the second image
+
+
+def test_tall_lines_are_read_at_every_column_and_averaged_across_their_height():
+    feats = _coordinate_map(64, 64, 4)
+    # A tall handwritten line: 200 px long, 96 px high. Square cells gave 8 x 16 samples (one per
+    # 12 px); now one column per 4 px, and each of the 8 rows is the mean of its 3 sub-rows.
+    quad = torch.tensor([[[20.0, 40.0], [220.0, 40.0], [220.0, 136.0], [20.0, 136.0]]])
+    rois, mask = sample_quads(feats, [quad], stride=4, height=8, max_width=128, oversample=3)
+    assert rois.shape == (1, 2, 8, 50) and mask.all()
+    # The mean of a linear map over the sub-rows is its value at the row centre.
+    centres_y = 40.0 + (torch.arange(8) + 0.5) * 12.0
+    torch.testing.assert_close(rois[0, 1, :, 0], centres_y, atol=1e-3, rtol=0)
+    torch.testing.assert_close(rois[0, 0, 0, :3], torch.tensor([22.0, 26.0, 30.0]), atol=1e-3, rtol=0)
+
+
+def test_quad_growth_makes_boxes_looser_about_their_centre():
+    quad = torch.tensor([[[10.0, 10.0], [110.0, 10.0], [110.0, 30.0], [10.0, 30.0]]])
+    grown = jitter_quads(quad, 0.0, (0.1, 0.1))
+    length, height = quad_size(grown)
+    torch.testing.assert_close(height, torch.tensor([22.0]))
+    torch.testing.assert_close(length, torch.tensor([105.0]))
+    torch.testing.assert_close(grown.mean(dim=1), quad.mean(dim=1))
 
 
 def test_fused_map_has_stride_four():
@@ -150,7 +173,8 @@ def test_default_config_builds_the_resnet50_model(charset):
     print(f"default model: {total:,} parameters, backbone {backbone:,}")
     assert backbone == 23_508_032  # torchvision ResNet-50 without its classifier
     assert [r["index"] for r in model.backbone.schedule() if r["always_run"]] == [0, 3, 7, 13]
-    assert model.backbone.p_min == 0.8 and model.kinds == KINDS
+    assert model.backbone.p_min == 0.8 and model.kinds == ["printed", "handwritten"]
+    assert model.region_kinds == ["form_field"] and model.seg_head.out.out_channels == 3 + 1 + 1
     assert "backbone.layer1.0.conv1.weight" in model.state_dict()
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.backbone.modules())
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.rec_head.encoder.modules())
@@ -170,12 +194,14 @@ def test_training_forward_returns_weighted_losses(charset):
     model.set_step(3)
     ref.set_step(3)
     losses, ref_losses = model(images, targets), ref(images, targets)
-    assert set(losses) == {"seg", "core", "rec"}
+    assert set(losses) == {"seg", "core", "rec", "ctc"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
     torch.testing.assert_close(losses["rec"], 0.5 * ref_losses["rec"])
+    torch.testing.assert_close(losses["ctc"], ref_losses["ctc"])
     torch.testing.assert_close(losses["seg"], ref_losses["seg"])
     sum(losses.values()).backward()
     assert model.rec_head.classifier.weight.grad is not None
+    assert model.rec_head.ctc_head.weight.grad is not None
     assert model.backbone.last_executed == [i for i, r in enumerate(model.backbone.sample_decisions(3)) if r]
 
 
@@ -183,7 +209,7 @@ def test_a_batch_without_readable_lines_still_reaches_every_head_parameter(tiny_
     images, targets = batch(charset)
     unreadable = [{**t, "line_quads": t["line_quads"][:0], "line_tokens": t["line_tokens"][:0]} for t in targets]
     losses = tiny_model.train()(images, unreadable)
-    assert losses["rec"] == 0
+    assert losses["rec"] == 0 and losses["ctc"] == 0
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in tiny_model.rec_head.parameters())
 
@@ -252,7 +278,7 @@ def test_overfits_two_tiny_pages_and_reads_them_back(charset):
     images, targets = batch(charset)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     history = []
-    for step in range(50):
+    for step in range(80):
         model.set_step(step)
         loss = sum(model(images, targets).values())
         opt.zero_grad()
@@ -265,6 +291,11 @@ def test_overfits_two_tiny_pages_and_reads_them_back(charset):
     reads = model.recognize(images, [t["line_quads"] for t in targets])
     assert [[text for text, _ in page] for page in reads] == [[t for t, _, _ in spec] for spec in PAGES]
     assert min(conf for page in reads for _, conf in page) > 0.5
+    # The CTC head reads them too, in one parallel pass (it converges more slowly than the decoder here).
+    with torch.no_grad():
+        ctc_reads = model._read(model._fused(images), [t["line_quads"] for t in targets], "ctc")
+    pairs = [(text, t) for page, spec in zip(ctc_reads, PAGES) for (text, _), (t, _, _) in zip(page, spec)]
+    assert corpus_cer(pairs) < 0.3, pairs
     # End to end: lines found from the maps, read, and given their kind.
     with torch.no_grad():
         out = model(images)

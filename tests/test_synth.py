@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import string
+from collections import Counter
+
 import cv2
 import numpy as np
 import pytest
 
 from docrec.formats import load
 from docrec.pages import polygon_area
-from docrec.synth import fonts, make_page, render
+from docrec.synth import fonts, make_page, render, text
 from docrec.synth.generate import generate, is_val
 from docrec.synth.preview import draw
+from docrec.synth.text import LOCALES, TextSource
 
 SCALE = 0.5  # ~90 dpi pages: every feature, a quarter of the pixels
 
@@ -152,3 +156,33 @@ def test_preview_draws_at_the_requested_height(pages):
 def _centre(polygon) -> tuple[float, float]:
     pts = np.asarray(polygon)
     return float(pts[:, 0].mean()), float(pts[:, 1].mean())
+
+
+def _texts(seed: int, n: int = 600) -> list[str]:
+    out = []
+    for i in range(n // 20):
+        ts = TextSource(LOCALES[i % len(LOCALES)], np.random.default_rng([seed, i]))
+        out += [ts.sentence() for _ in range(16)] + [ts.note(), ts.item(), ts.title(), ts.subject()]
+    return out
+
+
+def test_text_is_diverse_and_deterministic():
+    lines = _texts(0)
+    assert lines == _texts(0) and lines != _texts(1)  # a pure function of the seed
+    assert len(set(lines)) >= 0.95 * len(lines)
+    # No stock phrase dominates: the commonest 3-word openings cover few lines, the commonest one very few.
+    prefixes = Counter(" ".join(s.split()[:3]) for s in lines).most_common(15)
+    assert prefixes[0][1] <= 0.02 * len(lines), prefixes[:3]
+    assert sum(c for _, c in prefixes) <= 0.12 * len(lines), prefixes
+    # A good share of lines hold codes, IDs or numbers (digits), and accents appear in French.
+    assert sum(any(ch.isdigit() for ch in s) for s in lines) >= 0.3 * len(lines)
+    assert any(ch in "éèàç" for s in lines for ch in s)
+
+
+def test_text_uses_only_characters_the_fonts_can_honour():
+    # Random codes draw only on punctuation every font has, caps-only fonts included.
+    for spec in fonts.FONTS:
+        assert not fonts.missing(spec, text.CODE_PUNCT), spec.path
+    allowed = set(string.ascii_letters + string.digits + text.CODE_PUNCT + " !?;$£€°àâçèéêëîïôùûÀÂÇÉÈÊÎÔ")
+    chars = {ch for s in _texts(2) for ch in s}
+    assert chars <= allowed, "".join(sorted(chars - allowed))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from docrec.data.targets import IGNORE_INDEX, build_targets
-from docrec.geometry import CORE_SHRINK, line_quad
+from docrec.data.targets import IGNORE_INDEX, _paint_core, build_targets
+from docrec.geometry import CORE_SHRINK, line_core, line_quad, unclip_distance
 from docrec.models import Charset, lines_from_maps
 
 KINDS = ("printed", "handwritten", "form_field")
@@ -88,7 +88,7 @@ def test_core_mask_is_a_shrunk_line_and_separates_touching_lines():
     lines = [(rect(10, 10, 190, 30), "hello", "printed"), (rect(10, 30, 190, 50), "world", "printed")]
     t = build_targets(lines, 60, 200, KINDS, CHARSET, max_len=16)
     core = t["core_mask"].numpy()
-    assert core.dtype == np.float32 and set(np.unique(core)) == {0.0, 1.0}
+    assert core.dtype == np.uint8 and set(np.unique(core)) == {0, 1}
     assert core.sum() < (t["class_mask"] > 0).sum().item()
     assert np.all(core[t["class_mask"].numpy() == 0] == 0)
     n, _ = cv2.connectedComponents(core.astype(np.uint8), connectivity=4)
@@ -167,15 +167,106 @@ def test_skewed_line_is_recovered_and_its_quad_reads_along_it():
 
 
 def test_weak_and_tiny_cores_are_dropped():
-    class_prob = np.zeros((4, 40, 80), np.float32)
+    class_prob = np.zeros((4, 40, 1024), np.float32)  # a page of long side MIN_AREA_LONG_SIDE
     class_prob[0] = 1.0
-    core = np.zeros((40, 80), np.float32)
+    core = np.zeros((40, 1024), np.float32)
     core[5:9, 5:60] = 0.55  # above the threshold but a low mean score
     core[20:24, 5:60] = 0.95
     core[35, 70] = 0.99  # a single pixel
     found = lines_from_maps(class_prob, core, core_threshold=0.5, min_score=0.6, min_area=16)
     assert len(found) == 1
     assert found[0][0][:, 1].min() < 20 <= found[0][0][:, 1].max()
+
+
+def test_min_area_scales_with_the_resolution():
+    # A 3x3 speck grows to ~5x5 = 21 px^2: a line at long side 1024, a speck at 4096 (16 x 16 px^2).
+    for side, kept in ((1024, 1), (4096, 0)):
+        core = np.zeros((32, side), np.float32)
+        core[10:13, 10:13] = 1.0
+        class_prob = np.zeros((4, 32, side), np.float32)
+        assert len(lines_from_maps(class_prob, core, min_area=16)) == kept
+
+
+def test_growth_follows_the_band_not_its_thickest_spot():
+    # A 12-px core band with a 30-px blob on it: grown by the band's half-thickness, not the blob's.
+    core = np.zeros((80, 300), np.float32)
+    core[34:46, 20:280] = 1.0
+    core[25:55, 140:170] = 1.0
+    (poly, _, _), = lines_from_maps(np.zeros((4, 80, 300), np.float32), core)
+    grow = unclip_distance(6.0)
+    mask = np.zeros((80, 300), np.uint8)
+    cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+    assert abs(np.flatnonzero(mask[:, 60]).size - (12 + 2 * grow)) <= 2
+
+
+# --- line_core -----------------------------------------------------------------------
+
+
+def _core_components(lines, shape) -> np.ndarray:
+    core = np.zeros(shape, bool)
+    for line in lines:
+        _paint_core(core, *line)
+    return cv2.connectedComponents(core.astype(np.uint8), connectivity=4)[1]
+
+
+def _hooker_like_line(x0: float, y0: float, length: float, height: float) -> np.ndarray:
+    """A line polygon whose top bulges around ascenders: 30 to 116 px thick, like a Hooker letter's."""
+    xs = np.linspace(x0, x0 + length, 41)
+    bulge = np.where(np.isin(np.arange(41) % 8, (3, 4)), 86.0, 0.0)  # a wide loop every 8 samples
+    top = np.stack([xs, y0 - bulge], axis=1)
+    bottom = np.stack([xs[::-1], np.full(41, y0 + height)], axis=1)
+    return np.concatenate([top, bottom]).astype(np.float32)
+
+
+def test_a_bulging_line_keeps_one_core_of_its_robust_height():
+    poly = _hooker_like_line(50, 150, 900, 30)
+    labels = _core_components([(poly, CORE_SHRINK)], (300, 1000))
+    assert labels.max() == 1
+    rows = np.flatnonzero(labels[:, 500])
+    assert abs(rows.size - 30 * (1 - CORE_SHRINK)) <= 2  # the median thickness, not the bulges'
+    assert abs(rows.mean() - 165) <= 2  # centred on the line's body
+    # The old core (inner distance > half the largest) broke it at every ascender.
+    band = line_core(poly)
+    assert band is not None and band.dtype == np.float32 and band.shape[1] == 2
+
+
+def test_touching_bulging_lines_keep_two_cores_and_come_back_as_two_lines():
+    upper, lower = _hooker_like_line(50, 150, 900, 30), _hooker_like_line(60, 180, 880, 30)
+    labels = _core_components([(upper, CORE_SHRINK), (lower, CORE_SHRINK)], (300, 1000))
+    assert labels.max() == 2
+    t = build_targets([(upper, "hello", "handwritten"), (lower, "world", "handwritten")],
+                      300, 1000, KINDS, CHARSET, max_len=16)
+    found = lines_from_maps(*_perfect_maps(t))
+    assert len(found) == 2
+
+
+def test_overlapping_lines_keep_their_cores_apart():
+    # Polygons overlapping by more than the shrink would merge their bands: the later core gives way.
+    a, b = rect(10, 10, 290, 40), rect(10, 28, 290, 58)
+    labels = _core_components([(a, CORE_SHRINK), (b, CORE_SHRINK)], (70, 300))
+    assert labels.max() == 2
+
+
+def test_the_core_follows_a_curved_baseline():
+    xs = np.linspace(20, 580, 57)
+    base_y = 200 + 60 * np.sin((xs - 20) / 560 * np.pi)  # an arc 60 px high
+    baseline = np.stack([xs, base_y], axis=1).astype(np.float32)
+    # The polygon: 24 px above the baseline, 8 below, plus a bulge that the core ignores.
+    top = np.stack([xs, base_y - 24 - np.where(np.arange(57) == 20, 40, 0)], axis=1)
+    poly = np.concatenate([top, np.stack([xs, base_y + 8], axis=1)[::-1]]).astype(np.float32)
+    labels = _core_components([(poly, CORE_SHRINK, baseline)], (320, 600))
+    assert labels.max() == 1
+    for x in (60, 200, 300, 450):
+        rows = np.flatnonzero(labels[:, x])
+        y = np.interp(x, xs, base_y)
+        assert abs(rows.mean() - (y - 8)) <= 2  # the line's centre: 8 px above its baseline
+        assert abs(rows.size - 32 * (1 - CORE_SHRINK)) <= 3
+
+
+def test_a_lone_digit_taller_than_wide_keeps_a_core():
+    t = build_targets([(rect(50, 10, 58, 40), "4", "printed")], 50, 100, KINDS, CHARSET, max_len=16)
+    (poly, _, _), = lines_from_maps(*_perfect_maps(t))
+    assert mask_iou(poly, rect(50, 10, 58, 40), (50, 100)) > 0.7
 
 
 def test_maps_of_different_sizes_are_refused():

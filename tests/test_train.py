@@ -202,3 +202,14 @@ def test_early_stopping_on_a_metric_that_does_not_improve(toy_data, tmp_path, ca
     out = capsys.readouterr().out
     assert "early stop: val/raw/e2e_f1 did not improve in 1 validations at step 4" in out
     assert ckpt.load(tmp_path / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_precise_bn_recalibrates_raw_and_ema_before_validation(toy_data, tmp_path):
+    cfg = compose_cfg([*TINY, *_data(toy_data), "trainer.max_steps=3", "trainer.val_every=100",
+                       "trainer.precise_bn_batches=2"])
+    train(cfg, tmp_path)
+    state = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    for weights in (state["model"], state["ema"]):
+        tracked = {k: int(v) for k, v in weights.items() if k.endswith("num_batches_tracked")}
+        # Reset, then exactly the 2 recalibration batches (3 training steps would count 3 or fewer).
+        assert tracked and set(tracked.values()) == {2}, tracked

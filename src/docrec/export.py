@@ -27,7 +27,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.export import Dim
 
@@ -37,7 +36,7 @@ from docrec.engine.inference import load_model
 from docrec.models.charset import SPECIALS, Charset
 from docrec.models.docrec_model import SIZE_DIVISOR, DocRecModel
 from docrec.models.recognition import RecognitionHead
-from docrec.models.roi import quad_grid, roi_widths
+from docrec.models.roi import roi_widths, sample_rois
 
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 18
@@ -55,8 +54,9 @@ class SegmentationGraph(nn.Module):
         self.model = model
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        fused, class_logits, core_logits = self.model._maps(image)
-        return torch.softmax(class_logits.float(), dim=1), core_logits.float().sigmoid(), fused
+        fused, class_logits, core_logits, region_logits = self.model._maps(image)
+        return (torch.softmax(class_logits.float(), dim=1), core_logits.float().sigmoid(),
+                region_logits.float().sigmoid(), fused)
 
 
 class EncoderGraph(nn.Module):
@@ -71,21 +71,11 @@ class EncoderGraph(nn.Module):
 
     def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor]:
         head = self.head
-        height, width = head.roi_height, head.roi_max_width
-        widths = roi_widths(quads, height, width)
-        grid = quad_grid(quads, height, widths, width)
-        # align_corners=False: pixel i of the input covers [i, i + 1) (as roi.sample_quads).
-        gx = grid[..., 0] * (2.0 / (fused.shape[-1] * head.stride)) - 1.0
-        gy = grid[..., 1] * (2.0 / (fused.shape[-2] * head.stride)) - 1.0
-        n, c = quads.shape[0], fused.shape[1]
-        grid = torch.stack([gx, gy], dim=-1).reshape(1, n * height, width, 2)
-        rois = F.grid_sample(fused.float(), grid, mode="bilinear", align_corners=False)
-        rois = rois.reshape(c, n, height, width).permute(1, 0, 2, 3)
+        width = head.roi_max_width
+        widths = roi_widths(quads, head.stride, width)
+        rois = sample_rois(fused, quads, widths, width, head.stride, head.roi_height, head.roi_oversample)
         valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
-        rois = rois * valid[:, None, None, :]
-        x = head.roi_proj(rois).squeeze(2).transpose(1, 2) + head.memory_pos
-        padding = ~valid
-        return head.encoder(x, src_key_padding_mask=padding), padding
+        return head.memory(rois * valid[:, None, None, :], valid)
 
 
 class DecoderStepGraph(nn.Module):
@@ -134,7 +124,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
     h32, w32 = Dim("h32", min=1, max=1024), Dim("w32", min=1, max=1024)
     log.info("exporting %s", SEGMENTATION_FILE)
     _export(SegmentationGraph(model), (image,), out / SEGMENTATION_FILE,
-            (["image"], ["class_prob", "core_prob", "fused"]),
+            (["image"], ["class_prob", "core_prob", "region_prob", "fused"]),
             {"image": {2: SIZE_DIVISOR * h32, 3: SIZE_DIVISOR * w32}}, opset)
 
     with torch.no_grad():
@@ -165,6 +155,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         "files": {"segmentation": SEGMENTATION_FILE, "encoder": ENCODER_FILE, "decoder_step": DECODER_FILE,
                   "charset": CHARSET_FILE},
         "kinds": list(model.kinds),
+        "region_kinds": list(model.region_kinds),
         "classes": ["background", *model.kinds],
         "long_side": int(long_side),
         "size_divisor": SIZE_DIVISOR,

@@ -50,3 +50,90 @@ def line_quads(polygons: Sequence[np.ndarray]) -> np.ndarray:
     tl = c - along / 2 - across / 2
     quad = np.stack([tl, tl + along, tl + along + across, tl + across], axis=1)
     return quad.astype(np.float32)
+
+
+def _running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Median of each value's centred window (edges repeated), so bulges a window wide do not move it."""
+    half = max(int(window) // 2, 0)
+    if half == 0 or len(values) < 3:
+        return values.astype(np.float64)
+    padded = np.pad(values.astype(np.float64), half, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
+
+
+def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
+              baseline: np.ndarray | None = None) -> np.ndarray | None:
+    """Core of a line as a polygon [K,2] float32: a band of the line's robust height, shrunk; None if none.
+
+    Real annotations bulge (ascenders, a neighbour's descender) and pinch along a line, so
+    the core is not a shrunk polygon but a band that keeps the line in one piece. In the
+    line's reading frame (:func:`line_quad`) each column of the polygon has a thickness and a
+    centre; the robust half-height ``H`` is half the median thickness. The band follows the
+    ``baseline`` (same pixel coordinates) moved by its median offset to the column centres,
+    or without one the running median of the centres (a window of 16 H); it is ``2 (1 -
+    shrink) H`` thick and ``shrink H`` shorter at each end, so growing it by
+    :func:`unclip_distance` of its half-thickness gives back a region of the robust height.
+    A line shorter than it is tall (a lone digit) has no reading direction worth following:
+    its core is the polygon eroded by ``shrink`` times its largest inner distance.
+    """
+    poly = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    if len(poly) < 3:
+        return None
+    quad = line_quad(poly).astype(np.float64)
+    origin, along, across = quad[0], quad[1] - quad[0], quad[3] - quad[0]
+    length, height = float(np.hypot(*along)), float(np.hypot(*across))
+    if length < 1.0 or height < 1.0:
+        return None
+    u, v = along / length, across / height
+    # The polygon in its reading frame: s along the line, t across it (down), 1 px margin.
+    frame = np.stack([(poly - origin) @ u, (poly - origin) @ v], axis=1)
+    cols, rows = int(np.ceil(length)) + 3, int(np.ceil(height)) + 3
+    local = np.zeros((rows, cols), np.uint8)
+    cv2.fillPoly(local, [np.round(frame + 1.0).astype(np.int32)], 1)
+    filled = local.any(axis=0)
+    if not filled.any():
+        return None
+    xs = np.flatnonzero(filled)
+    top = local[:, xs].argmax(axis=0)
+    bottom = rows - 1 - local[::-1, xs].argmax(axis=0)
+    thickness, centre = (bottom - top).astype(np.float64), (top + bottom) / 2.0 - 1.0
+    half = 0.5 * float(np.median(thickness))
+    s = xs.astype(np.float64) - 1.0
+    trim = shrink * half
+    if s[-1] - s[0] < 2.0 * half or half <= 0.0:
+        return _eroded_core(poly, shrink)
+    if baseline is not None and len(baseline) >= 2:
+        base = (np.asarray(baseline, dtype=np.float64).reshape(-1, 2) - origin) @ np.stack([u, v], axis=1)
+        order = np.argsort(base[:, 0], kind="stable")
+        base_t = np.interp(s, base[order, 0], base[order, 1])
+        mid = base_t + float(np.median(centre - base_t))
+    else:
+        mid = _running_median(centre, 16.0 * half)
+        k = max(int(half), 1) | 1  # smooth the median's steps a little
+        mid = np.convolve(np.pad(mid, k // 2, mode="edge"), np.ones(k) / k, mode="valid")
+    keep = (s >= s[0] + trim) & (s <= s[-1] - trim)
+    step = max(int(half / 2), 1)
+    idx = np.flatnonzero(keep)
+    idx = np.unique(np.concatenate([idx[::step], idx[-1:]]))
+    core_half = (1.0 - shrink) * half
+    upper = np.stack([s[idx], mid[idx] - core_half], axis=1)
+    lower = np.stack([s[idx], mid[idx] + core_half], axis=1)[::-1]
+    band = np.concatenate([upper, lower])
+    return (origin + band[:, :1] * u + band[:, 1:] * v).astype(np.float32)
+
+
+def _eroded_core(poly: np.ndarray, shrink: float) -> np.ndarray | None:
+    """The polygon eroded by ``shrink`` times its largest inner distance, as a polygon (compact lines)."""
+    x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 1
+    local = np.zeros((int(np.ceil(poly[:, 1].max())) - y0 + 2, int(np.ceil(poly[:, 0].max())) - x0 + 2), np.uint8)
+    cv2.fillPoly(local, [np.round(poly - [x0, y0]).astype(np.int32)], 1)
+    dist = cv2.distanceTransform(local, cv2.DIST_L2, 5) - 0.5
+    peak = float(dist.max())
+    if peak <= 0.0:
+        return None
+    keep = (dist > shrink * peak).astype(np.uint8)
+    if not keep.any():
+        keep = (dist >= peak).astype(np.uint8)
+    contours, _ = cv2.findContours(keep, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    return (contour + [x0, y0]).astype(np.float32)

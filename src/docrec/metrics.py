@@ -17,7 +17,8 @@ greedy by-IoU matching can match fewer lines. Polygon IoU is exact (shapely); bo
 prune the pairs first, so pages with hundreds of lines stay fast.
 
 :class:`PageEvaluator` keys (``compute()``), named ``<metric>`` for the total and
-``<metric>/<kind>`` for a breakdown by line kind (``printed``, ``handwritten``, ...):
+``<metric>/<kind>`` for a breakdown by line kind (``printed``, ``handwritten``, ...) and by
+the kind of region holding the line (``form_field``: lines given with ``region``):
 
 - ``n_pages``, ``n_gt_lines``, ``n_pred_lines``: counts;
 - ``det_precision``, ``det_recall``, ``det_f1``: line detection; matching ignores kinds;
@@ -286,13 +287,19 @@ class _LineView(NamedTuple):
     polygon: PolygonLike
     text: str
     kind: str | None
+    region: str | None = None
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The breakdowns the line counts in: its kind and the kind of region holding it (e.g. form_field)."""
+        return tuple(g for g in dict.fromkeys((self.kind, self.region)) if g is not None)
 
 
 def _view(line: Any) -> _LineView:
-    """Read a line given as a mapping (``kind`` or manifest-style ``type``) or an object."""
+    """Read a line given as a mapping (``kind`` or manifest-style ``type``, optional ``region`` kind) or an object."""
     if isinstance(line, Mapping):
         kind = line.get("kind", line.get("type"))
-        return _LineView(line["polygon"], line.get("text") or "", kind)
+        return _LineView(line["polygon"], line.get("text") or "", kind, line.get("region"))
     return _LineView(line.polygon, getattr(line, "text", "") or "", getattr(line, "kind", None))
 
 
@@ -309,10 +316,10 @@ class PageEvaluator:
         # (quantity, kind) -> sum; kind None is the total over all lines.
         self._n: Counter[tuple[str, str | None]] = Counter()
 
-    def _add(self, name: str, kind: str | None, value: int = 1) -> None:
+    def _add(self, name: str, kind: str | tuple[str, ...] | None, value: int = 1) -> None:
         self._n[name, None] += value
-        if kind is not None:
-            self._n[name, kind] += value
+        for k in (kind,) if isinstance(kind, str) else kind or ():
+            self._n[name, k] += value
 
     def update(
         self,
@@ -336,21 +343,21 @@ class PageEvaluator:
             self._seg_pages += 1
         self._n["pages", None] += 1
         for p in preds:
-            self._add("pred", p.kind)
+            self._add("pred", p.groups)
         for g in gts:
-            self._add("gt", g.kind)
+            self._add("gt", g.groups)
 
         for i, j, _ in match_lines([p.polygon for p in preds], [g.polygon for g in gts], self.iou_threshold):
             p, g = preds[i], gts[j]
-            self._add("det_hit_pred", p.kind)
-            self._add("det_hit_gt", g.kind)
+            self._add("det_hit_pred", p.groups)
+            self._add("det_hit_gt", g.groups)
             dist, length = char_edits(p.text, g.text)
-            self._add("e2e_pairs", g.kind)
-            self._add("e2e_dist", g.kind, dist)
-            self._add("e2e_len", g.kind, length)
+            self._add("e2e_pairs", g.groups)
+            self._add("e2e_dist", g.groups, dist)
+            self._add("e2e_len", g.groups, length)
             if normalize_text(p.text) == normalize_text(g.text):
-                self._add("e2e_hit_pred", p.kind)
-                self._add("e2e_hit_gt", g.kind)
+                self._add("e2e_hit_pred", p.groups)
+                self._add("e2e_hit_gt", g.groups)
             if p.kind is not None and g.kind is not None:
                 self._n["kind_pairs", None] += 1
                 self._n["kind_same", None] += p.kind == g.kind
@@ -359,12 +366,12 @@ class PageEvaluator:
             for g, text in zip(gts, gt_line_preds):
                 c_dist, c_len = char_edits(text, g.text)
                 w_dist, w_len = word_edits(text, g.text)
-                self._add("rec_lines", g.kind)
-                self._add("rec_exact", g.kind, int(normalize_text(text) == normalize_text(g.text)))
-                self._add("rec_cdist", g.kind, c_dist)
-                self._add("rec_clen", g.kind, c_len)
-                self._add("rec_wdist", g.kind, w_dist)
-                self._add("rec_wlen", g.kind, w_len)
+                self._add("rec_lines", g.groups)
+                self._add("rec_exact", g.groups, int(normalize_text(text) == normalize_text(g.text)))
+                self._add("rec_cdist", g.groups, c_dist)
+                self._add("rec_clen", g.groups, c_len)
+                self._add("rec_wdist", g.groups, w_dist)
+                self._add("rec_wlen", g.groups, w_len)
 
     def merge(self, other: PageEvaluator) -> None:
         """Add another evaluator's counts (e.g. gathered from another DDP rank)."""

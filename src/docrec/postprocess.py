@@ -12,6 +12,22 @@ from docrec.geometry import CORE_SHRINK, unclip_distance
 
 DetectedLine = tuple[np.ndarray, int, float]
 
+#: ``min_area`` is given in pixels^2 of a page of this long side; maps of another size scale it.
+MIN_AREA_LONG_SIDE = 1024
+
+
+def core_half_thickness(comp: np.ndarray) -> float:
+    """Robust half-thickness of a core component (uint8 mask): the median inner distance along its ridge.
+
+    The ridge (pixels whose distance to the edge is a local maximum) runs along the middle
+    of a band, so a few thick spots (two cores that brush, a blob) do not set the growth.
+    """
+    dist = cv2.distanceTransform(np.pad(comp, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (comp > 0)
+    values = dist[ridge] if ridge.any() else dist[comp > 0]
+    # Distances from pixel centres to the core's edge, as the targets measure them.
+    return float(np.median(values)) - 0.5
+
 
 def lines_from_maps(
     class_prob: np.ndarray,
@@ -25,13 +41,17 @@ def lines_from_maps(
     """Lines as ``(polygon [K,2] float32, kind index, score)`` from class [C,H,W] and core [H,W] maps.
 
     Each connected component of ``core_prob > core_threshold`` is one line; it is grown by
-    the inverse of the target shrink (a distance transform, so curved lines stay curved),
-    its score is the mean core probability over the component, its kind the class
-    (background excluded) with the largest mean probability inside the grown region.
+    the inverse of the target shrink applied to its robust half-thickness
+    (:func:`core_half_thickness`; a distance transform, so curved lines stay curved), its
+    score is the mean core probability over the component, its kind the class (background
+    excluded) with the largest mean probability inside the grown region.
+    Regions smaller than ``min_area`` pixels^2 on a page of long side ``MIN_AREA_LONG_SIDE``
+    (scaled with the square of the maps' long side) are dropped as specks.
     """
     if class_prob.ndim != 3 or core_prob.shape != class_prob.shape[1:]:
         raise ValueError(f"maps disagree: class {class_prob.shape}, core {core_prob.shape}")
     height, width = core_prob.shape
+    min_area_px = min_area * (max(height, width) / MIN_AREA_LONG_SIDE) ** 2
     binary = (core_prob > core_threshold).astype(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=4)
     order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1  # largest first, so max_lines keeps the big ones
@@ -42,16 +62,14 @@ def lines_from_maps(
         score = float(core_prob[y : y + h, x : x + w][comp > 0].mean())
         if score < min_score:
             continue
-        # Distances from pixel centres to the core's edge, as the targets measure them.
-        half_thickness = float(cv2.distanceTransform(np.pad(comp, 1), cv2.DIST_L2, 5).max()) - 0.5
-        grow = unclip_distance(half_thickness, shrink)
+        grow = unclip_distance(core_half_thickness(comp), shrink)
         pad = int(np.ceil(grow)) + 1
         x0, y0, x1, y1 = max(x - pad, 0), max(y - pad, 0), min(x + w + pad, width), min(y + h + pad, height)
         local = np.zeros((y1 - y0, x1 - x0), np.uint8)
         local[y - y0 : y - y0 + h, x - x0 : x - x0 + w] = comp
         outside = cv2.distanceTransform(1 - local, cv2.DIST_L2, 5) - 0.5
         region = (outside <= grow).astype(np.uint8)
-        if region.sum() < min_area:
+        if region.sum() < min_area_px:
             continue
         contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         contour = max(contours, key=cv2.contourArea)
@@ -61,3 +79,29 @@ def lines_from_maps(
         kind_prob = class_prob[1:, y0:y1, x0:x1][:, region > 0].mean(axis=1)
         lines.append(((poly + [x0, y0]).astype(np.float32), int(kind_prob.argmax()), score))
     return lines
+
+
+def line_regions(polygons: list[np.ndarray], region_prob: np.ndarray, threshold: float = 0.5) -> list[int | None]:
+    """Per line, the region kind (index into region_prob [R,H,W]) that covers it on average, or None.
+
+    A line belongs to region kind r when the mean probability of r over the line's polygon
+    exceeds ``threshold`` (the largest such r when several do).
+    """
+    out: list[int | None] = []
+    n_regions, height, width = region_prob.shape
+    for poly in polygons:
+        if n_regions == 0:
+            out.append(None)
+            continue
+        pts = np.round(np.asarray(poly, np.float32)).astype(np.int32)
+        x0, y0 = np.clip(pts.min(axis=0), 0, [width - 1, height - 1])
+        x1, y1 = np.clip(pts.max(axis=0) + 1, 1, [width, height])
+        local = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(local, [pts - [x0, y0]], 1)
+        if not local.any():
+            out.append(None)
+            continue
+        mean = region_prob[:, y0:y1, x0:x1][:, local > 0].mean(axis=1)
+        best = int(mean.argmax())
+        out.append(best if mean[best] > threshold else None)
+    return out

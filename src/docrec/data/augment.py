@@ -50,7 +50,9 @@ def build_augment(cfg: Mapping | None, long_side: int, crop: tuple[int, int] | N
     Polygons travel as keypoints (``format="xy"``, never dropped when outside the frame:
     the caller clips them and decides which lines stay readable).
     """
-    t: list[A.BasicTransform] = [A.LongestMaxSize(max_size=long_side, interpolation=cv2.INTER_AREA)]
+    # Area averaging only when shrinking: enlarging with INTER_AREA is nearest-like (blocky strokes).
+    t: list[A.BasicTransform] = [A.LongestMaxSize(max_size=long_side, interpolation=cv2.INTER_LINEAR,
+                                                  area_for_downscale="image")]
     if train:
         if crop is not None:
             t.append(A.RandomCrop(height=crop[0], width=crop[1], pad_if_needed=True,
@@ -59,5 +61,7 @@ def build_augment(cfg: Mapping | None, long_side: int, crop: tuple[int, int] | N
             t += _geometric(cfg) + _photometric(cfg)
     t.append(A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=divisor, pad_width_divisor=divisor,
                            position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=WHITE))
+    # save_applied_params: the dataset reads the erase holes, so hidden text is not asked for.
     return A.Compose(t, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False,
-                                                               check_each_transform=False))
+                                                         check_each_transform=False),
+                     save_applied_params=True)

@@ -47,14 +47,39 @@ def _clip_to_frame(poly: np.ndarray, w: int, h: int) -> tuple[np.ndarray, float]
     return clipped, float(inter / hull_area)
 
 
+def erased_holes(applied: Sequence) -> np.ndarray:
+    """Erase holes [K, 4] (x0, y0, x1, y1, final pixels) from albumentations' applied parameters.
+
+    Erase runs after every geometric transform (build_augment), so its holes are in the
+    output frame (the final padding is bottom/right and moves nothing).
+    """
+    holes = [np.asarray(params["holes"], np.float32).reshape(-1, 4) for name, params in applied
+             if name == "CoarseDropout" and "holes" in params]
+    return np.concatenate(holes) if holes else np.zeros((0, 4), np.float32)
+
+
+def hidden_share(polygon: np.ndarray, holes: np.ndarray) -> float:
+    """Share of the polygon's bounding box covered by erase holes (0 when none overlaps it)."""
+    if len(holes) == 0:
+        return 0.0
+    x0, y0 = polygon.min(axis=0)
+    x1, y1 = polygon.max(axis=0)
+    area = max((x1 - x0) * (y1 - y0), 1e-6)
+    iw = (np.minimum(holes[:, 2], x1) - np.maximum(holes[:, 0], x0)).clip(min=0)
+    ih = (np.minimum(holes[:, 3], y1) - np.maximum(holes[:, 1], y0)).clip(min=0)
+    return float(min((iw * ih).sum() / area, 1.0))
+
+
 class PageDataset(Dataset):
     """Pages -> (uint8 image tensor, targets, meta); ``train`` turns on crops and augmentation."""
 
     def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
                  augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
-                 max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0, strict: bool = True) -> None:
+                 max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0, strict: bool = True,
+                 region_kinds: Sequence[str] = ()) -> None:
         self.pages = list(pages)
         self.charset, self.kinds, self.train = charset, list(kinds), train
+        self.region_kinds = list(region_kinds)
         self.max_len, self.max_pixels, self.seed, self.epoch = max_len, max_pixels, seed, 0
         self.long_side, self.strict = long_side, strict
         self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train)
@@ -76,8 +101,13 @@ class PageDataset(Dataset):
                 raise
             log.warning("skipping unreadable page (lenient mode): %s", exc)
             return self[(index + 1) % len(self.pages)]
-        sizes = [len(ln.polygon) for ln in page.lines]
-        pts = np.array([p for ln in page.lines for p in ln.polygon], np.float32).reshape(-1, 2)
+        # Line polygons, baselines and the region polygons of region_kinds travel together as keypoints.
+        region_kind = {r.id: r.kind for r in page.regions}
+        regions = [r for r in page.regions if r.kind in self.region_kinds]
+        shapes = ([ln.polygon for ln in page.lines] + [ln.baseline or [] for ln in page.lines]
+                  + [r.polygon for r in regions])
+        sizes = [len(s) for s in shapes]
+        pts = np.array([p for s in shapes for p in s], np.float32).reshape(-1, 2)
         # read_image already scaled a larger page to long_side (cheaper while decoding), by
         # LongestMaxSize's factor, which then has nothing left to do: scale the points alike.
         pts *= max(img.shape[:2]) / max(page.width, page.height)
@@ -85,25 +115,35 @@ class PageDataset(Dataset):
         out = self.aug(image=img, keypoints=pts)
         image, kp = out["image"], np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
         h, w = image.shape[:2]
+        holes = erased_holes(out.get("applied_transforms", ()))
+        moved = np.split(kp, np.cumsum(sizes)[:-1]) if sizes else []
+        n = len(page.lines)
         lines, gt_lines = [], []
-        for ln, poly in zip(page.lines, np.split(kp, np.cumsum(sizes)[:-1]) if sizes else []):
+        for ln, poly, base in zip(page.lines, moved[:n], moved[n:2 * n]):
             poly, share = _clip_to_frame(poly, w, h)
             if share <= 0:
                 continue
-            # A line cut by the crop is still segmented, but its text is not what is visible.
-            text = ln.text if share >= READABLE_SHARE else None
-            lines.append((poly, text, ln.kind))
+            # A line cut by the crop, or partly under an erase hole, is still segmented, but its
+            # text is not what is visible: it is not read.
+            readable = share >= READABLE_SHARE and hidden_share(poly, holes) <= 0.0
+            text = ln.text if readable else None
+            baseline = base if len(base) >= 2 else None
+            lines.append((poly, text, ln.kind, baseline))
             # The same area test as build_targets, so gt_lines are exactly the lines it reads.
             if text is not None and abs(cv2.contourArea(poly)) >= MIN_LINE_AREA:
-                gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind})
-        targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len)
+                gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind,
+                                 "region": region_kind.get(ln.region) if region_kind.get(ln.region)
+                                 in self.region_kinds else None})
+        region_polys = [(_clip_to_frame(poly, w, h)[0], r.kind) for r, poly in zip(regions, moved[2 * n:])]
+        targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len,
+                                regions=region_polys, region_kinds=self.region_kinds, holes=holes)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),
                 "scale": self.long_side / max(page.width, page.height), "gt_lines": gt_lines}
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), targets, meta
 
 
-#: Per-pixel targets that collate pads, and their fill (ignored class / no core).
-_PADDED_TARGETS = {"class_mask": 255, "core_mask": 0}
+#: Per-pixel targets that collate pads, and their fill (ignored class / no core / no region).
+_PADDED_TARGETS = {"class_mask": 255, "core_mask": 0, "region_mask": 0}
 
 
 def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

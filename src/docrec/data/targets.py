@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from docrec.geometry import CORE_SHRINK, line_quads
+from docrec.geometry import CORE_SHRINK, line_core, line_quads
 
 if TYPE_CHECKING:  # the models package imports this module; the charset is only duck-typed here
     from docrec.models.charset import Charset
@@ -24,30 +24,30 @@ IGNORE_INDEX = 255
 #: Lines whose visible polygon is smaller than this (pixels^2) are dropped (crop slivers).
 MIN_LINE_AREA = 8.0
 
-Line = tuple[np.ndarray, "str | None", str]
+#: (polygon, text, kind) or (polygon, text, kind, baseline [M,2] or None), in pixels of the sample.
+Line = tuple[np.ndarray, "str | None", str] | tuple[np.ndarray, "str | None", str, "np.ndarray | None"]
 
 
-def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float) -> None:
-    """OR the shrunk core of one polygon into ``core`` (the distance transform does the offsetting)."""
+def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float, baseline: np.ndarray | None = None) -> None:
+    """OR the core of one line (:func:`docrec.geometry.line_core`) into ``core``, apart from the cores already there.
+
+    Pixels touching (4-neighbours of) an earlier line's core are left out, so the cores of
+    lines that touch or overlap stay separate components.
+    """
+    band = line_core(polygon, shrink, baseline)
+    if band is None:
+        return
     height, width = core.shape
-    x0, y0 = np.floor(polygon.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(polygon.max(axis=0)).astype(int)
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, width), min(y1 + 1, height)
+    x0, y0 = np.floor(band.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(band.max(axis=0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if x1 <= x0 or y1 <= y0:
         return
-    # One pixel of background around the crop, so the distance is measured to the line's edge.
-    local = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
-    pts = np.round(polygon - [x0 - 1, y0 - 1]).astype(np.int32)
-    cv2.fillPoly(local, [pts], 1)
-    # Distance of each pixel centre to the line's edge (the first pixel's centre is 0.5 inside).
-    dist = cv2.distanceTransform(local, cv2.DIST_L2, 5) - 0.5
-    peak = float(dist.max())
-    if peak <= 0.0:
-        return
-    keep = dist > shrink * peak
-    if not keep.any():
-        keep = dist >= peak
-    core[y0:y1, x0:x1] |= keep[1:-1, 1:-1]
+    local = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(local, [np.round(band - [x0, y0]).astype(np.int32)], 1)
+    window = core[y0:y1, x0:x1]
+    taken = cv2.dilate(window.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+    window |= (local > 0) & (taken == 0)
 
 
 def build_targets(
@@ -59,39 +59,60 @@ def build_targets(
     max_len: int,
     min_area: float = MIN_LINE_AREA,
     shrink: float = CORE_SHRINK,
+    regions: Sequence[tuple[np.ndarray, str]] = (),
+    region_kinds: Sequence[str] = (),
+    holes: np.ndarray | None = None,
 ) -> dict[str, Tensor]:
-    """Targets of one sample from its lines ``(polygon [K,2] in pixels, text, kind)``.
+    """Targets of one sample from its lines ``(polygon [K,2] in pixels, text, kind[, baseline])``.
 
-    Returns ``class_mask`` uint8[H,W] (0 background, 1 + kind index, 255 unknown kind),
-    ``core_mask`` Float[H,W], and for the lines that have a transcription ``line_quads``
+    Returns ``class_mask`` uint8[H,W] (0 background, 1 + kind index, 255 unknown kind or
+    hidden), ``core_mask`` uint8[H,W] (1 core, 0 not, 255 hidden: no loss), ``region_mask``
+    uint8[H,W] (0 none, 1 + index in ``region_kinds`` for the ``regions`` ``(polygon, kind)``
+    of those kinds, e.g. form fields), and for the lines that have a transcription ``line_quads``
     Float[N,4,2], ``line_tokens`` Long[N,T] (BOS text EOS PAD..., cut at ``max_len``) and
     ``line_kinds`` Long[N] (255 for an unknown kind). Lines smaller than ``min_area`` are
     dropped. A line whose text is ``None`` or empty (e.g. cut by a crop, so its visible
-    text is unknown) is painted into the masks but not used for recognition.
+    text is unknown) is painted into the masks but not used for recognition. ``holes``
+    [K, 4] (x0, y0, x1, y1) are erased patches: what they cover is ignored by the class and
+    core losses, since the image no longer shows it.
     """
     kind_index = {k: i for i, k in enumerate(kinds)}
     class_mask = np.zeros((height, width), np.uint8)
     core = np.zeros((height, width), bool)
     read, tokens, line_kinds = [], [], []
-    for polygon, text, kind in lines:
+    for polygon, text, kind, *rest in lines:
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
+        baseline = rest[0] if rest else None
         if len(poly) < 3 or abs(cv2.contourArea(poly)) < min_area:
             continue
         k = kind_index.get(kind)
         label = IGNORE_INDEX if k is None else k + 1
         cv2.fillPoly(class_mask, [np.round(poly).astype(np.int32)], label)
-        _paint_core(core, poly, shrink)
+        _paint_core(core, poly, shrink, baseline)
         if text:
             read.append(poly)
             tokens.append(charset.encode(text)[:max_len])
             line_kinds.append(IGNORE_INDEX if k is None else k)
+    region_index = {k: i for i, k in enumerate(region_kinds)}
+    region_mask = np.zeros((height, width), np.uint8)
+    for polygon, kind in regions:
+        if kind in region_index:
+            cv2.fillPoly(region_mask, [np.round(np.asarray(polygon, np.float32)).astype(np.int32)],
+                         region_index[kind] + 1)
+    core_mask = core.astype(np.uint8)
+    for x0, y0, x1, y1 in np.asarray(holes if holes is not None else [], np.float32).reshape(-1, 4):
+        x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
+        class_mask[y0:y1, x0:x1] = IGNORE_INDEX
+        core_mask[y0:y1, x0:x1] = IGNORE_INDEX
     t = max((len(ids) for ids in tokens), default=2)
     token_array = np.full((len(tokens), t), charset.pad_id, np.int64)
     for i, ids in enumerate(tokens):
         token_array[i, : len(ids)] = ids
     return {
         "class_mask": torch.from_numpy(class_mask),  # uint8: 8x less to ship from loader workers
-        "core_mask": torch.from_numpy(core.astype(np.float32)),
+        "core_mask": torch.from_numpy(core_mask),
+        "region_mask": torch.from_numpy(region_mask),
         "line_quads": torch.from_numpy(line_quads(read)),
         "line_tokens": torch.from_numpy(token_array),
         "line_kinds": torch.tensor(line_kinds, dtype=torch.int64),

@@ -46,6 +46,7 @@ def check_config(cfg: DictConfig) -> None:
                 "trainer.ckpt_every"):
         _number(cfg, key, 1, integer=True)
     _number(cfg, "data.num_workers", 0, integer=True)
+    _number(cfg, "trainer.precise_bn_batches", 0, integer=True)
     _number(cfg, "data.val_fraction", 0.0, 0.9)
     _number(cfg, "optim.lr", 0.0, lo_open=True)
     _number(cfg, "optim.weight_decay", 0.0)
@@ -56,6 +57,9 @@ def check_config(cfg: DictConfig) -> None:
         crop = _get(cfg, "data.crop")
         if len(crop) != 2 or any(not isinstance(c, int) or c < 32 or c % 32 for c in crop):
             raise ConfigError(f"data.crop must be [h, w], multiples of 32 and >= 32, got {list(crop)}")
+    decoder = OmegaConf.select(cfg, "model.recognition.decoder", default="attention")
+    if decoder not in ("attention", "ctc"):
+        raise ConfigError(f"model.recognition.decoder must be attention or ctc, got {decoder!r}")
     if _get(cfg, "trainer.monitor_mode") not in ("max", "min"):
         raise ConfigError(f"trainer.monitor_mode must be max or min, got {cfg.trainer.monitor_mode!r}")
     if not list(_get(cfg, "data.kinds")):

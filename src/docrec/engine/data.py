@@ -64,10 +64,11 @@ def _ignore_stop_signals(worker_id: int) -> None:
 def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank: int, world: int):
     """Training loader with a resumable sampler, and an ordered validation loader."""
     kinds = list(data_cfg.kinds)
+    regions = list(data_cfg.get("region_kinds") or [])
     train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
-                           data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict)
+                           data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
     val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
-                         data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict)
+                         data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
     sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
     common = {"num_workers": data_cfg.num_workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
               "persistent_workers": False, "worker_init_fn": _ignore_stop_signals}

@@ -26,6 +26,7 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     cfg = state["config"]
     model_cfg = dict(cfg["model"])
     model_cfg["kinds"] = list(cfg["data"]["kinds"])
+    model_cfg["region_kinds"] = list(cfg["data"].get("region_kinds") or [])
     model_cfg["backbone"] = {**model_cfg["backbone"], "weights": None}  # the checkpoint holds the weights
     charset = Charset.from_dict(state["charset"])
     model = build_model(model_cfg, charset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import resource
@@ -21,6 +22,7 @@ from docrec.engine import checkpoint as ckpt
 from docrec.engine import tb
 from docrec.engine.config import abs_path, check_config
 from docrec.engine.data import load_splits, make_loaders
+from docrec.engine.precise_bn import recalibrate_bn
 from docrec.engine.runtime import all_reduce_mean, broadcast_str, seed_everything, setup
 from docrec.engine.validate import run_validation
 from docrec.models import build_model
@@ -36,12 +38,19 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite steps, out of memory); the message says what to do."""
 
 
+def _no_decay(module: torch.nn.Module, name: str, p: torch.nn.Parameter) -> bool:
+    """Norms, biases, embeddings and learned positional tables: decaying them only shrinks lookups."""
+    return p.ndim <= 1 or isinstance(module, torch.nn.Embedding) or name.endswith("_pos") or "pos_embed" in name
+
+
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on norms and biases (1-D parameters)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+    """AdamW; no weight decay on norms, biases, embeddings and positional parameters."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:  # a shared (tied) parameter goes in one group
+                seen.add(id(p))
+                (no_decay if _no_decay(module, name, p) else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
@@ -99,6 +108,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     # ---- model, EMA, optimizer
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["kinds"] = list(cfg.data.kinds)
+    model_cfg["region_kinds"] = list(cfg.data.get("region_kinds") or [])
     model_cfg["backbone"]["seed"] = cfg.seed
     model = build_model(model_cfg, charset).to(rt.device)
     if rt.channels_last:
@@ -158,9 +168,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         nonlocal best, stale_vals
         metrics: dict[str, float] = {}
         if rt.is_main and len(val_loader.dataset):
+            n_bn = cfg.trainer.precise_bn_batches
+            bn_data = list(itertools.islice(train_loader, n_bn)) if n_bn else []  # kept on the host until used
             for name, m in (("raw", raw), ("ema", ema.module if ema is not None else None)):
                 if m is None:
                     continue
+                if bn_data:
+                    with rt.autocast():
+                        recalibrate_bn(m, (_on_device(images, targets, rt) for images, targets, _ in bn_data))
                 res = run_validation(m, val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images)
                 metrics.update({f"val/{name}/{k}": v for k, v in res.metrics.items()})
                 if writer is not None:
@@ -335,8 +350,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
 
 def _fmt(metrics: dict[str, float]) -> str:
-    keys = [k for k in metrics if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "seg_miou")]
+    keys = [k for k in metrics if k.split("/")[-1] in ("cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1",
+                                                       "seg_miou")]
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
+
+
+def _on_device(images: torch.Tensor, targets: list[dict], rt) -> tuple[torch.Tensor, list[dict]]:
+    """A loader batch as the model takes it: normalised images and targets on the training device."""
+    images = normalize(images.to(rt.device, non_blocking=True))
+    if rt.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, [{k: v.to(rt.device, non_blocking=True) for k, v in t.items()} for t in targets]
 
 
 def data_health(splits, charset) -> dict[str, int]:

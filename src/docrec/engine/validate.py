@@ -10,7 +10,8 @@ import torch
 from docrec.data.dataset import normalize
 from docrec.engine.runtime import Runtime
 from docrec.geometry import line_quads
-from docrec.metrics import PageEvaluator
+from docrec.metrics import PageEvaluator, corpus_cer
+from docrec.models.recognition import DECODERS
 
 
 @dataclass
@@ -37,6 +38,12 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
     classes = ["background", *kinds]
     evaluator = PageEvaluator(class_names=classes)
     result = ValResult(metrics={})
+    # The configured decoder gives every metric; the other one is read too, for its CER (`cer_<decoder>`).
+    main = model.rec_head.decoder_kind
+    decoders = (main, *(d for d in DECODERS if d != main))
+    other_pairs: dict[str, list[tuple[str, str]]] = {d: [] for d in decoders[1:]}
+    region_kinds = list(model.region_kinds)
+    region_inter, region_union = np.zeros(len(region_kinds)), np.zeros(len(region_kinds))
     for images_u8, targets, metas in loader:
         images = normalize(images_u8.to(rt.device, non_blocking=True))
         if rt.channels_last:
@@ -44,10 +51,20 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
         # Quads of every GT line (empty texts too), so recognition outputs align with gt_lines.
         quads = [torch.from_numpy(line_quads([ln["polygon"] for ln in m["gt_lines"]])).to(rt.device) for m in metas]
         with rt.autocast():
-            preds, reads = model.predict_and_read(images, quads)
+            preds, reads_by = model.predict_and_read(images, quads, decoders)
+        reads = reads_by[main]
         for i, (pred, target, meta) in enumerate(zip(preds, targets, metas)):
             gt_texts = [ln["text"] for ln in meta["gt_lines"]]
             rec_texts = [text for text, _ in reads[i]]
+            for d, pairs in other_pairs.items():
+                pairs += [(text, gt) for (text, _), gt in zip(reads_by[d][i], gt_texts)]
+            if region_kinds:
+                pred_regions = pred["region_map"].numpy()
+                gt_regions = target["region_mask"].numpy()[: pred_regions.shape[1], : pred_regions.shape[2]]
+                for r in range(len(region_kinds)):
+                    gt_r = gt_regions == r + 1
+                    region_inter[r] += np.logical_and(pred_regions[r], gt_r).sum()
+                    region_union[r] += np.logical_or(pred_regions[r], gt_r).sum()
             args = (pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(), target["class_mask"].numpy(),
                     rec_texts)
             if keep_pages:
@@ -65,5 +82,11 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
             if len(result.text_pairs) < 40:
                 result.text_pairs += list(zip(gt_texts, rec_texts))
     result.metrics = evaluator.compute()
+    for d, pairs in other_pairs.items():
+        if pairs:
+            result.metrics[f"cer_{d}"] = corpus_cer(pairs)
+    for r, kind in enumerate(region_kinds):
+        if region_union[r]:
+            result.metrics[f"region_iou/{kind}"] = float(region_inter[r] / region_union[r])
     model.train(was_training)
     return result

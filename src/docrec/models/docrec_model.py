@@ -15,7 +15,7 @@ from docrec.models.recognition import RecognitionHead
 from docrec.models.roi import jitter_quads
 from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
 from docrec.models.stochastic_depth import StochasticDepthResNet
-from docrec.postprocess import lines_from_maps
+from docrec.postprocess import line_regions, lines_from_maps
 
 #: Inputs are padded (right/bottom) to a multiple of the backbone's total stride.
 SIZE_DIVISOR = 32
@@ -37,20 +37,24 @@ class DocRecModel(nn.Module):
         rec_head: RecognitionHead,
         charset: Charset,
         kinds: Sequence[str],
+        region_kinds: Sequence[str] = (),
         loss_weights: dict[str, float] | None = None,
         label_smoothing: float = 0.1,
         max_lines_per_batch: int = 128,
         quad_jitter: float = 0.05,
+        quad_grow: Sequence[float] = (0.0, 0.0),
         postprocess: dict | None = None,
     ) -> None:
         super().__init__()
         self.backbone, self.neck, self.seg_head, self.rec_head = backbone, neck, seg_head, rec_head
         self.charset = charset
         self.kinds = list(kinds)
-        self.loss_weights = {"seg": 1.0, "core": 1.0, "rec": 1.0, **(loss_weights or {})}
+        self.region_kinds = list(region_kinds)
+        self.loss_weights = {"seg": 1.0, "core": 1.0, "rec": 1.0, "ctc": 1.0, "region": 1.0, **(loss_weights or {})}
         self.label_smoothing = label_smoothing
         self.max_lines_per_batch = max_lines_per_batch
         self.quad_jitter = quad_jitter
+        self.quad_grow = (float(quad_grow[0]), float(quad_grow[1]))
         self.postprocess = dict(postprocess or {})
 
     def set_step(self, step: int) -> None:
@@ -76,38 +80,42 @@ class DocRecModel(nn.Module):
         return self.neck(self.backbone(x))
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict | list[dict]:
-        """With targets: weighted losses {seg, core, rec}. Without: one prediction dict per image."""
+        """With targets: weighted losses {seg, core, rec, ctc}. Without: one prediction dict per image."""
         if targets is None:
             with torch.no_grad():  # predictions (polygons, text) are never differentiated
                 return self._predict(*self._maps(images))
         return self._losses(*self._maps(images), targets)
 
-    def _maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Fused map, class logits and core logits (the logits cropped to the unpadded input)."""
+    def _maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Fused map, class, core and region logits (the logits cropped to the unpadded input)."""
         h, w = images.shape[-2:]
         fused = self._fused(images)
-        class_logits, core_logits = self.seg_head(fused)
-        return fused, class_logits[..., :h, :w], core_logits[..., :h, :w]
+        class_logits, core_logits, region_logits = self.seg_head(fused)
+        return fused, class_logits[..., :h, :w], core_logits[..., :h, :w], region_logits[..., :h, :w]
 
     def _losses(
-        self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, targets: list[dict[str, Tensor]]
+        self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,
+        targets: list[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
         dev = fused.device
         class_mask = torch.stack([t["class_mask"] for t in targets]).to(dev, non_blocking=True).long()
         core_mask = torch.stack([t["core_mask"] for t in targets]).to(dev, non_blocking=True)
-        losses = segmentation_losses(class_logits, core_logits, class_mask, core_mask)
+        region_mask = (torch.stack([t["region_mask"] for t in targets]).to(dev, non_blocking=True)
+                       if self.region_kinds else None)
+        losses = segmentation_losses(class_logits, core_logits, class_mask, core_mask, region_logits, region_mask)
         quads = [t["line_quads"].to(dev, torch.float32) for t in targets]
         tokens = [t["line_tokens"] for t in targets]
         if self.training:
             quads, tokens = self._cap_lines(quads, tokens)
-            quads = [jitter_quads(q, self.quad_jitter) for q in quads]
+            quads = [jitter_quads(q, self.quad_jitter, self.quad_grow) for q in quads]
         n_lines = sum(q.shape[0] for q in quads)
         if n_lines:
-            losses["rec"] = self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing)
+            losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing))
         else:
             # Zero, but through every head parameter: DDP without find_unused_parameters
             # (p_min = 1) expects a gradient for each of them in every step.
-            losses["rec"] = sum(p.sum() for p in self.rec_head.parameters()).float() * 0.0
+            zero = sum(p.sum() for p in self.rec_head.parameters()).float() * 0.0
+            losses.update(rec=zero, ctc=zero)
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
     def _cap_lines(self, quads: list[Tensor], tokens: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -127,28 +135,33 @@ class DocRecModel(nn.Module):
         rows = [F.pad(x[:, :t], (0, t - min(x.shape[1], t)), value=self.charset.pad_id) for x in tokens]
         return torch.cat(rows).to(device, non_blocking=True)
 
-    def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor) -> list[dict]:
+    def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor) -> list[dict]:
         class_prob, core_prob = class_and_core_probs(class_logits, core_logits)
         class_maps = class_prob.argmax(dim=1).cpu()
         class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
+        region_np = region_logits.float().sigmoid().cpu().numpy()
         detections = [lines_from_maps(class_np[b], core_np[b], **self.postprocess) for b in range(len(class_np))]
         quads = [torch.from_numpy(line_quads([p for p, _, _ in d])) for d in detections]
         reads = self._read(fused, quads)
         out = []
         for b, dets in enumerate(detections):
+            in_region = line_regions([p for p, _, _ in dets], region_np[b])
             lines = [
                 {"polygon": poly.tolist(), "kind": self.kinds[kind], "text": text, "confidence": conf,
-                 "score": score}
-                for (poly, kind, score), (text, conf) in zip(dets, reads[b])
+                 "score": score, "region": None if r is None else self.region_kinds[r]}
+                for (poly, kind, score), (text, conf), r in zip(dets, reads[b], in_region)
             ]
-            out.append({"lines": lines, "class_map": class_maps[b]})
+            out.append({"lines": lines, "class_map": class_maps[b],
+                        "region_map": torch.from_numpy(region_np[b] > 0.5)})
         return out
 
     @torch.no_grad()
-    def predict_and_read(self, images: Tensor, quads: list[Tensor]) -> tuple[list[dict], list[list[tuple[str, float]]]]:
-        """Eval-mode predictions and the reading of given quads, from one backbone pass (validation)."""
-        fused, class_logits, core_logits = self._maps(images)
-        return self._predict(fused, class_logits, core_logits), self._read(fused, quads)
+    def predict_and_read(
+        self, images: Tensor, quads: list[Tensor], decoders: Sequence[str] = ("attention",)
+    ) -> tuple[list[dict], dict[str, list[list[tuple[str, float]]]]]:
+        """Eval-mode predictions and the reading of given quads by each decoder, from one backbone pass (validation)."""
+        fused, *logits = self._maps(images)
+        return self._predict(fused, *logits), {d: self._read(fused, quads, d) for d in decoders}
 
     @torch.no_grad()
     def recognize(self, images: Tensor, quads: list[Tensor]) -> list[list[tuple[str, float]]]:
@@ -158,8 +171,8 @@ class DocRecModel(nn.Module):
         """
         return self._read(self._fused(images), quads)
 
-    def _read(self, fused: Tensor, quads: list[Tensor]) -> list[list[tuple[str, float]]]:
-        """Greedy-decode all lines in chunks of ``max_lines_per_batch``."""
+    def _read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None) -> list[list[tuple[str, float]]]:
+        """Read all lines in chunks of ``max_lines_per_batch`` (the head's decoder unless one is given)."""
         owners = [(b, i) for b, q in enumerate(quads) for i in range(q.shape[0])]
         out: list[list[tuple[str, float]]] = [[("", 0.0)] * q.shape[0] for q in quads]
         chunk = max(self.max_lines_per_batch, 1)
@@ -170,7 +183,7 @@ class DocRecModel(nn.Module):
                 if any(b == img for b, _ in part) else fused.new_zeros((0, 4, 2), dtype=torch.float32)
                 for img in range(len(quads))
             ]
-            ids, conf = self.rec_head.greedy(fused, per_image)
-            for (b, i), row, c in zip(part, ids.tolist(), conf.tolist()):
+            ids, conf = self.rec_head.read(fused, per_image, decoder)
+            for (b, i), row, c in zip(part, ids, conf.tolist()):
                 out[b][i] = (self.charset.decode(row), c)
         return out

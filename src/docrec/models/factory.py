@@ -15,7 +15,7 @@ from docrec.models.segmentation import SegmentationHead
 from docrec.models.stochastic_depth import build_backbone
 
 #: Recognition settings that belong to the training step, not to the head's architecture.
-_REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter")
+_REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter", "quad_grow")
 
 
 def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:
@@ -25,10 +25,11 @@ def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:
     applied after a checkpoint is loaded.
     """
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
-    kinds = list(cfg.get("kinds", ["printed", "handwritten", "form_field"]))
+    kinds = list(cfg.get("kinds", ["printed", "handwritten"]))
     backbone = build_backbone(**cfg.get("backbone", {}))
     neck = FusedFPN(backbone.out_channels, cfg.get("fpn_channels", 256))
-    seg_head = SegmentationHead(neck.out_channels, 1 + len(kinds), stride=FUSED_STRIDE,
+    region_kinds = list(cfg.get("region_kinds", []))
+    seg_head = SegmentationHead(neck.out_channels, 1 + len(kinds), stride=FUSED_STRIDE, num_regions=len(region_kinds),
                                 **cfg.get("segmentation", {}))
     rec_cfg = dict(cfg.get("recognition", {}))
     training = {k: rec_cfg.pop(k) for k in _REC_TRAINING_KEYS if k in rec_cfg}
@@ -37,7 +38,7 @@ def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:
         stride=FUSED_STRIDE, **rec_cfg,
     )
     model = DocRecModel(
-        backbone, neck, seg_head, rec_head, charset, kinds,
+        backbone, neck, seg_head, rec_head, charset, kinds, region_kinds,
         loss_weights=cfg.get("loss_weights"),
         label_smoothing=cfg.get("label_smoothing", 0.1),
         postprocess=cfg.get("postprocess"),

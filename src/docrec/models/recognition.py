@@ -1,6 +1,8 @@
-"""Recognition head: RoI tokens of each line -> transformer encoder -> character transformer decoder."""
+"""Recognition head: RoI tokens of each line -> transformer encoder -> CTC and a character transformer decoder."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -8,13 +10,29 @@ from torch import Tensor, nn
 
 from docrec.models.roi import sample_quads
 
+#: How a line is read at inference: the attention decoder (greedy) or the CTC head (one parallel pass).
+DECODERS = ("attention", "ctc")
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """Fixed sine/cosine positions [length, dim] (Vaswani et al.): the same code for column j in any line."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
 
 class RecognitionHead(nn.Module):
-    """Reads each line from the fused map: quad RoI (height x proportional width), encoder, decoder.
+    """Reads each line from the fused map: quad RoI, encoder, then a CTC head and an attention decoder.
 
-    The RoI is ``roi_height`` samples high and ``aspect x roi_height`` wide (square cells),
-    at most ``roi_max_width``; its height is folded into the channels, so the decoder
-    cross-attends over one token per column. Dropout lives only in the decoder.
+    The RoI takes one sample per feature column along the line (at most ``roi_max_width``)
+    and ``roi_height`` rows across it, each row averaging ``roi_oversample`` sub-rows; the
+    height is folded into the channels, so there is one token per column. The CTC head on
+    the encoder (blank = PAD) aligns image columns to characters from the first steps and
+    teaches the encoder where each character is; the decoder cross-attends over the same
+    tokens (joint CTC/attention training, as in ESPnet). Dropout lives only in the decoder.
     """
 
     def __init__(
@@ -31,13 +49,19 @@ class RecognitionHead(nn.Module):
         dim_feedforward: int = 1024,
         dropout: float = 0.1,
         roi_height: int = 8,
+        roi_oversample: int = 2,
         roi_max_width: int = 256,
         max_len: int = 160,
         stride: int = 4,
+        decoder: str = "attention",
     ) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"recognition decoder must be one of {DECODERS}, got {decoder!r}")
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.roi_height, self.roi_max_width, self.max_len, self.stride = roi_height, roi_max_width, max_len, stride
+        self.roi_height, self.roi_oversample = roi_height, roi_oversample
+        self.roi_max_width, self.max_len, self.stride = roi_max_width, max_len, stride
+        self.decoder_kind = decoder
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
         self.roi_proj = nn.Sequential(
@@ -45,11 +69,12 @@ class RecognitionHead(nn.Module):
             nn.GELU(),
             nn.Conv2d(in_channels, d_model, (roi_height, 1)),
         )
-        self.memory_pos = nn.Parameter(torch.randn(roi_max_width, d_model) * 0.02)
+        self.register_buffer("memory_pos", sinusoidal_positions(roi_max_width, d_model), persistent=False)
         enc = nn.TransformerEncoderLayer(
             d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.ctc_head = nn.Linear(d_model, vocab_size)
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.token_pos = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
         dec = nn.TransformerDecoderLayer(
@@ -58,13 +83,18 @@ class RecognitionHead(nn.Module):
         self.decoder = nn.TransformerDecoder(dec, decoder_layers, norm=nn.LayerNorm(d_model))
         self.classifier = nn.Linear(d_model, vocab_size)
 
-    def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``."""
-        rois, valid = sample_quads(fused, quads, self.stride, self.roi_height, self.roi_max_width)
-        x = self.roi_proj(rois.to(fused.dtype)).squeeze(2).transpose(1, 2)
-        x = x + self.memory_pos[: x.shape[1]]
+    def memory(self, rois: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """RoI features [N, C, roi_height, W] + validity [N, W] -> memory [N, W, d], padding mask (True = pad)."""
+        x = self.roi_proj(rois).squeeze(2).transpose(1, 2)
+        x = x + self.memory_pos[: x.shape[1]].to(x.dtype)
         padding = ~valid
         return self.encoder(x, src_key_padding_mask=padding), padding
+
+    def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``."""
+        rois, valid = sample_quads(fused, quads, self.stride, self.roi_height, self.roi_max_width,
+                                   self.roi_oversample)
+        return self.memory(rois.to(fused.dtype), valid)
 
     def decode(self, memory: Tensor, memory_padding: Tensor, tokens: Tensor) -> Tensor:
         """Next-token logits [N, T, V] for the prefix ``tokens`` [N, T] (causal)."""
@@ -77,23 +107,63 @@ class RecognitionHead(nn.Module):
         )
         return self.classifier(out)
 
-    def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor, label_smoothing: float = 0.0) -> Tensor:
-        """Teacher-forced character cross-entropy of lines ``tokens`` [N, T] (BOS ... EOS PAD)."""
+    def ctc_log_probs(self, memory: Tensor) -> Tensor:
+        """Per-column log-probabilities [N, W, V] of the CTC head (blank = PAD)."""
+        return self.ctc_head(memory).float().log_softmax(-1)
+
+    def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor,
+             label_smoothing: float = 0.0) -> dict[str, Tensor]:
+        """Teacher-forced character cross-entropy (``rec``) and CTC (``ctc``) of lines ``tokens`` [N, T].
+
+        ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
+        (mean over lines of the loss divided by the text length). A line whose text needs
+        more columns than its RoI has contributes zero CTC loss (``zero_infinity``).
+        """
         memory, padding = self.encode(fused, quads)
         logits = self.decode(memory, padding, tokens[:, :-1])
-        return F.cross_entropy(
+        rec = F.cross_entropy(
             logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
             ignore_index=self.pad_id, label_smoothing=label_smoothing,
         )
+        text = tokens[:, 1:]
+        is_char = (text != self.pad_id) & (text != self.eos_id)
+        target_lengths = is_char.sum(1)
+        targets = text.masked_fill(~is_char, self.pad_id)
+        log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, N, V]
+        ctc = F.ctc_loss(log_probs, targets, (~padding).sum(1), target_lengths, blank=self.pad_id,
+                         reduction="mean", zero_infinity=True)
+        return {"rec": rec, "ctc": ctc}
 
     @torch.no_grad()
-    def greedy(self, fused: Tensor, quads: list[Tensor], max_len: int | None = None) -> tuple[Tensor, Tensor]:
-        """Greedy decoding: token ids [N, <=max_len] (BOS first) and a confidence per line.
+    def read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None,
+             max_len: int | None = None) -> tuple[list[list[int]], Tensor]:
+        """Token ids per line (for ``Charset.decode``) and a confidence each, by the configured (or given) decoder."""
+        memory, padding = self.encode(fused, quads)
+        if (decoder or self.decoder_kind) == "ctc":
+            return self.ctc_greedy(memory, padding)
+        ids, conf = self.greedy(memory, padding, max_len)
+        return ids.tolist(), conf
+
+    def ctc_greedy(self, memory: Tensor, padding: Tensor) -> tuple[list[list[int]], Tensor]:
+        """Best path: the most likely symbol per column, repeats merged, blanks removed (no loop over steps).
+
+        The confidence is the geometric mean of the best path's column probabilities.
+        """
+        logp = self.ctc_log_probs(memory)
+        best, sym = logp.max(-1)
+        valid = ~padding
+        conf = torch.exp((best * valid).sum(1) / valid.sum(1).clamp(min=1))
+        keep = valid & (sym != self.pad_id)
+        keep[:, 1:] &= sym[:, 1:] != sym[:, :-1]
+        rows = [s[k].tolist() for s, k in zip(sym, keep)]
+        return rows, conf
+
+    def greedy(self, memory: Tensor, padding: Tensor, max_len: int | None = None) -> tuple[Tensor, Tensor]:
+        """Greedy attention decoding: token ids [N, <=max_len] (BOS first) and a confidence per line.
 
         The confidence is the geometric mean of the chosen tokens' probabilities, EOS included.
         """
         max_len = min(max_len or self.max_len, self.max_len)
-        memory, padding = self.encode(fused, quads)
         n = memory.shape[0]
         ys = torch.full((n, 1), self.bos_id, dtype=torch.long, device=memory.device)
         logp_sum = torch.zeros(n, device=memory.device)

@@ -15,11 +15,14 @@ def quad_size(quads: Tensor) -> tuple[Tensor, Tensor]:
     return length, height
 
 
-def roi_widths(quads: Tensor, height: int, max_width: int, min_width: int = 4) -> Tensor:
-    """Samples along each line: square sampling cells (aspect x height), clamped to [min, max]."""
-    length, h = quad_size(quads)
-    aspect = length / h.clamp(min=1.0)
-    return (aspect * height).round().clamp(min_width, max_width).long()
+def roi_widths(quads: Tensor, stride: int, max_width: int, min_width: int = 4) -> Tensor:
+    """Samples along each line: one per feature column (length / stride), clamped to [min, max].
+
+    Tied to the map's resolution, not to the line's height: a tall handwritten line is read
+    as densely as a small printed one (square cells skipped most columns of tall lines).
+    """
+    length, _ = quad_size(quads)
+    return torch.ceil(length / stride).clamp(min_width, max_width).long()
 
 
 def quad_grid(quads: Tensor, height: int, widths: Tensor, width: int) -> Tensor:
@@ -36,46 +39,79 @@ def quad_grid(quads: Tensor, height: int, widths: Tensor, width: int) -> Tensor:
     return top + v * (bottom - top)  # bilinear in the quad, so skewed boxes are followed
 
 
+def sample_rois(features: Tensor, quads: Tensor, widths: Tensor, width: int, stride: int, height: int,
+                oversample: int = 1) -> Tensor:
+    """RoI features [N, C, height, width] of one image's quads [N,4,2] (input pixels).
+
+    Each of the ``height`` rows is the mean of ``oversample`` sub-rows, so a tall line's
+    features are averaged across its height rather than read at a few points.
+    Sampling runs in float32: in bf16 a normalised coordinate is off by up to a feature pixel.
+    """
+    n, c = quads.shape[0], features.shape[1]
+    rows = height * oversample
+    grid = quad_grid(quads, rows, widths, width)
+    # align_corners=False: pixel i of the input covers [i, i + 1) in input pixels.
+    gx = grid[..., 0] * (2.0 / (features.shape[-1] * stride)) - 1.0
+    gy = grid[..., 1] * (2.0 / (features.shape[-2] * stride)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(1, n * rows, width, 2)
+    sampled = F.grid_sample(features.float(), grid, mode="bilinear", align_corners=False)
+    sampled = sampled.reshape(c, n, height, oversample, width).mean(dim=3)
+    return sampled.permute(1, 0, 2, 3)
+
+
 def sample_quads(
     features: Tensor,
     quads: list[Tensor],
     stride: int,
     height: int,
     max_width: int,
+    oversample: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """RoI features [N, C, height, W] and a validity mask [N, W] for the quads of each image.
 
     ``quads[b]`` holds image b's lines in input pixels; W is the widest line's sample count.
-    Sampling runs in float32: in bf16 a normalised coordinate is off by up to a feature pixel.
     """
     all_quads = torch.cat([q.to(features.device, torch.float32) for q in quads])
     if all_quads.shape[0] == 0:
         c = features.shape[1]
         return features.new_zeros((0, c, height, 1)), torch.zeros((0, 1), dtype=torch.bool, device=features.device)
-    widths = roi_widths(all_quads, height, max_width)
+    widths = roi_widths(all_quads, stride, max_width)
     width = int(widths.max())
-    grid = quad_grid(all_quads, height, widths, width)
-    size_px = torch.tensor([features.shape[-1] * stride, features.shape[-2] * stride], device=features.device)
-    grid = grid / size_px * 2 - 1  # align_corners=False: pixel i covers [i, i + 1) in input pixels
     rois, start = [], 0
-    c = features.shape[1]
     for b, q in enumerate(quads):
         n = q.shape[0]
         if n == 0:
             continue
-        g = grid[start : start + n].reshape(1, n * height, width, 2)
-        sampled = F.grid_sample(features[b : b + 1].float(), g, mode="bilinear", align_corners=False)
-        rois.append(sampled.reshape(c, n, height, width).permute(1, 0, 2, 3))
+        rois.append(sample_rois(features[b : b + 1], all_quads[start : start + n], widths[start : start + n],
+                                width, stride, height, oversample))
         start += n
     mask = torch.arange(width, device=features.device)[None] < widths[:, None]
     rois_t = torch.cat(rois) * mask[:, None, None, :]
     return rois_t, mask
 
 
-def jitter_quads(quads: Tensor, amount: float) -> Tensor:
-    """Move each corner by Gaussian noise of ``amount`` x line height (clipped at 2 sigma)."""
-    if amount <= 0 or quads.shape[0] == 0:
+def jitter_quads(quads: Tensor, amount: float, grow: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+    """Training noise on line quads: corners moved by Gaussian noise of ``amount`` x line height
+    (clipped at 2 sigma), and the box scaled about its centre by a uniform factor in
+    ``1 + grow`` across and ``1 + grow / 2`` along, so training sees the looser boxes that
+    post-processing returns at inference.
+    """
+    if quads.shape[0] == 0 or (amount <= 0 and grow[1] <= 0):
         return quads
     _, h = quad_size(quads)
-    noise = torch.randn(quads.shape, device=quads.device).clamp(-2.0, 2.0) * amount * h[:, None, None]
-    return quads + noise
+    if grow[1] > 0:
+        lo, hi = grow
+        g = lo + (hi - lo) * torch.rand(quads.shape[0], 1, device=quads.device)
+        tl, tr, br, bl = quads.unbind(dim=1)
+        centre = quads.mean(dim=1)
+        across = ((bl - tl) + (br - tr)) / 2  # top -> bottom
+        along = ((tr - tl) + (br - bl)) / 2  # left -> right
+        d_across, d_along = across * g / 2, along * g / 4
+        quads = torch.stack([centre - along / 2 - across / 2 - d_along - d_across,
+                             centre + along / 2 - across / 2 + d_along - d_across,
+                             centre + along / 2 + across / 2 + d_along + d_across,
+                             centre - along / 2 + across / 2 - d_along + d_across], dim=1)
+    if amount > 0:
+        noise = torch.randn(quads.shape, device=quads.device).clamp(-2.0, 2.0) * amount * h[:, None, None]
+        quads = quads + noise
+    return quads
