@@ -1,12 +1,14 @@
 """Read a page with an exported docrec model: onnxruntime, NumPy, OpenCV and Pillow, no training code.
 
     python scripts/export.py --checkpoint outputs/.../checkpoints/best.pt --output exported/
-    python examples/onnx_predict.py exported/ page.png [--json page.json]
+    python examples/onnx_predict.py exported/ page.png [--json page.json] [--decoder {attention,ctc}]
 
 The pipeline: resize the long side, pad to a multiple of 32 with white, normalise ->
 segmentation.onnx -> lines_from_maps (Python/OpenCV post-processing) -> a rotated quad per
-line -> encoder.onnx -> greedy loop over decoder_step.onnx -> text per line. It gives what
-``DocRecModel.forward`` gives for the same checkpoint (tests/test_export.py checks it).
+line -> encoder.onnx -> text per line, read by the model's decoder (``export.json``'s
+``decoder``; ``--decoder`` overrides it): ``attention``, a greedy loop over decoder_step.onnx,
+or ``ctc``, the best path over the encoder's CTC log-probabilities (NumPy, no loop). It gives
+what ``DocRecModel.forward`` gives for the same checkpoint (tests/test_export.py checks it).
 """
 
 from __future__ import annotations
@@ -27,13 +29,23 @@ from docrec.geometry import line_quad
 from docrec.images import scaled_size
 from docrec.postprocess import line_regions, lines_from_maps
 
+DECODERS = ("attention", "ctc")
+
 
 class OnnxPageReader:
-    """The three exported graphs and their metadata: page image (RGB uint8) in, lines with text out."""
+    """The three exported graphs and their metadata: page image (RGB uint8) in, lines with text out.
 
-    def __init__(self, model_dir: str | Path, providers: list[str] | None = None, chunk: int = 64) -> None:
+    ``decoder`` ("attention" or "ctc") overrides the exported model's ``decoder`` (exports that
+    predate the CTC head have none and read with the attention decoder).
+    """
+
+    def __init__(self, model_dir: str | Path, providers: list[str] | None = None, chunk: int = 64,
+                 decoder: str | None = None) -> None:
         folder = Path(model_dir)
         self.meta = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        self.decoder = decoder or self.meta.get("decoder", "attention")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         charset = json.loads((folder / self.meta["files"]["charset"]).read_text(encoding="utf-8"))
         self.chars, self.n_special = charset["chars"], len(charset["specials"])
         providers = providers or ["CPUExecutionProvider"]
@@ -43,6 +55,8 @@ class OnnxPageReader:
         )
         self.tokens = self.meta["tokens"]
         self.chunk = chunk
+        if self.decoder == "ctc" and "ctc_log_probs" not in {o.name for o in self.enc.get_outputs()}:
+            raise ValueError(f"{folder}: this export's encoder has no ctc_log_probs output (re-export it)")
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """Normalised [1, 3, H, W] float32 (long side scaled, padded right/bottom to 32) and the scale."""
@@ -70,14 +84,18 @@ class OnnxPageReader:
         return class_prob[0], core_prob[0], region_prob[0], fused
 
     def read(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
-        """Greedy-decode line quads [N, 4, 2] (TL TR BR BL, pixels of the network input): (text, confidence)."""
+        """Read line quads [N, 4, 2] (TL TR BR BL, pixels of the network input) with the reader's decoder:
+        (text, confidence) each."""
         out: list[tuple[str, float]] = []
         for start in range(0, len(quads), self.chunk):
             out += self._read_chunk(fused, quads[start : start + self.chunk].astype(np.float32))
         return out
 
     def _read_chunk(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
-        memory, padding = self.enc.run(None, {"fused": fused, "quads": quads})
+        if self.decoder == "ctc":
+            log_probs, padding = self.enc.run(["ctc_log_probs", "memory_padding"], {"fused": fused, "quads": quads})
+            return self.ctc_best_path(log_probs, padding)
+        memory, padding = self.enc.run(["memory", "memory_padding"], {"fused": fused, "quads": quads})
         width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
         memory, padding = np.ascontiguousarray(memory[:, :width]), np.ascontiguousarray(padding[:, :width])
         n = len(quads)
@@ -85,6 +103,7 @@ class OnnxPageReader:
         ys = np.full((n, 1), bos_id, np.int64)
         logp_sum, steps = np.zeros(n, np.float32), np.zeros(n, np.float32)
         done = np.zeros(n, bool)
+        columns = (~padding).sum(axis=1)  # a line stops after as many characters as it has columns
         for _ in range(self.meta["max_len"] - 1):
             if done.all():
                 break
@@ -95,9 +114,24 @@ class OnnxPageReader:
             logp_sum += np.where(done, 0.0, best).astype(np.float32)
             steps += ~done
             ys = np.concatenate([ys, nxt[:, None]], axis=1)
-            done |= nxt == eos_id
+            done |= (nxt == eos_id) | (steps > columns)
         conf = np.exp(logp_sum / np.maximum(steps, 1.0))
         return [(self.decode_ids(row), float(c)) for row, c in zip(ys, conf)]
+
+    def ctc_best_path(self, log_probs: np.ndarray, padding: np.ndarray) -> list[tuple[str, float]]:
+        """CTC best path of log-probabilities [N, W, V] (padding [N, W], True = pad): (text, confidence) per line.
+
+        The most likely symbol per column, repeats merged, blanks (PAD) dropped, as
+        ``RecognitionHead.ctc_greedy``; the confidence is the geometric mean of the chosen
+        columns' probabilities over the valid columns.
+        """
+        sym = log_probs.argmax(axis=-1)
+        best = np.take_along_axis(log_probs, sym[..., None], axis=-1)[..., 0]
+        valid = ~padding
+        conf = np.exp((best * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1))
+        keep = valid & (sym != self.tokens["pad"])
+        keep[:, 1:] &= sym[:, 1:] != sym[:, :-1]
+        return [(self.decode_ids(s[k]), float(c)) for s, k, c in zip(sym, keep, conf)]
 
     def decode_ids(self, ids) -> str:
         """Text up to the first EOS; PAD/BOS skipped, UNK shown as U+FFFD."""
@@ -145,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir", type=Path, help="folder written by scripts/export.py")
     ap.add_argument("image", type=Path, help="page image")
     ap.add_argument("--json", type=Path, help="write the lines as JSON here (default: print them)")
+    ap.add_argument("--decoder", choices=DECODERS, default=None,
+                    help="how to read lines (default: the exported model's decoder, attention for older exports)")
     args = ap.parse_args(argv)
-    reader = OnnxPageReader(args.model_dir)
+    reader = OnnxPageReader(args.model_dir, decoder=args.decoder)
     rgb = read_rgb(args.image)
     lines = reader(rgb)
     record = {"image": str(args.image), "width": rgb.shape[1], "height": rgb.shape[0], "lines": lines}

@@ -28,6 +28,7 @@ log = logging.getLogger("docrec.evaluate")
 def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
     """Rows: metrics; columns: all lines, then each line kind."""
     names = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "e2e_cer",
+             "e2e_cer_gt_quads",
              "cer", "cer_ctc", "cer_attention", "wer", "line_acc", "kind_acc"]
     cols = ["all", *kinds]
     out = [f"{'metric':<14}" + "".join(f"{c:>13}" for c in cols)]
@@ -48,7 +49,7 @@ def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     rt = setup(cfg.device, cfg.precision, "auto")
-    model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device)
+    model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder)
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
     path = d.val_path if cfg.split == "val" and d.val_path else d.path

@@ -32,7 +32,7 @@ def _collate(batch):
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
     rt = setup(cfg.device, cfg.precision, "auto")
-    model, _, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device)
+    model, _, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     paths = find_images(abs_path(cfg.input))

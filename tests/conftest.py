@@ -30,7 +30,7 @@ def make_toy_pages(out: Path, n_pages: int = 4, width: int = 320, height: int = 
     import numpy as np
 
     from docrec.formats import manifest
-    from docrec.pages import Line, Page
+    from docrec.pages import Line, Page, Region
 
     rng = random.Random(seed)
     words = ["total", "date", "name", "paid", "12.50", "Paris", "invoice", "notes", "42", "form"]
@@ -38,7 +38,7 @@ def make_toy_pages(out: Path, n_pages: int = 4, width: int = 320, height: int = 
     splits = {"train": [], "val": []}
     for i in range(n_pages):
         img = np.full((height, width, 3), 255, np.uint8)
-        lines = []
+        lines, regions = [], []
         y = 40
         for j in range(3):
             text = " ".join(rng.choice(words) for _ in range(2))
@@ -46,12 +46,17 @@ def make_toy_pages(out: Path, n_pages: int = 4, width: int = 320, height: int = 
             x = rng.randint(10, max(11, width - tw - 10))
             cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
             poly = [(x - 3, y - th - 4), (x + tw + 3, y - th - 4), (x + tw + 3, y + base + 2), (x - 3, y + base + 2)]
-            kind = ["printed", "handwritten", "form_field"][j % 3]
-            lines.append(Line(id=f"l{j}", polygon=poly, text=text, kind=kind))
+            kind = ["printed", "handwritten", "handwritten"][j % 3]
+            region = None
+            if j % 3 == 2:  # a handwritten value filled into a form field
+                region = f"r{j}"
+                box = [(x - 8, y - th - 9), (x + tw + 8, y - th - 9), (x + tw + 8, y + base + 7), (x - 8, y + base + 7)]
+                regions.append(Region(id=region, polygon=box, kind="form_field"))
+            lines.append(Line(id=f"l{j}", polygon=poly, text=text, kind=kind, region=region))
             y += 60
         name = f"images/{i:03d}.png"
         cv2.imwrite(str(out / name), img)
-        page = Page(image=name, width=width, height=height, lines=lines, root=out)
+        page = Page(image=name, width=width, height=height, regions=regions, lines=lines, root=out)
         splits["val" if i % 4 == 3 else "train"].append(page)
     for split, pages in splits.items():
         manifest.write(pages, out / f"{split}.jsonl")

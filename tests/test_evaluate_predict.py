@@ -20,7 +20,8 @@ from tests.conftest import REALDATA, REPO, compose_cfg, make_toy_pages
 
 pytestmark = pytest.mark.slow
 
-KINDS = ["printed", "handwritten", "form_field"]
+KINDS = ["printed", "handwritten"]
+REGION_KINDS = ["form_field"]
 TABLE_ROWS = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "cer", "wer",
               "line_acc", "seg_miou"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -79,17 +80,19 @@ def test_evaluate_prints_table_and_writes_results(trained, tmp_path):
     stdout, metrics, pages = evaluate(tmp_path / "eval", run_dir, f"data.path={data / 'train.jsonl'}",
                                       f"data.val_path={data / 'val.jsonl'}")
     columns, rows = parse_table(stdout)
-    assert columns == ["all", *KINDS]
+    assert columns == ["all", *KINDS, *REGION_KINDS]
     for name in TABLE_ROWS:
         assert name in rows, f"row {name} missing from\n{stdout}"
     for name in ("det_f1", "e2e_f1", "cer", "wer"):
         # The "all" column is metrics.json's value, as printed.
         assert float(rows[name][0]) == pytest.approx(metrics[name], abs=5e-5)
-        assert len(rows[name]) == 1 + len(KINDS)
+        assert len(rows[name]) == 1 + len(KINDS) + len(REGION_KINDS)
     assert float(rows["seg_miou"][0]) == pytest.approx(metrics["seg_miou"], abs=5e-5)
     for kind in KINDS:
         assert f"seg_iou/{kind}" in rows
-        assert f"cer/{kind}" in metrics  # every kind has ground-truth lines in the toy pages
+    for kind in KINDS + REGION_KINDS:
+        assert f"cer/{kind}" in metrics  # every kind (and the form field) has ground-truth lines in the toy pages
+    assert "region_iou/form_field" in rows and "cer_ctc" in metrics  # the other decoder, beside
     # The toy validation split: pages 3 and 7, three lines each.
     assert metrics["n_pages"] == 2 and metrics["n_gt_lines"] == 6
     assert re.search(r"^pages\s+2\s+gt lines 6, predicted lines \d+$", stdout, re.MULTILINE)
@@ -154,7 +157,7 @@ def test_evaluate_on_real_pages(trained, tmp_path, dataset):
                      "data.kind=handwritten"]
     stdout, metrics, pages = evaluate(tmp_path / "eval", run_dir, *overrides, "max_pages=2")
     columns, rows = parse_table(stdout)
-    assert columns == ["all", *KINDS] and all(name in rows for name in TABLE_ROWS)
+    assert columns == ["all", *KINDS, *REGION_KINDS] and all(name in rows for name in TABLE_ROWS)
     assert metrics["n_pages"] == len(pages) == 2 and metrics["n_gt_lines"] > 10
     assert 0.0 <= metrics["det_f1"] <= 1.0 and math.isfinite(metrics["cer"])
     kind = "printed" if dataset == "funsd" else "handwritten"

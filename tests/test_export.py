@@ -1,4 +1,5 @@
-"""ONNX export: each graph against PyTorch, and the onnxruntime example against the model end to end."""
+"""ONNX export: each graph against PyTorch, and the onnxruntime example against the model end to end
+(with the attention decoder and with the CTC head)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(cfg.model, charset)
     config = {"model": OmegaConf.to_container(cfg.model, resolve=True),
-              "data": {"kinds": list(cfg.data.kinds), "long_side": LONG_SIDE}}
+              "data": {"kinds": list(cfg.data.kinds), "region_kinds": list(cfg.data.region_kinds),
+                       "long_side": LONG_SIDE}}
     ckpt.save_atomic({"model": model.state_dict(), "ema": None, "charset": charset.to_dict(), "config": config},
                      tmp / "model.pt")
     out = tmp / "onnx"
@@ -73,6 +75,18 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reader(exported):
     return _load_example().OnnxPageReader(exported[1])
+
+
+@pytest.fixture(scope="module")
+def ctc_reader(exported):
+    return _load_example().OnnxPageReader(exported[1], decoder="ctc")
+
+
+@pytest.fixture(params=["attention", "ctc"])
+def decoder(request, exported, monkeypatch):
+    """Each decoder in turn, set on the PyTorch model as ``model.recognition.decoder`` would set it."""
+    monkeypatch.setattr(exported[0].rec_head, "decoder_kind", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +117,10 @@ def test_export_writes_graphs_and_metadata(exported):
                               "eos": model.charset.eos_id, "unk": model.charset.unk_id}
     assert meta["max_len"] == 24 and meta["roi_max_width"] == 64
     assert meta["postprocess"] == model.postprocess
+    assert meta["region_kinds"] == model.region_kinds
+    assert meta["decoder"] == model.rec_head.decoder_kind == "attention"
+    encoder = ort.InferenceSession(str(out / ENCODER_FILE))
+    assert [o.name for o in encoder.get_outputs()] == ["memory", "memory_padding", "ctc_log_probs"]
     assert Charset.from_dict(json.loads((out / "charset.json").read_text())) == model.charset
 
 
@@ -112,13 +130,15 @@ def test_segmentation_matches_pytorch(exported, size):
     torch.manual_seed(1)
     x = torch.randn(1, 3, *size)
     session = ort.InferenceSession(str(out / SEGMENTATION_FILE))
-    class_prob, core_prob, fused = session.run(None, {"image": x.numpy()})
+    class_prob, core_prob, region_prob, fused = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
-        ref_fused, class_logits, core_logits = model._maps(x)
-    assert class_prob.shape == (1, 4, *size) and core_prob.shape == (1, *size)
+        ref_fused, class_logits, core_logits, region_logits = model._maps(x)
+    assert class_prob.shape == (1, 1 + len(model.kinds), *size) and core_prob.shape == (1, *size)
+    assert region_prob.shape == (1, len(model.region_kinds), *size)
     assert fused.shape == tuple(ref_fused.shape) == (1, 64, size[0] // 4, size[1] // 4)
     np.testing.assert_allclose(class_prob, class_logits.softmax(1).numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(core_prob, core_logits.sigmoid().numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(region_prob, region_logits.sigmoid().numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(fused, ref_fused.numpy(), atol=ATOL, rtol=0)
 
 
@@ -128,16 +148,19 @@ def test_encoder_matches_pytorch(exported, n_lines):
     torch.manual_seed(2)
     fused = torch.randn(1, 64, 48, 64)  # a 192 x 256 input
     quads = _quads()[:n_lines]
-    memory, padding = ort.InferenceSession(str(out / ENCODER_FILE)).run(
+    memory, padding, ctc_log_probs = ort.InferenceSession(str(out / ENCODER_FILE)).run(
         None, {"fused": fused.numpy(), "quads": quads.numpy()})
     with torch.no_grad():
         ref_memory, ref_padding = model.rec_head.encode(fused, [quads])
+        ref_ctc = model.rec_head.ctc_log_probs(ref_memory)
     w = ref_memory.shape[1]  # PyTorch stops at the widest line; the graph always has roi_max_width columns
     assert memory.shape == (n_lines, 64, 64) and padding.shape == (n_lines, 64)
+    assert ctc_log_probs.shape == (n_lines, 64, len(model.charset)) and ctc_log_probs.dtype == np.float32
     np.testing.assert_array_equal(padding[:, :w], ref_padding.numpy())
     assert padding[:, w:].all()
     valid = ~ref_padding.numpy()
     np.testing.assert_allclose(memory[:, :w][valid], ref_memory.numpy()[valid], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(ctc_log_probs[:, :w][valid], ref_ctc.numpy()[valid], atol=ATOL, rtol=0)
 
 
 def test_decoder_step_matches_pytorch(exported):
@@ -162,17 +185,38 @@ def test_decoder_step_matches_pytorch(exported):
         np.testing.assert_allclose(log_probs[finite], ref[finite], atol=ATOL, rtol=0)
 
 
-def test_example_greedy_decode_matches_recognize(exported, reader):
+def test_example_decode_matches_recognize(exported, reader, ctc_reader, decoder):
+    """Greedy attention loop and CTC best path of the example against ``DocRecModel.recognize``."""
     model, _ = exported
+    onnx_reader = ctc_reader if decoder == "ctc" else reader
+    assert onnx_reader.decoder == decoder
     torch.manual_seed(4)
     x = torch.randn(1, 3, 192, 256)
     quads = _quads()
-    _, _, fused = reader.segment(x.numpy())
-    got = reader.read(fused, quads.numpy())
+    fused = onnx_reader.segment(x.numpy())[3]
+    got = onnx_reader.read(fused, quads.numpy())
     ref = model.recognize(x, [quads])[0]
     assert [t for t, _ in got] == [t for t, _ in ref]
-    assert any(t for t, _ in ref)  # random weights still emit characters, so the loop is exercised
+    assert any(t for t, _ in ref)  # random weights still emit characters, so the decoding is exercised
     np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
+
+
+def test_example_decoder_choice(exported, tmp_path):
+    """The reader takes export.json's decoder, attention when absent (older exports), unless told otherwise."""
+    out = exported[1]
+    meta = json.loads((out / "export.json").read_text())
+    for name in [*meta["files"].values()]:
+        (tmp_path / name).symlink_to(out / name)
+    reader_cls = _load_example().OnnxPageReader
+    for recorded, override, expected in [("ctc", None, "ctc"), (None, None, "attention"),
+                                         ("ctc", "attention", "attention"), (None, "ctc", "ctc")]:
+        edited = {k: v for k, v in meta.items() if k != "decoder"}
+        if recorded:
+            edited["decoder"] = recorded
+        (tmp_path / "export.json").write_text(json.dumps(edited))
+        assert reader_cls(tmp_path, decoder=override).decoder == expected
+    with pytest.raises(ValueError, match="decoder"):
+        reader_cls(tmp_path, decoder="beam")
 
 
 def test_example_preprocessing_matches_image_folder(reader, pages):
@@ -184,24 +228,28 @@ def test_example_preprocessing_matches_image_folder(reader, pages):
         np.testing.assert_allclose(x, normalize(image[None]).numpy(), atol=1e-5, rtol=0)
 
 
-def test_example_matches_model_forward(exported, reader, pages, tmp_path):
-    """The whole ONNX pipeline (the script on page 0, in-process on page 1) gives ``DocRecModel.forward``'s lines."""
+def test_example_matches_model_forward(exported, reader, ctc_reader, pages, tmp_path, decoder):
+    """The whole ONNX pipeline (the script on page 0, in-process on page 1) gives ``DocRecModel.forward``'s lines,
+    with either decoder (``--decoder`` in the script; the model's ``decoder_kind`` in PyTorch)."""
     model, out = exported
     example = _load_example()
     for i, path in enumerate(pages):
         if i == 0:
             result = tmp_path / f"{path.stem}.json"
+            flags = ["--decoder", "ctc"] if decoder == "ctc" else []  # attention: export.json's own decoder
             proc = subprocess.run([sys.executable, "examples/onnx_predict.py", str(out), str(path), "--json",
-                                   str(result)], check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+                                   str(result), *flags], check=False, cwd=REPO, env=ENV, capture_output=True,
+                                  text=True, timeout=300)
             assert proc.returncode == 0, proc.stderr[-3000:]
             got = json.loads(result.read_text())["lines"]
         else:
-            got = reader(example.read_rgb(path))
+            got = (ctc_reader if decoder == "ctc" else reader)(example.read_rgb(path))
         image, meta = ImageFolder([path], LONG_SIDE)[0]
         ref = model(normalize(image[None]))[0]["lines"]
         assert len(got) == len(ref) == 1  # thresholds at 0: the page is one line
+        assert any(r["text"] for r in ref)
         for g, r in zip(got, ref):
-            assert (g["kind"], g["text"]) == (r["kind"], r["text"])
+            assert (g["kind"], g["text"], g["region"]) == (r["kind"], r["text"], r["region"])
             assert g["confidence"] == pytest.approx(r["confidence"], abs=1e-3)
             poly = np.asarray(r["polygon"]) / meta["scale"]
             poly = np.stack([poly[:, 0].clip(0, meta["width"]), poly[:, 1].clip(0, meta["height"])], axis=1)

@@ -248,6 +248,8 @@ EXPECTED = {
     "e2e_precision": 2 / 5, "e2e_recall": 2 / 5, "e2e_f1": 2 / 5,
     # Matched pairs: 0/11, 1/8 ("4Z" vs "42"), 0/5.
     "e2e_cer": 1 / 24,
+    # The same three GT lines read from their own boxes (gt_line_preds): 0/11, 0/8, 1/5 ("Name;").
+    "e2e_cer_gt_quads": 1 / 24, "e2e_cer_gt_quads/printed": 0.0, "e2e_cer_gt_quads/form_field": 1 / 5,
     # Matched pairs' kinds: printed=printed, handwritten!=printed, form_field=form_field.
     "kind_acc": 2 / 3,
     # Recognition on GT lines: distances 0, 0, 1 (Jan/Jean), 1 (;/:), 0 over 11+8+4+5+11.
@@ -328,3 +330,19 @@ def test_page_evaluator_rejects_inconsistent_input():
     with pytest.raises(ValueError, match="gt class map"):
         seg.update(page["pred_lines"], page["gt_lines"], np.zeros((2, 2)), np.full((2, 2), 5))
     assert seg.compute()["n_pages"] == 0
+
+
+def test_lines_in_form_field_regions_get_their_own_breakdown():
+    gt = [{"polygon": rect(0, 0, 100, 10), "text": "Jean", "kind": "handwritten", "region": "form_field"},
+          {"polygon": rect(0, 20, 100, 30), "text": "Name", "kind": "printed"}]
+    pred = [{"polygon": rect(0, 0, 100, 10), "text": "Jean", "kind": "handwritten", "region": "form_field"},
+            {"polygon": rect(0, 20, 100, 30), "text": "Nome", "kind": "printed", "region": "form_field"}]
+    ev = PageEvaluator()
+    ev.update(pred, gt, gt_line_preds=["Jean", "Name"])
+    m = ev.compute()
+    # Precision by predicted region (2 predicted in fields, 1 right), recall by GT region (1 of 1).
+    assert m["det_precision/form_field"] == 1.0 and m["e2e_precision/form_field"] == 0.5
+    assert m["e2e_recall/form_field"] == 1.0 and m["cer/form_field"] == 0.0
+    # The kind breakdown is unchanged by the region: the field's line is still handwritten.
+    assert m["e2e_recall/handwritten"] == 1.0 and m["e2e_recall/printed"] == 0.0
+    assert m["kind_acc"] == 1.0

@@ -301,3 +301,22 @@ def test_overfits_two_tiny_pages_and_reads_them_back(charset):
         out = model(images)
     for page, spec in zip(out, PAGES):
         assert sorted((ln["text"], ln["kind"]) for ln in page["lines"]) == sorted((t, k) for t, _, k in spec)
+
+
+def test_ctc_best_path_merges_repeats_and_drops_blanks(tiny_model):
+    head = tiny_model.rec_head
+    blank, a, b = head.pad_id, 5, 6
+    # Columns: a a blank a b b <padding>; best path "a a b" -> "aab" (the blank separates the two a's).
+    path = [a, a, blank, a, b, b, blank]
+    logits = torch.full((1, 7, head.ctc_head.out_features), -10.0)
+    for t, s in enumerate(path):
+        logits[0, t, s] = 10.0
+    padding = torch.tensor([[False] * 6 + [True]])
+    original = head.ctc_log_probs  # read the hand-made scores as they are
+    head.ctc_log_probs = lambda memory: memory.log_softmax(-1)
+    try:
+        rows, conf = head.ctc_greedy(logits, padding)
+    finally:
+        head.ctc_log_probs = original
+    assert rows == [[a, a, b]]
+    assert 0.99 < float(conf[0]) <= 1.0

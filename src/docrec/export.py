@@ -1,22 +1,28 @@
-"""ONNX export of a trained model: segmentation, line encoder and one decoder step, plus charset and metadata.
+"""ONNX export of a trained model: segmentation, line encoder (+ CTC head) and one decoder step, plus charset and metadata.
 
 The network is cut where its shapes stop being static tensor programs:
 
 - ``segmentation.onnx``: normalised image [1, 3, H, W] (H, W multiples of 32) -> class
-  probabilities [1, C, H, W], core probabilities [1, H, W] and the fused stride-4 map.
+  probabilities [1, C, H, W], core probabilities [1, H, W], region probabilities [1, R, H, W]
+  and the fused stride-4 map.
 - post-processing stays in Python: :func:`docrec.postprocess.lines_from_maps`
   (connected components, distance transforms, contours: OpenCV, not ONNX) and
   :func:`docrec.geometry.line_quad` turn the maps into line quads.
 - ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) -> memory
-  [N, roi_max_width, d] and its padding mask. PyTorch cuts the RoI to the widest line of
-  the batch, a data-dependent shape; here every line gets ``roi_max_width`` columns, the
-  extra ones masked, which leaves the valid tokens unchanged.
+  [N, roi_max_width, d], its padding mask and the CTC head's per-column log-probabilities
+  ``ctc_log_probs`` [N, roi_max_width, V] (blank = PAD), all from one encoder pass. PyTorch
+  cuts the RoI to the widest line of the batch, a data-dependent shape; here every line gets
+  ``roi_max_width`` columns, the extra ones masked, which leaves the valid tokens unchanged.
 - ``decoder_step.onnx``: (memory, padding mask, tokens so far [N, T]) -> log-probabilities of
   the next token [N, V], PAD and BOS excluded as in greedy decoding. The greedy loop is
   Python (``examples/onnx_predict.py``).
 
+Which of the two reads lines is the model's ``decoder_kind`` (``export.json``'s ``decoder``):
+``attention`` runs the greedy loop over ``decoder_step.onnx``; ``ctc`` needs only the encoder
+(best path over the valid columns, repeats merged, blanks dropped: NumPy in the example).
+
 ``export.json`` holds what a runtime needs besides the graphs (pre-processing, kinds, token
-ids, post-processing settings); ``charset.json`` the vocabulary.
+ids, decoder, post-processing settings); ``charset.json`` the vocabulary.
 """
 
 from __future__ import annotations
@@ -60,22 +66,25 @@ class SegmentationGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """Fused map of one image + its line quads -> memory [N, roi_max_width, d], padding [N, roi_max_width].
+    """Fused map of one image + its line quads -> memory [N, roi_max_width, d], padding [N, roi_max_width]
+    and CTC log-probabilities [N, roi_max_width, V].
 
-    :meth:`RecognitionHead.encode` with the RoI width fixed at ``roi_max_width`` (see the module doc).
+    :meth:`RecognitionHead.encode` with the RoI width fixed at ``roi_max_width`` (see the module doc),
+    then :meth:`RecognitionHead.ctc_log_probs` of its memory (columns past a line's width are padding).
     """
 
     def __init__(self, head: RecognitionHead) -> None:
         super().__init__()
         self.head = head
 
-    def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         head = self.head
         width = head.roi_max_width
         widths = roi_widths(quads, head.stride, width)
         rois = sample_rois(fused, quads, widths, width, head.stride, head.roi_height, head.roi_oversample)
         valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
-        return head.memory(rois * valid[:, None, None, :], valid)
+        memory, padding = head.memory(rois * valid[:, None, None, :], valid)
+        return memory, padding, head.ctc_log_probs(memory)
 
 
 class DecoderStepGraph(nn.Module):
@@ -134,11 +143,11 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
     n_lines = Dim("lines", min=1, max=4096)
     log.info("exporting %s", ENCODER_FILE)
     _export(EncoderGraph(head), (fused, quads), out / ENCODER_FILE,
-            (["fused", "quads"], ["memory", "memory_padding"]),
+            (["fused", "quads"], ["memory", "memory_padding", "ctc_log_probs"]),
             {"fused": {2: Dim("fused_h", min=1), 3: Dim("fused_w", min=1)}, "quads": {0: n_lines}}, opset)
 
     with torch.no_grad():
-        memory, padding = EncoderGraph(head).eval()(fused, quads)
+        memory, padding, _ = EncoderGraph(head).eval()(fused, quads)
     tokens = torch.tensor([[head.bos_id, head.eos_id, head.pad_id], [head.bos_id, head.bos_id, head.eos_id]])
     memory_len = Dim("memory_len", min=1, max=head.roi_max_width)
     log.info("exporting %s", DECODER_FILE)
@@ -166,6 +175,9 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         "fused_stride": head.stride,
         "roi_max_width": head.roi_max_width,
         "max_len": head.max_len,
+        # How lines are read: "attention" (greedy loop over decoder_step.onnx) or "ctc" (best path over
+        # encoder.onnx's ctc_log_probs, blank = the "pad" token). Absent in older exports: attention.
+        "decoder": head.decoder_kind,
         "tokens": {name.strip("<>"): SPECIALS.index(name) for name in SPECIALS},
         "postprocess": dict(model.postprocess),
     }

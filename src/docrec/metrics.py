@@ -23,7 +23,9 @@ the kind of region holding the line (``form_field``: lines given with ``region``
 - ``n_pages``, ``n_gt_lines``, ``n_pred_lines``: counts;
 - ``det_precision``, ``det_recall``, ``det_f1``: line detection; matching ignores kinds;
 - ``e2e_precision``, ``e2e_recall``, ``e2e_f1``: a detected line counts when it matches a
-  GT line and its text is exactly right; ``e2e_cer``: CER over the matched pairs only;
+  GT line and its text is exactly right; ``e2e_cer``: CER over the matched pairs only (read
+  from the predicted boxes); ``e2e_cer_gt_quads``: the same lines read from their
+  ground-truth boxes (with ``gt_line_preds``), so the cost of the predicted boxes shows;
 - ``kind_acc``: share of matched pairs whose predicted kind equals the GT kind;
 - ``cer``, ``wer``, ``line_acc``: recognition on GT lines (``gt_line_preds``);
 - ``seg_miou`` and ``seg_iou/<class>``: segmentation, over all pixels of all pages.
@@ -355,6 +357,9 @@ class PageEvaluator:
             self._add("e2e_pairs", g.groups)
             self._add("e2e_dist", g.groups, dist)
             self._add("e2e_len", g.groups, length)
+            if gt_line_preds is not None:  # the same line read from its ground-truth quad, for comparison
+                gt_dist, _ = char_edits(gt_line_preds[j], g.text)
+                self._add("e2e_gtquad_dist", g.groups, gt_dist)
             if normalize_text(p.text) == normalize_text(g.text):
                 self._add("e2e_hit_pred", p.groups)
                 self._add("e2e_hit_gt", g.groups)
@@ -411,6 +416,8 @@ class PageEvaluator:
                         out[f"{prefix}_f1{sfx}"] = _hmean(precision, recall)
             if n["e2e_pairs", kind]:
                 out[f"e2e_cer{sfx}"] = _error_rate(n["e2e_dist", kind], n["e2e_len", kind])
+                if ("e2e_gtquad_dist", None) in n:
+                    out[f"e2e_cer_gt_quads{sfx}"] = _error_rate(n["e2e_gtquad_dist", kind], n["e2e_len", kind])
             if n["rec_lines", kind]:
                 out[f"cer{sfx}"] = _error_rate(n["rec_cdist", kind], n["rec_clen", kind])
                 out[f"wer{sfx}"] = _error_rate(n["rec_wdist", kind], n["rec_wlen", kind])

@@ -18,8 +18,10 @@ from docrec.pages import Line, Page, Region, polygon_area
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
-def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu"):
-    """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw."""
+def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu",
+               decoder: str | None = None):
+    """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw,
+    ``decoder`` (attention | ctc) overrides how the checkpoint reads lines."""
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     state = ckpt.load(path, prefer="best")
@@ -28,6 +30,8 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     model_cfg["kinds"] = list(cfg["data"]["kinds"])
     model_cfg["region_kinds"] = list(cfg["data"].get("region_kinds") or [])
     model_cfg["backbone"] = {**model_cfg["backbone"], "weights": None}  # the checkpoint holds the weights
+    if decoder is not None:
+        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "decoder": decoder}
     charset = Charset.from_dict(state["charset"])
     model = build_model(model_cfg, charset)
     sd = state["ema"] if weights == "ema" and state.get("ema") is not None else state["model"]
@@ -73,7 +77,8 @@ def to_page(pred: dict, meta: dict) -> tuple[Page, list[float]]:
         if len(poly) < 3 or polygon_area(poly) < 1.0:
             continue  # a sliver at the page edge after clipping
         # One region per line keeps the PAGE-XML valid; grouping lines into blocks is left to layout analysis.
-        regions.append(Region(id=f"r{i}", polygon=poly, kind=ln["kind"]))
+        # A line inside a predicted form field gets a form_field region; its kind stays printed/handwritten.
+        regions.append(Region(id=f"r{i}", polygon=poly, kind=ln.get("region") or ln["kind"]))
         lines.append(Line(id=f"l{i}", polygon=poly, text=ln["text"], kind=ln["kind"], region=f"r{i}"))
         conf.append(float(ln["confidence"]))
     page = Page(image=Path(meta["path"]).name, width=w, height=h, regions=regions, lines=lines,

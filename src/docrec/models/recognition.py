@@ -162,9 +162,12 @@ class RecognitionHead(nn.Module):
         """Greedy attention decoding: token ids [N, <=max_len] (BOS first) and a confidence per line.
 
         The confidence is the geometric mean of the chosen tokens' probabilities, EOS included.
+        A line stops after as many characters as it has RoI columns (the most CTC could read
+        from it), so an unsure decoder does not run every line to ``max_len``.
         """
         max_len = min(max_len or self.max_len, self.max_len)
         n = memory.shape[0]
+        columns = (~padding).sum(1)
         ys = torch.full((n, 1), self.bos_id, dtype=torch.long, device=memory.device)
         logp_sum = torch.zeros(n, device=memory.device)
         steps = torch.zeros(n, device=memory.device)
@@ -179,5 +182,5 @@ class RecognitionHead(nn.Module):
             logp_sum += best.masked_fill(done, 0.0)
             steps += (~done).float()
             ys = torch.cat([ys, nxt[:, None]], dim=1)
-            done |= nxt == self.eos_id
+            done |= (nxt == self.eos_id) | (steps > columns)
         return ys, torch.exp(logp_sum / steps.clamp(min=1.0))
