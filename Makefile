@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -c "import torch, torchvision" 2>/dev/null || $(VPY) -m pip install -q $(TORCH)
-	$(VPY) -m pip install -q -e ".[dev,export]"
+	$(VPY) -m pip install -q -e ".[dev,export,plot]"
 	touch $(STAMP)
 
 $(SYNTH)/train.jsonl: | $(STAMP)

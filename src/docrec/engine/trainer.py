@@ -170,7 +170,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         if rt.is_main and len(val_loader.dataset):
             n_bn = cfg.trainer.precise_bn_batches
             bn_data = list(itertools.islice(train_loader, n_bn)) if n_bn else []  # kept on the host until used
-            for name, m in (("raw", raw), ("ema", ema.module if ema is not None else None)):
+            raw_model = raw if cfg.trainer.val_raw or ema is None else None
+            for name, m in (("raw", raw_model), ("ema", ema.module if ema is not None else None)):
                 if m is None:
                     continue
                 if bn_data:

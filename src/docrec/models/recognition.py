@@ -24,12 +24,31 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
     return table
 
 
+class LocalMixer(nn.Module):
+    """Residual 1-D convolution along the line (kernel 5, GELU): each column sees its neighbours.
+
+    Attention alone learns locality slowly; CRNN's convolutions and SVTR's local mixing give
+    it from the start, which is what lets CTC align columns to characters early.
+    """
+
+    def __init__(self, dim: int, kernel: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """``x`` [N, W, d] with padding columns zeroed by ``valid`` [N, W] before mixing."""
+        x = x * valid[..., None].to(x.dtype)
+        return x + self.act(self.conv(x.transpose(1, 2))).transpose(1, 2)
+
+
 class RecognitionHead(nn.Module):
     """Reads each line from the fused map: quad RoI, encoder, then a CTC head and an attention decoder.
 
     The RoI takes one sample per feature column along the line (at most ``roi_max_width``)
     and ``roi_height`` rows across it, each row averaging ``roi_oversample`` sub-rows; the
-    height is folded into the channels, so there is one token per column. The CTC head on
+    height is folded into the channels, so there is one token per column, mixed with its
+    neighbours by ``conv_layers`` residual 1-D convolutions before the transformer encoder. The CTC head on
     the encoder (blank = PAD) aligns image columns to characters from the first steps and
     teaches the encoder where each character is; the decoder cross-attends over the same
     tokens (joint CTC/attention training, as in ESPnet). Dropout lives only in the decoder.
@@ -46,6 +65,7 @@ class RecognitionHead(nn.Module):
         nhead: int = 8,
         encoder_layers: int = 2,
         decoder_layers: int = 3,
+        conv_layers: int = 2,
         dim_feedforward: int = 1024,
         dropout: float = 0.1,
         roi_height: int = 8,
@@ -69,6 +89,7 @@ class RecognitionHead(nn.Module):
             nn.GELU(),
             nn.Conv2d(in_channels, d_model, (roi_height, 1)),
         )
+        self.local = nn.ModuleList(LocalMixer(d_model) for _ in range(conv_layers))
         self.register_buffer("memory_pos", sinusoidal_positions(roi_max_width, d_model), persistent=False)
         enc = nn.TransformerEncoderLayer(
             d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
@@ -86,6 +107,8 @@ class RecognitionHead(nn.Module):
     def memory(self, rois: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """RoI features [N, C, roi_height, W] + validity [N, W] -> memory [N, W, d], padding mask (True = pad)."""
         x = self.roi_proj(rois).squeeze(2).transpose(1, 2)
+        for mixer in self.local:
+            x = mixer(x, valid)
         x = x + self.memory_pos[: x.shape[1]].to(x.dtype)
         padding = ~valid
         return self.encoder(x, src_key_padding_mask=padding), padding
