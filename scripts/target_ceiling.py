@@ -32,7 +32,7 @@ from docrec.models.charset import Charset
 from docrec.pages import DataError
 from docrec.postprocess import lines_from_maps
 
-KINDS = ("printed", "handwritten", "form_field")  # configs/data/synthetic.yaml: data.kinds
+KINDS = ("printed", "handwritten")  # configs/data/synthetic.yaml: data.kinds (form fields are regions)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
