@@ -31,16 +31,17 @@ def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
              "e2e_cer_gt_quads",
              "cer", "cer_ctc", "cer_attention", "wer", "line_acc", "kind_acc"]
     cols = ["all", *kinds]
-    out = [f"{'metric':<14}" + "".join(f"{c:>13}" for c in cols)]
+    w = max(len(n) for n in names) + 1
+    out = [f"{'metric':<{w}}" + "".join(f"{c:>13}" for c in cols)]
     for n in names:
         cells = [metrics.get(n if c == "all" else f"{n}/{c}") for c in cols]
         if all(v is None for v in cells):
             continue
-        out.append(f"{n:<14}" + "".join(f"{v:>13.4f}" if v is not None else f"{'-':>13}" for v in cells))
+        out.append(f"{n:<{w}}" + "".join(f"{v:>13.4f}" if v is not None else f"{'-':>13}" for v in cells))
     seg = [k for k in metrics if k.startswith(("seg_iou/", "region_iou/"))]
     for k in ["seg_miou", *seg]:
-        out.append(f"{k:<27}{metrics[k]:>13.4f}")
-    out.append(f"{'pages':<14}{metrics.get('n_pages', 0):>13.0f}   gt lines {metrics.get('n_gt_lines', 0):.0f}, "
+        out.append(f"{k:<{w + 13}}{metrics[k]:>13.4f}")
+    out.append(f"{'pages':<{w}}{metrics.get('n_pages', 0):>13.0f}   gt lines {metrics.get('n_gt_lines', 0):.0f}, "
                f"predicted lines {metrics.get('n_pred_lines', 0):.0f}")
     return "\n".join(out)
 

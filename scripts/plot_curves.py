@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 PANELS = [
     ("detection F1 (val, EMA)", ["val/ema/det_f1"], (0.0, 1.0)),
-    ("recognition CER on GT lines (val, EMA)", ["val/ema/cer", "val/ema/cer_ctc", "val/ema/cer_attention"], (0.0, 1.2)),
+    ("recognition CER on GT lines (val, EMA)", ["val/ema/cer", "val/ema/cer_ctc", "val/ema/cer_attention"], (0.0, 1.6)),
     ("end-to-end F1 (val, EMA)", ["val/ema/e2e_f1"], (0.0, 1.0)),
     ("training losses", ["train/loss_seg", "train/loss_core", "train/loss_ctc", "train/loss_rec"], None),
 ]
@@ -52,6 +52,7 @@ def plot(scalars: dict, out: Path, label: str = "") -> None:
                             textcoords="offset points")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("minutes")
+        ax.set_xlim(left=0)
         if ylim:
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
