@@ -102,8 +102,8 @@ class PageDataset(Dataset):
             log.warning("skipping unreadable page (lenient mode): %s", exc)
             return self[(index + 1) % len(self.pages)]
         # Line polygons, baselines and the region polygons of region_kinds travel together as keypoints.
-        region_kind = {r.id: r.kind for r in page.regions}
         regions = [r for r in page.regions if r.kind in self.region_kinds]
+        region_kind = {r.id: r.kind for r in regions}  # the region kind holding a line, for its metrics
         shapes = ([ln.polygon for ln in page.lines] + [ln.baseline or [] for ln in page.lines]
                   + [r.polygon for r in regions])
         sizes = [len(s) for s in shapes]
@@ -132,8 +132,7 @@ class PageDataset(Dataset):
             # The same area test as build_targets, so gt_lines are exactly the lines it reads.
             if text is not None and abs(cv2.contourArea(poly)) >= MIN_LINE_AREA:
                 gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind,
-                                 "region": region_kind.get(ln.region) if region_kind.get(ln.region)
-                                 in self.region_kinds else None})
+                                 "region": region_kind.get(ln.region)})
         region_polys = [(_clip_to_frame(poly, w, h)[0], r.kind) for r, poly in zip(regions, moved[2 * n:])]
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len,
                                 regions=region_polys, region_kinds=self.region_kinds, holes=holes)

@@ -234,10 +234,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         done_epoch = True
                         break
                     wait_since += time.perf_counter() - tw
-                    images = normalize(images.to(rt.device, non_blocking=True))
-                    if rt.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    targets = [{k: v.to(rt.device, non_blocking=True) for k, v in t.items()} for t in targets]
+                    images, targets = _on_device(images, targets, rt)
                     raw.set_step(step)  # same drop decisions on every rank and micro-batch of this step
                     sync = model.no_sync() if rt.distributed and micro < accum - 1 else nullcontext()
                     try:

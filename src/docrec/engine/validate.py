@@ -10,7 +10,7 @@ import torch
 from docrec.data.dataset import normalize
 from docrec.engine.runtime import Runtime
 from docrec.geometry import line_quads
-from docrec.metrics import PageEvaluator, corpus_cer
+from docrec.metrics import ConfusionMatrix, PageEvaluator, corpus_cer
 from docrec.models.recognition import DECODERS
 
 
@@ -43,7 +43,7 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
     decoders = (main, *(d for d in DECODERS if d != main))
     other_pairs: dict[str, list[tuple[str, str]]] = {d: [] for d in decoders[1:]}
     region_kinds = list(model.region_kinds)
-    region_inter, region_union = np.zeros(len(region_kinds)), np.zeros(len(region_kinds))
+    region_cm = [ConfusionMatrix(2) for _ in region_kinds]  # per region kind: outside / inside
     for images_u8, targets, metas in loader:
         images = normalize(images_u8.to(rt.device, non_blocking=True))
         if rt.channels_last:
@@ -61,10 +61,8 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
             if region_kinds:
                 pred_regions = pred["region_map"].numpy()
                 gt_regions = target["region_mask"].numpy()[: pred_regions.shape[1], : pred_regions.shape[2]]
-                for r in range(len(region_kinds)):
-                    gt_r = gt_regions == r + 1
-                    region_inter[r] += np.logical_and(pred_regions[r], gt_r).sum()
-                    region_union[r] += np.logical_or(pred_regions[r], gt_r).sum()
+                for r, cm in enumerate(region_cm):
+                    cm.update(pred_regions[r].astype(np.uint8), (gt_regions == r + 1).astype(np.uint8))
             args = (pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(), target["class_mask"].numpy(),
                     rec_texts)
             if keep_pages:
@@ -85,8 +83,9 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
     for d, pairs in other_pairs.items():
         if pairs:
             result.metrics[f"cer_{d}"] = corpus_cer(pairs)
-    for r, kind in enumerate(region_kinds):
-        if region_union[r]:
-            result.metrics[f"region_iou/{kind}"] = float(region_inter[r] / region_union[r])
+    for kind, cm in zip(region_kinds, region_cm):
+        iou = float(cm.iou()[1])
+        if not np.isnan(iou):
+            result.metrics[f"region_iou/{kind}"] = iou
     model.train(was_training)
     return result
