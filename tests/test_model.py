@@ -217,10 +217,58 @@ def test_a_batch_without_readable_lines_still_reaches_every_head_parameter(tiny_
 def test_training_caps_the_lines_per_batch(charset):
     images, targets = batch(charset)
     model = build_model({**TINY, "recognition": {**TINY["recognition"], "max_lines_per_batch": 2}}, charset)
-    quads, tokens = model._cap_lines([t["line_quads"] for t in targets], [t["line_tokens"] for t in targets])
+    quads, tokens = model._cap_lines([t["line_quads"] for t in targets], [t["line_tokens"] for t in targets],
+                                    model.max_lines_per_batch)
     assert sum(q.shape[0] for q in quads) == 2 and sum(t.shape[0] for t in tokens) == 2
     losses = model.train()(images, targets)
     assert torch.isfinite(losses["rec"])
+
+
+def test_a_zero_weight_reader_is_not_computed_and_must_not_be_the_decoder(charset):
+    images, targets = batch(charset)
+    rec = {**TINY["recognition"], "decoder": "ctc"}
+    model = build_model({**TINY, "recognition": rec, "loss_weights": {"rec": 0.0}}, charset).train()
+    losses = model(images, targets)
+    assert "rec" not in losses and losses["ctc"] > 0
+    sum(losses.values()).backward()
+    assert model.rec_head.classifier.weight.grad is None  # the attention decoder did not run
+    assert model.rec_head.ctc_head.weight.grad is not None
+    with pytest.raises(ValueError, match="loss_weights.rec=0"):
+        build_model({**TINY, "loss_weights": {"rec": 0.0}}, charset)  # decoder: attention
+    with pytest.raises(ValueError, match="both 0"):
+        build_model({**TINY, "recognition": rec, "loss_weights": {"rec": 0.0, "ctc": 0.0}}, charset)
+
+
+def test_reads_per_line_reads_each_line_k_times_with_its_own_box_noise(charset, monkeypatch):
+    images, targets = batch(charset)
+    n = sum(t["line_quads"].shape[0] for t in targets)
+    rec = {**TINY["recognition"], "reads_per_line": 3, "quad_jitter": 0.05}
+    model = build_model({**TINY, "recognition": rec}, charset).train()
+    seen = {}
+
+    def spy(fused, quads, tokens, label_smoothing=0.0, branches=("rec", "ctc")):
+        seen["quads"], seen["tokens"] = quads, tokens
+        return {b: fused.sum() * 0.0 for b in branches}
+
+    monkeypatch.setattr(model.rec_head, "loss", spy)
+    model(images, targets)
+    quads = torch.cat(seen["quads"])
+    assert quads.shape[0] == 3 * n and seen["tokens"].shape[0] == 3 * n
+    first = seen["quads"][0]
+    m = targets[0]["line_quads"].shape[0]
+    assert not torch.allclose(first[:m], first[m:2 * m])  # the same lines, different noise
+    torch.testing.assert_close(seen["tokens"][:m], seen["tokens"][m:2 * m])
+
+
+def test_two_samples_per_feature_column_double_the_tokens(charset):
+    quad = torch.tensor([[[10.0, 10.0], [90.0, 10.0], [90.0, 22.0], [10.0, 22.0]]])
+    assert int(roi_widths(quad, 4, 64)[0]) == 20
+    assert int(roi_widths(quad, 4, 64, per_column=2)[0]) == 40
+    rec = {**TINY["recognition"], "roi_column_samples": 2}
+    model = build_model({**TINY, "recognition": rec}, charset).eval()
+    fused = torch.randn(1, model.neck.out_channels, 32, 32)
+    memory, padding = model.rec_head.encode(fused, [quad])
+    assert memory.shape[1] == 40 and int((~padding).sum()) == 40
 
 
 def test_eval_forward_returns_predictions_at_input_resolution(tiny_model, charset):

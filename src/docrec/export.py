@@ -80,7 +80,7 @@ class EncoderGraph(nn.Module):
     def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         head = self.head
         width = head.roi_max_width
-        widths = roi_widths(quads, head.stride, width)
+        widths = roi_widths(quads, head.stride, width, per_column=head.roi_column_samples)
         rois = sample_rois(fused, quads, widths, width, head.stride, head.roi_height, head.roi_oversample)
         valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
         memory, padding = head.memory(rois * valid[:, None, None, :], valid)
@@ -174,6 +174,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         "std": list(IMAGENET_STD),
         "fused_stride": head.stride,
         "roi_max_width": head.roi_max_width,
+        "roi_column_samples": head.roi_column_samples,
         "max_len": head.max_len,
         # How lines are read: "attention" (greedy loop over decoder_step.onnx) or "ctc" (best path over
         # encoder.onnx's ctc_log_probs, blank = the "pad" token). Absent in older exports: attention.

@@ -137,9 +137,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         model.compile_regions()
     raw = model
     if rt.distributed:
-        # Dropped blocks leave parameters without gradients in some steps.
+        # Dropped blocks leave parameters without gradients in some steps; a recognition branch
+        # with loss weight 0 (e.g. the attention decoder in experiment=cpu) in every step.
         model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                    find_unused_parameters=cfg.model.backbone.p_min < 1.0)
+                    find_unused_parameters=cfg.model.backbone.p_min < 1.0 or len(raw.rec_branches) < 2)
 
     writer = tb.open_writer(run_dir, cfg.logger.flush_secs) if rt.is_main and cfg.logger.enabled else None
     n_params = sum(p.numel() for p in raw.parameters())

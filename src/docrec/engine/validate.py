@@ -39,8 +39,10 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
     evaluator = PageEvaluator(class_names=classes)
     result = ValResult(metrics={})
     # The configured decoder gives every metric; the other one is read too, for its CER (`cer_<decoder>`).
+    # A decoder whose loss has weight 0 was never trained: it is not read.
     main = model.rec_head.decoder_kind
-    decoders = (main, *(d for d in DECODERS if d != main))
+    trained = {"attention": "rec" in model.rec_branches, "ctc": "ctc" in model.rec_branches}
+    decoders = (main, *(d for d in DECODERS if d != main and trained[d]))
     other_pairs: dict[str, list[tuple[str, str]]] = {d: [] for d in decoders[1:]}
     region_kinds = list(model.region_kinds)
     region_cm = [ConfusionMatrix(2) for _ in region_kinds]  # per region kind: outside / inside

@@ -43,6 +43,7 @@ class DocRecModel(nn.Module):
         max_lines_per_batch: int = 128,
         quad_jitter: float = 0.05,
         quad_grow: Sequence[float] = (0.0, 0.0),
+        reads_per_line: int = 1,
         postprocess: dict | None = None,
     ) -> None:
         super().__init__()
@@ -51,6 +52,17 @@ class DocRecModel(nn.Module):
         self.kinds = list(kinds)
         self.region_kinds = list(region_kinds)
         self.loss_weights = {"seg": 1.0, "core": 1.0, "rec": 1.0, "ctc": 1.0, "region": 1.0, **(loss_weights or {})}
+        # Recognition branches with weight 0 are not computed (nor read in validation).
+        self.rec_branches = tuple(k for k in ("rec", "ctc") if self.loss_weights[k] != 0)
+        if not self.rec_branches:
+            raise ValueError("loss_weights.rec and loss_weights.ctc are both 0: nothing would learn to read")
+        branch = {"attention": "rec", "ctc": "ctc"}[rec_head.decoder_kind]
+        if branch not in self.rec_branches:
+            raise ValueError(f"recognition.decoder={rec_head.decoder_kind} reads with a head that does not train "
+                             f"(loss_weights.{branch}=0)")
+        if reads_per_line < 1:
+            raise ValueError(f"reads_per_line must be >= 1, got {reads_per_line}")
+        self.reads_per_line = reads_per_line
         self.label_smoothing = label_smoothing
         self.max_lines_per_batch = max_lines_per_batch
         self.quad_jitter = quad_jitter
@@ -106,26 +118,31 @@ class DocRecModel(nn.Module):
         quads = [t["line_quads"].to(dev, torch.float32) for t in targets]
         tokens = [t["line_tokens"] for t in targets]
         if self.training:
-            quads, tokens = self._cap_lines(quads, tokens)
-            quads = [jitter_quads(q, self.quad_jitter, self.quad_grow) for q in quads]
+            k = self.reads_per_line
+            quads, tokens = self._cap_lines(quads, tokens, self.max_lines_per_batch // k)
+            # Each line read k times, each time through its own box noise: more reading signal per
+            # page for the price of the head alone (the backbone has already run).
+            quads = [jitter_quads(q.repeat(k, 1, 1), self.quad_jitter, self.quad_grow) for q in quads]
+            tokens = [t.repeat(k, 1) for t in tokens]
         n_lines = sum(q.shape[0] for q in quads)
         if n_lines:
-            losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing))
+            losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing,
+                                             self.rec_branches))
         else:
             # Zero, but through every head parameter: DDP without find_unused_parameters
             # (p_min = 1) expects a gradient for each of them in every step.
             zero = sum(p.sum() for p in self.rec_head.parameters()).float() * 0.0
-            losses.update(rec=zero, ctc=zero)
+            losses.update({k: zero for k in self.rec_branches})
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
-    def _cap_lines(self, quads: list[Tensor], tokens: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """A random subset of at most ``max_lines_per_batch`` lines, to bound the head's memory."""
+    def _cap_lines(self, quads: list[Tensor], tokens: list[Tensor], cap: int) -> tuple[list[Tensor], list[Tensor]]:
+        """A random subset of at most ``cap`` lines, to bound the head's memory."""
         counts = [q.shape[0] for q in quads]
         total = sum(counts)
-        if total <= self.max_lines_per_batch:
+        if total <= cap:
             return quads, tokens
         chosen = torch.zeros(total, dtype=torch.bool)
-        chosen[torch.randperm(total)[: self.max_lines_per_batch]] = True
+        chosen[torch.randperm(total)[: max(cap, 1)]] = True
         keep = chosen.split(counts)
         return [q[k.to(q.device)] for q, k in zip(quads, keep)], [t[k.to(t.device)] for t, k in zip(tokens, keep)]
 

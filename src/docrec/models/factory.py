@@ -15,7 +15,7 @@ from docrec.models.segmentation import SegmentationHead
 from docrec.models.stochastic_depth import build_backbone
 
 #: Recognition settings that belong to the training step, not to the head's architecture.
-_REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter", "quad_grow")
+_REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter", "quad_grow", "reads_per_line")
 
 
 def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:

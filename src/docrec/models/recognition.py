@@ -45,7 +45,7 @@ class LocalMixer(nn.Module):
 class RecognitionHead(nn.Module):
     """Reads each line from the fused map: quad RoI, encoder, then a CTC head and an attention decoder.
 
-    The RoI takes one sample per feature column along the line (at most ``roi_max_width``)
+    The RoI takes ``roi_column_samples`` samples per feature column along the line (at most ``roi_max_width``)
     and ``roi_height`` rows across it, each row averaging ``roi_oversample`` sub-rows; the
     height is folded into the channels, so there is one token per column, mixed with its
     neighbours by ``conv_layers`` residual 1-D convolutions before the transformer encoder. The CTC head on
@@ -71,6 +71,7 @@ class RecognitionHead(nn.Module):
         roi_height: int = 8,
         roi_oversample: int = 2,
         roi_max_width: int = 256,
+        roi_column_samples: int = 1,
         max_len: int = 160,
         stride: int = 4,
         decoder: str = "attention",
@@ -81,6 +82,9 @@ class RecognitionHead(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.roi_height, self.roi_oversample = roi_height, roi_oversample
         self.roi_max_width, self.max_len, self.stride = roi_max_width, max_len, stride
+        if roi_column_samples < 1:
+            raise ValueError(f"roi_column_samples must be >= 1, got {roi_column_samples}")
+        self.roi_column_samples = roi_column_samples
         self.decoder_kind = decoder
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
@@ -116,7 +120,7 @@ class RecognitionHead(nn.Module):
     def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``."""
         rois, valid = sample_quads(fused, quads, self.stride, self.roi_height, self.roi_max_width,
-                                   self.roi_oversample)
+                                   self.roi_oversample, self.roi_column_samples)
         return self.memory(rois.to(fused.dtype), valid)
 
     def decode(self, memory: Tensor, memory_padding: Tensor, tokens: Tensor) -> Tensor:
@@ -134,28 +138,32 @@ class RecognitionHead(nn.Module):
         """Per-column log-probabilities [N, W, V] of the CTC head (blank = PAD)."""
         return self.ctc_head(memory).float().log_softmax(-1)
 
-    def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor,
-             label_smoothing: float = 0.0) -> dict[str, Tensor]:
+    def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor, label_smoothing: float = 0.0,
+             branches: tuple[str, ...] = ("rec", "ctc")) -> dict[str, Tensor]:
         """Teacher-forced character cross-entropy (``rec``) and CTC (``ctc``) of lines ``tokens`` [N, T].
 
         ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
         (mean over lines of the loss divided by the text length). A line whose text needs
         more columns than its RoI has contributes zero CTC loss (``zero_infinity``).
+        Only the ``branches`` asked for are computed (a branch with loss weight 0 costs nothing).
         """
         memory, padding = self.encode(fused, quads)
-        logits = self.decode(memory, padding, tokens[:, :-1])
-        rec = F.cross_entropy(
-            logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
-            ignore_index=self.pad_id, label_smoothing=label_smoothing,
-        )
-        text = tokens[:, 1:]
-        is_char = (text != self.pad_id) & (text != self.eos_id)
-        target_lengths = is_char.sum(1)
-        targets = text.masked_fill(~is_char, self.pad_id)
-        log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, N, V]
-        ctc = F.ctc_loss(log_probs, targets, (~padding).sum(1), target_lengths, blank=self.pad_id,
-                         reduction="mean", zero_infinity=True)
-        return {"rec": rec, "ctc": ctc}
+        out: dict[str, Tensor] = {}
+        if "rec" in branches:
+            logits = self.decode(memory, padding, tokens[:, :-1])
+            out["rec"] = F.cross_entropy(
+                logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
+                ignore_index=self.pad_id, label_smoothing=label_smoothing,
+            )
+        if "ctc" in branches:
+            text = tokens[:, 1:]
+            is_char = (text != self.pad_id) & (text != self.eos_id)
+            target_lengths = is_char.sum(1)
+            targets = text.masked_fill(~is_char, self.pad_id)
+            log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, N, V]
+            out["ctc"] = F.ctc_loss(log_probs, targets, (~padding).sum(1), target_lengths, blank=self.pad_id,
+                                    reduction="mean", zero_infinity=True)
+        return out
 
     @torch.no_grad()
     def read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None,

@@ -15,14 +15,16 @@ def quad_size(quads: Tensor) -> tuple[Tensor, Tensor]:
     return length, height
 
 
-def roi_widths(quads: Tensor, stride: int, max_width: int, min_width: int = 4) -> Tensor:
-    """Samples along each line: one per feature column (length / stride), clamped to [min, max].
+def roi_widths(quads: Tensor, stride: int, max_width: int, min_width: int = 4, per_column: int = 1) -> Tensor:
+    """Samples along each line: ``per_column`` per feature column (length / stride), clamped to [min, max].
 
     Tied to the map's resolution, not to the line's height: a tall handwritten line is read
     as densely as a small printed one (square cells skipped most columns of tall lines).
+    Two samples per column give CTC room for a blank between characters that are only two
+    or three columns wide (small print at the training scale).
     """
     length, _ = quad_size(quads)
-    return torch.ceil(length / stride).clamp(min_width, max_width).long()
+    return torch.ceil(length * (per_column / stride)).clamp(min_width, max_width).long()
 
 
 def quad_grid(quads: Tensor, height: int, widths: Tensor, width: int) -> Tensor:
@@ -66,6 +68,7 @@ def sample_quads(
     height: int,
     max_width: int,
     oversample: int = 1,
+    per_column: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """RoI features [N, C, height, W] and a validity mask [N, W] for the quads of each image.
 
@@ -75,7 +78,7 @@ def sample_quads(
     if all_quads.shape[0] == 0:
         c = features.shape[1]
         return features.new_zeros((0, c, height, 1)), torch.zeros((0, 1), dtype=torch.bool, device=features.device)
-    widths = roi_widths(all_quads, stride, max_width)
+    widths = roi_widths(all_quads, stride, max_width, per_column=per_column)
     width = int(widths.max())
     rois, start = [], 0
     for b, q in enumerate(quads):
