@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -25,7 +24,6 @@ REGION_KINDS = ["form_field"]
 TABLE_ROWS = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "cer", "wer",
               "line_acc", "seg_miou"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-PAGE_NS = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
 
 
 @pytest.fixture(scope="module")
@@ -104,35 +102,42 @@ def test_evaluate_prints_table_and_writes_results(trained, tmp_path):
     assert sum(p["metrics"]["n_pred_lines"] for p in pages) == metrics["n_pred_lines"]
 
 
-def test_predict_writes_pagexml_json_and_overlay(trained, tmp_path):
+def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):
     run_dir, data = trained
     images = data / "images"
     out = tmp_path / "pred"
     # last.pt: after 6 steps the weights already mark some lines (best.pt may be the emptier step 3).
     proc = run_script("predict.py", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"input={images}",
-                      f"output={out}", "num_workers=0", "batch_size=3")
+                      f"output={out}", "num_workers=0", "batch_size=3", "format=[page,alto,json,overlay]")
     summary = re.search(r"docrec predict \| (\d+) page\(s\), (\d+) lines -> (.+)$", proc.stdout, re.MULTILINE)
     assert summary, proc.stdout
     assert int(summary[1]) == 8 and Path(summary[3]) == out
     total, texts = 0, []
     for image in sorted(images.glob("*.png")):
-        stem = out / image.stem
-        record = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-        overlay = cv2.imread(str(stem.with_suffix(".png")))
+        stem = image.stem
+        record = json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))
+        overlay = cv2.imread(str(out / f"{stem}.overlay.png"))
         assert overlay is not None and overlay.shape[:2] == (record["height"], record["width"]) == (240, 320)
-        # The XML names the image by absolute path, outside the output folder.
-        res = load("pagexml", stem.with_suffix(".xml"), check_images=True, allow_outside_root=True)
-        (page,) = res.pages
-        assert page.image_path.resolve() == image.resolve() == Path(record["image"]).resolve()
+        xml = (out / f"{stem}.xml").read_text(encoding="utf-8")
+        # The image is named relative to the written file, so the output folder can move with the images.
+        rel = os.path.relpath(image, out)
+        assert f'imageFilename="{rel}"' in xml and record["image"] == rel
+        (page,) = load("pagexml", out / f"{stem}.xml", check_images=True, allow_outside_root=True).pages
+        (alto_page,) = load("alto", out / f"{stem}.alto.xml", check_images=True, allow_outside_root=True).pages
+        assert page.image_path.resolve() == image.resolve() == alto_page.image_path.resolve()
         assert (page.width, page.height) == (record["width"], record["height"])
         assert [(ln.id, ln.text, ln.kind, ln.region) for ln in page.lines] == [
             (ln["id"], ln["text"], ln["type"], ln["region"]) for ln in record["lines"]]
+        assert [(ln.text, ln.kind) for ln in alto_page.lines] == [(ln.text, ln.kind) for ln in page.lines]
         for ln, rec in zip(page.lines, record["lines"]):
             assert len(ln.polygon) == len(rec["polygon"])
             # PAGE-XML stores integer points.
             assert all(abs(a - b) <= 0.5 for p, q in zip(ln.polygon, rec["polygon"]) for a, b in zip(p, q))
-        confs = [float(e.get("conf")) for e in ET.parse(stem.with_suffix(".xml")).iter(f"{PAGE_NS}TextEquiv")]
-        assert confs == pytest.approx([ln["confidence"] for ln in record["lines"]], abs=1e-3)
+            # Every predicted line has a baseline (kraken and eScriptorium need one), inside its box.
+            assert ln.baseline is not None and len(rec["baseline"]) == 2
+            ys = [y for _, y in ln.polygon]
+            assert all(min(ys) - 1 <= y <= max(ys) + 1 for _, y in ln.baseline)
+            assert ln.confidence == pytest.approx(rec["confidence"], abs=1e-3)
         total += len(record["lines"])
         texts += [ln.text for ln in page.lines]
     assert int(summary[2]) == total > 0

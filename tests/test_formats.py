@@ -162,15 +162,21 @@ def test_manifest_to_pagexml_2019_to_manifest_keeps_everything(tmp_path):
 
 def test_pagexml_writer_output(tmp_path):
     page = round_trip_page(tmp_path)
-    page.regions[1].label = "MainZone"  # not a PAGE region type: not written as @type
+    page.regions[1].label = "MainZone"  # not a PAGE region type: a structure label, not @type
     page.lines.append(Line("l4", [(130, 60), (190, 60), (190, 80), (130, 80)], "orphan", "handwritten"))
+    page.lines[0].confidence = 0.25
     page = Page(image=page.image, width=200, height=100, regions=page.regions, lines=page.lines, root=tmp_path)
-    out = pagexml.write(page, tmp_path / "xml" / "p.xml", image_name="../page.png", confidences={"l1": 0.25})
+    out = pagexml.write(page, tmp_path / "xml" / "p.xml", image_name="../page.png", checkpoint="runs/a/best.pt")
     text = out.read_text(encoding="utf-8")
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<PcGts xmlns="' + NS19)
     assert 'conf="0.25"' in text and text.count("conf=") == 1
-    assert 'type="heading"' in text and "MainZone" not in text
+    assert 'type="heading"' in text and 'type="MainZone"' not in text and "structure {type:MainZone;}" in text
+    # Kinds in the standard attribute where PAGE has the word, under docrec's key otherwise.
+    assert 'production="printed"' in text and 'production="handwritten-cursive"' in text
+    assert "docrec {kind:form_field;}" in text and "structure {type:printed" not in text
+    assert "<Creator>docrec " in text and 'value="runs/a/best.pt"' in text
     (back,) = load("pagexml", out, allow_outside_root=True).pages
+    assert back.lines[0].confidence == 0.25 and back.regions[1].label == "MainZone"
     # A region-less line gets a region of its own, so that PAGE can hold it.
     assert [(r.id, r.kind) for r in back.regions] == [("r1", "printed"), ("r2", "form_field"),
                                                       ("l4_region", "handwritten")]
@@ -183,13 +189,12 @@ def test_pagexml_writer_rounds_to_whole_pixels_and_refuses_bad_values(tmp_path):
     page.lines[0].polygon = [(12.4, 12.6), (188.5, 12), (188, 30), (12, 30)]
     (back,) = pagexml.read(pagexml.write(page, tmp_path / "p.xml"))
     assert back.lines[0].polygon[:2] == [(12, 13), (188, 12)]  # round half to even
+    page.lines[0].confidence = 1.5
     with pytest.raises(DataError, match="line 'l1': confidence 1.5 is outside"):
-        pagexml.write(page, tmp_path / "q.xml", confidences={"l1": 1.5})
+        pagexml.write(page, tmp_path / "q.xml")
+    page.lines[0].confidence = None
     page.lines[2].text = "form\x0cfeed"
     with pytest.raises(DataError, match=r"line 'l3': text holds '\\x0c', which XML cannot represent"):
-        pagexml.write(page, tmp_path / "q.xml")
-    page.lines[1].kind = "hand written"
-    with pytest.raises(DataError, match="line 'l2': kind 'hand written' cannot be written"):
         pagexml.write(page, tmp_path / "q.xml")
     assert not (tmp_path / "q.xml").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -475,3 +480,31 @@ def test_convert_lenient_lists_skipped_pages(tmp_path):
 def test_convert_empty_input_is_an_error(tmp_path):
     run = convert("--format", "funsd", tmp_path, "--out", tmp_path / "o.jsonl")
     assert (run.returncode, run.stderr) == (2, f"error: {tmp_path}: no funsd annotation files found\n")
+
+
+def test_convert_any_format_to_any_other(tmp_path):
+    """FUNSD -> PAGE-XML -> ALTO -> manifest keeps every line's text, label and order."""
+    (funsd_page,) = load("funsd", FIX / "funsd").pages
+    assert convert("--format", "funsd", FIX / "funsd", "--to", "page", "--out", tmp_path / "page").returncode == 0
+    (xml,) = sorted((tmp_path / "page").rglob("*.xml"))
+    run = convert("--format", "pagexml", tmp_path / "page", "--to", "alto", "--out", tmp_path / "alto",
+                  "--allow-outside-root")
+    assert run.returncode == 0, run.stderr
+    (alto_xml,) = sorted((tmp_path / "alto").rglob("*.alto.xml"))
+    assert alto_xml.name == xml.name.replace(".xml", ".alto.xml")
+    run = convert("--format", "alto", tmp_path / "alto", "--out", tmp_path / "back.jsonl", "--allow-outside-root")
+    assert run.returncode == 0, run.stderr
+    (back,) = load("manifest", tmp_path / "back.jsonl", allow_outside_root=True).pages
+    assert back.image_path.resolve() == funsd_page.image_path.resolve()
+    assert [(ln.text, ln.label) for ln in back.lines] == [(ln.text, ln.label) for ln in funsd_page.lines]
+    assert [r.label for r in back.regions] == [r.label for r in funsd_page.regions]
+
+
+def test_convert_refuses_to_overwrite_its_input(tmp_path):
+    src = tmp_path / "pages"
+    src.mkdir()
+    (src / "page.png").write_bytes((FIX / "pagexml" / "page.png").read_bytes())
+    (src / "page.xml").write_bytes((FIX / "pagexml" / "page2019.xml").read_bytes())
+    run = convert("--format", "pagexml", src, "--to", "page", "--out", src)
+    assert run.returncode == 2 and "would overwrite an input file" in run.stderr
+    assert (src / "page.xml").read_bytes() == (FIX / "pagexml" / "page2019.xml").read_bytes()

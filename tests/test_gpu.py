@@ -22,7 +22,8 @@ from docrec.models import Charset, build_model
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-KINDS = ["printed", "handwritten", "form_field"]
+KINDS = ["printed", "handwritten"]
+REGION_KINDS = ["form_field"]
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
 TEXTS = ["Invoice 4711", "total 12.50 EUR", "Paris, le 3 mai", "Name:", "signature", "ok"]
 #: A small model (resnet18, narrow heads) for the compile test: compilation time grows with regions, not size.
@@ -53,9 +54,14 @@ def _batch(charset: Charset, device: torch.device, n: int = 2, size: int = 256, 
             w = 8 * len(text)
             img[y0 + 2:y0 + 12, x0:x0 + w] = rng.integers(0, 80, (10, w, 3), dtype=np.uint8)
             poly = np.array([[x0, y0], [x0 + w, y0], [x0 + w, y0 + 14], [x0, y0 + 14]], np.float32)
-            lines.append((poly, text, KINDS[j % 3]))
+            lines.append((poly, text, KINDS[j % 2]))
+        # The last two lines are the values of a form field.
+        field = np.concatenate([lines[-2][0], lines[-1][0]])
+        x0, y0, x1, y1 = field[:, 0].min() - 2, field[:, 1].min() - 2, field[:, 0].max() + 2, field[:, 1].max() + 2
+        regions = [(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32), "form_field")]
         images.append(torch.from_numpy(img).permute(2, 0, 1))
-        targets.append({k: v.to(device) for k, v in build_targets(lines, size, size, KINDS, charset, max_len).items()})
+        t = build_targets(lines, size, size, KINDS, charset, max_len, regions=regions, region_kinds=REGION_KINDS)
+        targets.append({k: v.to(device) for k, v in t.items()})
     return torch.stack(images).to(device), targets
 
 
@@ -77,7 +83,7 @@ def test_bf16_channels_last_training_step_of_the_default_model(charset):
     model.set_step(0)
     with rt.autocast():
         losses = model(x, targets)
-    assert set(losses) == {"seg", "core", "rec"}
+    assert set(losses) == {"seg", "core", "region", "rec", "ctc"}
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     ran = set(model.backbone.last_executed)

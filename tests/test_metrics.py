@@ -10,6 +10,7 @@ import pytest
 from docrec.metrics import (
     ConfusionMatrix,
     PageEvaluator,
+    baseline_deviation,
     cer,
     corpus_cer,
     corpus_wer,
@@ -346,3 +347,19 @@ def test_lines_in_form_field_regions_get_their_own_breakdown():
     # The kind breakdown is unchanged by the region: the field's line is still handwritten.
     assert m["e2e_recall/handwritten"] == 1.0 and m["e2e_recall/printed"] == 0.0
     assert m["kind_acc"] == 1.0
+
+
+def test_baseline_deviation_is_in_line_heights_and_only_where_both_have_baselines():
+    gt_poly = [(0, 0), (100, 0), (100, 20), (0, 20)]
+    assert baseline_deviation([(0, 16), (100, 16)], [(0, 16), (100, 16)], gt_poly) == 0.0
+    assert baseline_deviation([(0, 21), (100, 21)], [(0, 16), (100, 16)], gt_poly) == pytest.approx(0.25)
+    ev = PageEvaluator()
+    gt = [{"polygon": gt_poly, "text": "a", "baseline": [(0, 16), (100, 16)]},
+          {"polygon": [(0, 40), (100, 40), (100, 60), (0, 60)], "text": "b", "baseline": None}]
+    pred = [{"polygon": gt_poly, "text": "a", "baseline": [(0, 18), (100, 18)]},
+            {"polygon": gt[1]["polygon"], "text": "b", "baseline": [(0, 55), (100, 55)]}]
+    ev.update(pred, gt)
+    assert ev.compute()["baseline_dev"] == pytest.approx(0.1)
+    ev2 = PageEvaluator()
+    ev2.update([{**p, "baseline": None} for p in pred], gt)
+    assert "baseline_dev" not in ev2.compute()

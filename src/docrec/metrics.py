@@ -27,6 +27,8 @@ the kind of region holding the line (``form_field``: lines given with ``region``
   from the predicted boxes); ``e2e_cer_gt_quads``: the same lines read from their
   ground-truth boxes (with ``gt_line_preds``), so the cost of the predicted boxes shows;
 - ``kind_acc``: share of matched pairs whose predicted kind equals the GT kind;
+- ``baseline_dev``: over matched pairs that both have a baseline, the mean distance of the
+  predicted baseline from the GT one, in GT line heights (:func:`baseline_deviation`);
 - ``cer``, ``wer``, ``line_acc``: recognition on GT lines (``gt_line_preds``);
 - ``seg_miou`` and ``seg_iou/<class>``: segmentation, over all pixels of all pages.
 
@@ -290,6 +292,7 @@ class _LineView(NamedTuple):
     text: str
     kind: str | None
     region: str | None = None
+    baseline: PolygonLike | None = None
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -301,8 +304,20 @@ def _view(line: Any) -> _LineView:
     """Read a line given as a mapping (``kind`` or manifest-style ``type``, optional ``region`` kind) or an object."""
     if isinstance(line, Mapping):
         kind = line.get("kind", line.get("type"))
-        return _LineView(line["polygon"], line.get("text") or "", kind, line.get("region"))
-    return _LineView(line.polygon, getattr(line, "text", "") or "", getattr(line, "kind", None))
+        return _LineView(line["polygon"], line.get("text") or "", kind, line.get("region"), line.get("baseline"))
+    return _LineView(line.polygon, getattr(line, "text", "") or "", getattr(line, "kind", None),
+                     baseline=getattr(line, "baseline", None))
+
+
+def baseline_deviation(pred: PolygonLike, gt: PolygonLike, gt_polygon: PolygonLike, samples: int = 8) -> float:
+    """Mean distance from ``samples`` points spread along the GT baseline to the predicted one,
+    in units of the GT line's height (its polygon's area over the baseline's length)."""
+    ref, hyp = shapely.LineString(np.asarray(gt, float)), shapely.LineString(np.asarray(pred, float))
+    if ref.length <= 0:
+        return math.nan
+    points = [ref.interpolate(t, normalized=True) for t in (np.arange(samples) + 0.5) / samples]
+    height = _geometry(gt_polygon).area / ref.length
+    return float(np.mean([hyp.distance(p) for p in points])) / max(height, 1e-9)
 
 
 class PageEvaluator:
@@ -363,6 +378,11 @@ class PageEvaluator:
             if normalize_text(p.text) == normalize_text(g.text):
                 self._add("e2e_hit_pred", p.groups)
                 self._add("e2e_hit_gt", g.groups)
+            if p.baseline is not None and g.baseline is not None:
+                dev = baseline_deviation(p.baseline, g.baseline, g.polygon)
+                if math.isfinite(dev):
+                    self._n["bl_pairs", None] += 1
+                    self._n["bl_dev", None] += dev
             if p.kind is not None and g.kind is not None:
                 self._n["kind_pairs", None] += 1
                 self._n["kind_same", None] += p.kind == g.kind
@@ -400,6 +420,8 @@ class PageEvaluator:
             out |= {f"{prefix}_precision": p, f"{prefix}_recall": r, f"{prefix}_f1": f}
         if n["kind_pairs", None]:
             out["kind_acc"] = n["kind_same", None] / n["kind_pairs", None]
+        if n["bl_pairs", None]:
+            out["baseline_dev"] = n["bl_dev", None] / n["bl_pairs", None]
         kinds = sorted({k for _, k in n if k is not None})
         for kind in [None, *kinds]:
             sfx = "" if kind is None else f"/{kind}"

@@ -87,6 +87,7 @@ class Line:
     baseline: list[Point] | None = None
     region: str | None = None  # id of the enclosing region
     label: str | None = None  # field label (FUNSD question/answer ...), kept from the source
+    confidence: float | None = None  # a reader's confidence in ``text``, in [0, 1] (predictions)
 
 
 @dataclass
@@ -135,6 +136,13 @@ class Page:
             ln.polygon = self._polygon(ln.polygon, el)
             if ln.baseline is not None:
                 ln.baseline = _fit(_points(ln.baseline, src, el, 2, "baseline"), w, h, src, el, "baseline")
+            if ln.confidence is not None:
+                try:
+                    ln.confidence = float(ln.confidence)
+                except (TypeError, ValueError):
+                    ln.confidence = math.nan
+                if not 0.0 <= ln.confidence <= 1.0:
+                    raise DataError(f"{_where(src, el)}: confidence must be a number in [0, 1], got {ln.confidence!r}")
             if ln.region is not None and ln.region not in region_ids:
                 raise DataError(f"{_where(src, el)}: refers to unknown region {ln.region!r}")
 

@@ -132,7 +132,8 @@ class PageDataset(Dataset):
             # The same area test as build_targets, so gt_lines are exactly the lines it reads.
             if text is not None and abs(cv2.contourArea(poly)) >= MIN_LINE_AREA:
                 gt_lines.append({"polygon": poly.tolist(), "text": ln.text, "kind": ln.kind,
-                                 "region": region_kind.get(ln.region)})
+                                 "region": region_kind.get(ln.region),
+                                 "baseline": baseline.tolist() if baseline is not None else None})
         region_polys = [(_clip_to_frame(poly, w, h)[0], r.kind) for r, poly in zip(regions, moved[2 * n:])]
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len,
                                 regions=region_polys, region_kinds=self.region_kinds, holes=holes)

@@ -14,6 +14,7 @@ from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
 from docrec.models.charset import Charset
 from docrec.pages import Line, Page, Region, polygon_area
+from docrec.postprocess import estimate_baseline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -68,19 +69,25 @@ class ImageFolder(Dataset):
             "scale": self.long_side / max(width, height)}
 
 
-def to_page(pred: dict, meta: dict) -> tuple[Page, list[float]]:
-    """A prediction in scaled coordinates -> a Page in the original image's pixels, and line confidences."""
+def to_page(pred: dict, meta: dict, gray: np.ndarray | None = None) -> Page:
+    """A prediction in scaled coordinates -> a Page in the original image's pixels.
+
+    Lines carry the reader's confidence; with ``gray`` (the original image, grayscale) each
+    also gets a baseline measured from its ink (:func:`docrec.postprocess.estimate_baseline`).
+    """
     w, h, s = meta["width"], meta["height"], meta["scale"]
-    lines, regions, conf = [], [], []
+    lines, regions = [], []
     for i, ln in enumerate(pred["lines"]):
         poly = [(min(max(x / s, 0.0), w), min(max(y / s, 0.0), h)) for x, y in ln["polygon"]]
         if len(poly) < 3 or polygon_area(poly) < 1.0:
             continue  # a sliver at the page edge after clipping
+        baseline = None
+        if gray is not None:
+            baseline = [(min(max(x, 0.0), w), min(max(y, 0.0), h)) for x, y in estimate_baseline(gray, poly)]
         # One region per line keeps the PAGE-XML valid; grouping lines into blocks is left to layout analysis.
         # A line inside a predicted form field gets a form_field region; its kind stays printed/handwritten.
         regions.append(Region(id=f"r{i}", polygon=poly, kind=ln.get("region") or ln["kind"]))
-        lines.append(Line(id=f"l{i}", polygon=poly, text=ln["text"], kind=ln["kind"], region=f"r{i}"))
-        conf.append(float(ln["confidence"]))
-    page = Page(image=Path(meta["path"]).name, width=w, height=h, regions=regions, lines=lines,
+        lines.append(Line(id=f"l{i}", polygon=poly, text=ln["text"], kind=ln["kind"], region=f"r{i}",
+                          baseline=baseline, confidence=min(max(float(ln["confidence"]), 0.0), 1.0)))
+    return Page(image=Path(meta["path"]).name, width=w, height=h, regions=regions, lines=lines,
                 root=Path(meta["path"]).parent, source=meta["path"])
-    return page, conf

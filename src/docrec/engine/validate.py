@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -12,6 +13,7 @@ from docrec.engine.runtime import Runtime
 from docrec.geometry import line_quads
 from docrec.metrics import ConfusionMatrix, PageEvaluator, corpus_cer
 from docrec.models.recognition import DECODERS
+from docrec.postprocess import estimate_baseline
 
 
 @dataclass
@@ -57,6 +59,10 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
         reads = reads_by[main]
         for i, (pred, target, meta) in enumerate(zip(preds, targets, metas)):
             gt_texts = [ln["text"] for ln in meta["gt_lines"]]
+            if any(ln.get("baseline") for ln in meta["gt_lines"]):  # score baselines where the GT has them
+                gray = cv2.cvtColor(images_u8[i].permute(1, 2, 0).numpy(), cv2.COLOR_RGB2GRAY)
+                for ln in pred["lines"]:
+                    ln["baseline"] = estimate_baseline(gray, ln["polygon"])
             rec_texts = [text for text, _ in reads[i]]
             for d, pairs in other_pairs.items():
                 pairs += [(text, gt) for (text, _), gt in zip(reads_by[d][i], gt_texts)]

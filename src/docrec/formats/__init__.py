@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from docrec.images import MAX_PIXELS, image_size
-from docrec.pages import DataError, Page, Point
+from docrec.pages import DataError, Page, Point, polygon_area
 
 #: format name -> module under docrec.formats exposing ``find(path)`` and ``read(file, **opts)``.
 FORMATS = ("manifest", "pagexml", "alto", "funsd", "sroie")
@@ -134,6 +135,31 @@ def widen_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
         y0, y1 = (y0, y0 + 1) if y0 + 1 <= height else (y0 - 1, y0)
         grown = True
     return (x0, y0, x1, y1), grown
+
+
+def integer_polygon(pts: list[Point], width: int, height: int) -> list[tuple[int, int]]:
+    """Points rounded to whole pixels (what PAGE allows), never a polygon of zero area.
+
+    A polygon thinner than a pixel can round to a line, which no reader accepts back; it is
+    then written as its bounding box, grown to 1 px inside the page (:func:`widen_box`).
+    """
+    out = [(round(x), round(y)) for x, y in pts]
+    if polygon_area([(float(x), float(y)) for x, y in out]) > 0:
+        return out
+    xs, ys = [x for x, _ in out], [y for _, y in out]
+    (x0, y0, x1, y1), _ = widen_box(min(xs), min(ys), max(xs), max(ys), width, height)
+    return [(int(x), int(y)) for x, y in box_polygon(x0, y0, x1, y1)]
+
+
+def mirrored_names(files: list[Path], base: Path) -> list[Path]:
+    """Per file, the name its outputs take (a suffix is appended): its path under ``base``, stem only.
+
+    Files of one folder that share a stem (``x.png`` and ``x.tif``) keep their suffix
+    (``x.png``), so their outputs cannot collide; ``page.v1.jpg`` stays ``page.v1``.
+    """
+    rel = [Path(os.path.relpath(f, base)) for f in files]
+    stems = Counter((r.parent, r.stem) for r in rel)
+    return [r if stems[(r.parent, r.stem)] > 1 else r.with_name(r.stem) for r in rel]
 
 
 def relative_image(page: Page, out_dir: Path) -> str:

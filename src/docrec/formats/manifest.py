@@ -11,7 +11,7 @@ from docrec.pages import DataError, Line, Page, Region, resolve_image
 
 PAGE_KEYS = {"image", "width", "height", "regions", "lines"}
 REGION_KEYS = {"id", "type", "polygon", "label"}
-# "confidence" is written by predict.py and ignored when read.
+# "confidence": the reader's confidence in the text (predict.py writes it), in [0, 1].
 LINE_KEYS = {"id", "region", "type", "polygon", "baseline", "text", "label", "confidence"}
 #: Refuse absurd lines before json parses them (a page of a few thousand lines is ~1 MB).
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -46,7 +46,7 @@ def page_from_dict(obj: dict, root: Path, source: str, opts: ReadOptions | None 
         _check_keys(ln, LINE_KEYS, f"{source}: lines[{i}]")
         lines.append(Line(id=ln.get("id", f"l{i}"), polygon=ln.get("polygon"), text=ln.get("text") or "",
                           kind=ln.get("type", opts.kind or "printed"), baseline=ln.get("baseline"),
-                          region=ln.get("region"), label=ln.get("label")))
+                          region=ln.get("region"), label=ln.get("label"), confidence=ln.get("confidence")))
     return Page(image=obj["image"], width=obj["width"], height=obj["height"], regions=regions, lines=lines,
                 root=root, source=source)
 
@@ -105,6 +105,8 @@ def page_to_dict(page: Page, image: str | None = None) -> dict:
              "baseline": pts(ln.baseline) if ln.baseline is not None else None, "text": ln.text}
         if ln.label is not None:
             d["label"] = ln.label
+        if ln.confidence is not None:
+            d["confidence"] = round(ln.confidence, 4)
         rec["lines"].append(d)
     return rec
 

@@ -6,35 +6,60 @@ Reading:
 * ``TextLine`` -> :class:`Line`: ``Coords``, optional ``Baseline``, and the text of the
   line-level ``TextEquiv/Unicode`` (directly under ``TextLine``; word and glyph levels are
   ignored; among several ``TextEquiv`` the lowest ``@index`` wins, else the first).
-* Kind: ``@custom`` ``structure {type:KIND;}`` when present (the writer puts it there, so kinds
-  survive a round trip; note that Transkribus structure tags such as ``heading`` are read as
-  kinds too), else ``opts.kind``, else ``"printed"``.
+* Kind: ``docrec {kind:KIND;}`` in ``@custom`` (the writer puts kinds PAGE has no word for there,
+  e.g. ``form_field``), else ``@production`` (``printed`` and ``typewritten`` -> printed,
+  ``handwritten-*`` and ``medieval-manuscript`` -> handwritten), else a ``structure {type:...}``
+  that names a docrec kind (files of docrec before 0.2), else ``opts.kind``, else ``"printed"``.
+* Label: ``structure {type:LABEL;}`` in ``@custom`` (Transkribus, eScriptorium: ``heading``,
+  ``MainZone``, FUNSD's ``question``), else a region's ``@type``. Values in ``@custom`` may
+  escape characters as ``\\uXXXX`` (Transkribus does; the writer does for ``;{}:\\`` and spaces).
+* Confidence: ``TextEquiv/@conf`` of the chosen line-level ``TextEquiv``.
 * Order: regions follow ``ReadingOrder`` (nested groups flattened, indexed children sorted by
   ``@index``; text regions it does not list come after, in document order), else
   ``readingOrder {index:N;}`` in their ``@custom`` when every region has one, else document
   order. Lines within a region follow ``readingOrder {index:N;}`` when every line has one,
-  else document order.
+  else document order. When every line carries ``docrec {order:N;}`` (the writer adds it when
+  the page's line order interleaves regions, which PAGE's nesting cannot hold), the page's
+  lines follow it.
 * ``Page/@imageFilename`` is resolved against the XML's folder; paths escaping it are refused
   unless ``allow_outside_root``.
 
-Writing (2019-07-15): regions and lines in the page's order with ``readingOrder`` and
-``structure`` in ``@custom``, a ``ReadingOrder`` group, coordinates rounded to whole pixels
-(the schema allows only integers). A line without a region gets a region of its own with the
-line's polygon and kind (``<line id>_region``), since PAGE nests every line in a region.
+Writing (2019-07-15): regions and lines in the page's order with ``readingOrder`` in
+``@custom``, a ``ReadingOrder`` group, coordinates rounded to whole pixels (the schema allows only
+integers; a polygon thinner than a pixel is written as its 1-px box, so it reads back). Kinds
+in ``@production`` where PAGE has the word (``printed``, ``handwritten`` ->
+``handwritten-cursive``), others under ``docrec {kind:...}``; labels in ``structure {type:...}``
+(and in a region's ``@type`` when the schema lists them). Every id is a valid ``xs:ID``, unique
+in the file (:mod:`docrec.formats.ids`; renamed ids are logged). A line without a region gets a
+region of its own with the line's polygon and kind (``<line id>_region``), since PAGE nests
+every line in a region. ``Metadata/Creator`` names docrec and its version; a ``MetadataItem``
+names the checkpoint when one is given.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from xml.etree.ElementTree import Element, SubElement, indent, tostring
+from xml.etree.ElementTree import Element, SubElement
 
-from docrec.formats import ReadOptions, atomic_write, iter_files, relative_image
-from docrec.formats.xml import describe, integer, parse_points, parse_root, q, split_tag
-from docrec.pages import DataError, Line, Page, Point, Region, resolve_image
+from docrec import __version__
+from docrec.formats import ReadOptions, integer_polygon, iter_files, relative_image
+from docrec.formats.ids import document_ids, report
+from docrec.formats.xml import (
+    NOT_XML,
+    describe,
+    integer,
+    nest_lines,
+    parse_points,
+    parse_root,
+    q,
+    split_tag,
+    write_xml,
+)
+from docrec.pages import KINDS, DataError, Line, Page, Point, Region, resolve_image
 
 NS_2013 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
 NS_2017 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2017-07-15"
@@ -50,8 +75,12 @@ REGION_TYPES = frozenset({
 })
 
 _CUSTOM = re.compile(r"([\w-]+)\s*\{([^}]*)\}")
-#: Characters XML 1.0 cannot hold at all (ElementTree would write them and break the file).
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
+_TO_ESCAPE = re.compile(r"[\s;{}:\\]")
+#: PAGE's @production for docrec's kinds, and the kind each production value reads back as.
+PRODUCTION = {"printed": "printed", "handwritten": "handwritten-cursive"}
+KIND_OF_PRODUCTION = {"printed": "printed", "typewritten": "printed", "handwritten-cursive": "handwritten",
+                      "handwritten-printscript": "handwritten", "medieval-manuscript": "handwritten"}
 _GROUPS = {"OrderedGroup", "UnorderedGroup", "OrderedGroupIndexed", "UnorderedGroupIndexed",
            "RegionRef", "RegionRefIndexed"}
 
@@ -76,20 +105,26 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
     width, height = integer(page_el, "imageWidth", where), integer(page_el, "imageHeight", where)
 
     default_kind = opts.kind or "printed"
-    regions, lines = [], []
+    regions, lines, orders = [], [], []
     for reg_el in _region_order(page_el, ns, file):
         reg_where = f"{file}: {describe(reg_el)}"
         rid = _ident(reg_el, reg_where)
-        regions.append(Region(id=rid, polygon=_coords(reg_el, ns, reg_where), kind=_kind(reg_el, default_kind),
-                              label=reg_el.get("type")))
+        kind, label = _kind_and_label(reg_el, custom_props(reg_el.get("custom")), default_kind)
+        regions.append(Region(id=rid, polygon=_coords(reg_el, ns, reg_where), kind=kind,
+                              label=label or reg_el.get("type")))
         for line_el in _ordered(reg_el.findall(q(ns, "TextLine")), file):
             line_where = f"{file}: {describe(line_el)}"
+            custom = custom_props(line_el.get("custom"))
             baseline_el = line_el.find(q(ns, "Baseline"))
             baseline = (parse_points(baseline_el.get("points"), line_where, "Baseline points")
                         if baseline_el is not None else None)
+            text, conf = _text(line_el, ns, line_where)
+            kind, label = _kind_and_label(line_el, custom, default_kind)
             lines.append(Line(id=_ident(line_el, line_where), polygon=_coords(line_el, ns, line_where),
-                              text=_text(line_el, ns, line_where), kind=_kind(line_el, default_kind),
-                              baseline=baseline, region=rid))
+                              text=text, kind=kind, baseline=baseline, region=rid, label=label, confidence=conf))
+            orders.append(_int_prop(custom, "docrec", "order", line_where))
+    if lines and None not in orders:
+        lines = [ln for _, ln in sorted(zip(orders, lines), key=lambda t: t[0])]
     yield Page(image=image, width=width, height=height, regions=regions, lines=lines,
                root=file.parent, source=str(file))
 
@@ -102,9 +137,14 @@ def custom_props(custom: str | None) -> dict[str, dict[str, str]]:
         for item in body.split(";"):
             key, sep, value = item.partition(":")
             if sep:
-                props[key.strip()] = value.strip()
+                props[key.strip()] = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), value.strip())
         out.setdefault(tag, props)
     return out
+
+
+def _escape(value: str) -> str:
+    """A value for ``@custom``: ``;{}:\\`` and whitespace as ``\\uXXXX`` (Transkribus' escaping)."""
+    return _TO_ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 def _ident(el: Element, where: str) -> str:
@@ -122,14 +162,32 @@ def _coords(el: Element, ns: str, where: str) -> list[Point]:
     return parse_points(coords.get("points"), where, "Coords points")
 
 
-def _kind(el: Element, default: str) -> str:
-    return custom_props(el.get("custom")).get("structure", {}).get("type") or default
+def _kind_and_label(el: Element, custom: dict[str, dict[str, str]], default: str) -> tuple[str, str | None]:
+    """(kind, structure label) of a region or line."""
+    structure = custom.get("structure", {}).get("type") or None
+    kind = custom.get("docrec", {}).get("kind") or KIND_OF_PRODUCTION.get(el.get("production") or "")
+    if kind:
+        return kind, structure
+    if structure in KINDS:  # docrec < 0.2 wrote kinds there, and no production
+        return structure, None
+    return default, structure
 
 
-def _text(line_el: Element, ns: str, where: str) -> str:
+def _int_prop(custom: dict[str, dict[str, str]], tag: str, key: str, where: str) -> int | None:
+    raw = custom.get(tag, {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise DataError(f"{where}: @custom {tag} {key} {raw!r} is not an integer") from None
+
+
+def _text(line_el: Element, ns: str, where: str) -> tuple[str, float | None]:
+    """The line-level text and its ``@conf`` (None when absent)."""
     equivs = line_el.findall(q(ns, "TextEquiv"))
     if not equivs:
-        return ""
+        return "", None
 
     def index(te: Element) -> float:
         raw = te.get("index")
@@ -142,7 +200,13 @@ def _text(line_el: Element, ns: str, where: str) -> str:
 
     best = min(equivs, key=index)  # min is stable: the first of equals wins
     unicode_el = best.find(q(ns, "Unicode"))
-    return (unicode_el.text or "") if unicode_el is not None else ""
+    conf = best.get("conf")
+    if conf is not None:
+        try:
+            conf = float(conf)
+        except ValueError:
+            raise DataError(f"{where}: TextEquiv conf={conf!r} is not a number") from None
+    return ((unicode_el.text or "") if unicode_el is not None else ""), conf
 
 
 def _reading_index(el: Element, file: Path) -> int | None:
@@ -191,77 +255,89 @@ def _region_order(page_el: Element, ns: str, file: Path) -> list[Element]:
 
 
 def write(page: Page, out_path: str | Path, image_name: str | None = None,
-          confidences: Mapping[str, float] | None = None) -> Path:
-    """Write one page as PAGE-XML 2019-07-15, atomically; ``confidences`` maps line id -> [0, 1]."""
+          checkpoint: str | None = None) -> Path:
+    """Write one page as PAGE-XML 2019-07-15, atomically; ``checkpoint`` is named in the metadata."""
     out = Path(out_path)
-    confidences = confidences or {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     # Plain names with literal xmlns attributes: ElementTree cannot write a default namespace
     # once an element carries unqualified attributes, and PAGE attributes are all unqualified.
     root = Element("PcGts", {"xmlns": NS_2019, "xmlns:xsi": _XSI,
                              "xsi:schemaLocation": f"{NS_2019} {NS_2019}/pagecontent.xsd"})
     meta = SubElement(root, "Metadata")
-    for tag, value in (("Creator", "docrec"), ("Created", now), ("LastChange", now)):
+    for tag, value in (("Creator", f"docrec {__version__}"), ("Created", now), ("LastChange", now)):
         SubElement(meta, tag).text = value
+    if checkpoint:
+        SubElement(meta, "MetadataItem", {"type": "processingStep", "name": "docrec checkpoint",
+                                          "value": _xml_text(str(checkpoint), page, "checkpoint")})
     page_el = SubElement(root, "Page", {
         "imageFilename": image_name or relative_image(page, out.parent),
         "imageWidth": str(page.width), "imageHeight": str(page.height)})
 
-    groups = _regions_with_lines(page)
+    groups = nest_lines(page, "_region")
+    # One id space for the whole file; made-up ids (own regions, the reading-order group) come
+    # last, so every valid input id keeps its name.
+    own = groups[len(page.regions):]
+    old = ([r.id for r in page.regions] + [ln.id for _, lines in groups for ln in lines]
+           + [r.id for r, _ in own] + ["reading_order"])
+    new = document_ids(old)
+    n_given = len(page.regions) + len(page.lines)
+    report(str(out), old[:n_given], new[:n_given])
+    ids = iter(new)
+    region_ids = [next(ids) for _ in page.regions]
+    line_ids = {id(ln): next(ids) for _, lines in groups for ln in lines}
+    region_ids += [next(ids) for _ in own]
+    group_id = next(ids)
+    grouped = [ln for _, lines in groups for ln in lines]
+    # PAGE nests lines in regions; a line order that interleaves regions is kept in @custom.
+    page_order = {id(ln): i for i, ln in enumerate(page.lines)}
+    interleaved = [page_order.get(id(ln)) for ln in grouped] != sorted(page_order.get(id(ln)) for ln in grouped)
     if groups:
         order = SubElement(SubElement(page_el, "ReadingOrder"), "OrderedGroup",
-                           {"id": "reading_order", "caption": "Regions reading order"})
-        for i, (region, _) in enumerate(groups):
-            SubElement(order, "RegionRefIndexed", {"index": str(i), "regionRef": region.id})
-    for i, (region, lines) in enumerate(groups):
-        attrs = {"id": region.id, "custom": _custom(i, region.kind, page, f"region {region.id!r}")}
+                           {"id": group_id, "caption": "Regions reading order"})
+        for i, rid in enumerate(region_ids):
+            SubElement(order, "RegionRefIndexed", {"index": str(i), "regionRef": rid})
+    for i, ((region, lines), rid) in enumerate(zip(groups, region_ids)):
+        where = f"region {region.id!r}"
+        attrs = {"id": rid, "custom": _custom(i, region.kind, region.label, None, page, where)}
         if region.label in REGION_TYPES:
             attrs["type"] = region.label
+        if region.kind in PRODUCTION:
+            attrs["production"] = PRODUCTION[region.kind]
         reg_el = SubElement(page_el, "TextRegion", attrs)
-        SubElement(reg_el, "Coords", {"points": _points(region.polygon)})
+        SubElement(reg_el, "Coords", {"points": _points(region.polygon, page)})
         for j, line in enumerate(lines):
-            line_el = SubElement(reg_el, "TextLine", {
-                "id": line.id, "custom": _custom(j, line.kind, page, f"line {line.id!r}")})
-            SubElement(line_el, "Coords", {"points": _points(line.polygon)})
+            where = f"line {line.id!r}"
+            order_n = page_order[id(line)] if interleaved and id(line) in page_order else None
+            attrs = {"id": line_ids[id(line)], "custom": _custom(j, line.kind, line.label, order_n, page, where)}
+            if line.kind in PRODUCTION:
+                attrs["production"] = PRODUCTION[line.kind]
+            line_el = SubElement(reg_el, "TextLine", attrs)
+            SubElement(line_el, "Coords", {"points": _points(line.polygon, page)})
             if line.baseline is not None:
-                SubElement(line_el, "Baseline", {"points": _points(line.baseline)})
+                SubElement(line_el, "Baseline", {"points": _points(line.baseline, page, area=False)})
             equiv = SubElement(line_el, "TextEquiv")
-            if line.id in confidences:
-                equiv.set("conf", _conf(confidences[line.id], page, line.id))
-            SubElement(equiv, "Unicode").text = _xml_text(line.text, page, f"line {line.id!r}")
-    indent(root, space="  ")
-    text = tostring(root, encoding="unicode")
-    with atomic_write(out) as fh:
-        fh.write('<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n")
-    return out
+            if line.confidence is not None:
+                equiv.set("conf", _conf(line.confidence, page, line.id))
+            SubElement(equiv, "Unicode").text = _xml_text(line.text, page, where)
+    return write_xml(root, out)
 
 
-def _regions_with_lines(page: Page) -> list[tuple[Region, list[Line]]]:
-    """Regions in page order with their lines; a region-less line gets a region of its own."""
-    by_region: dict[str, list[Line]] = {r.id: [] for r in page.regions}
-    groups = [(r, by_region[r.id]) for r in page.regions]
-    taken = set(by_region)
-    for line in page.lines:
-        if line.region is not None:
-            by_region[line.region].append(line)
-            continue
-        rid = f"{line.id}_region"
-        while rid in taken:
-            rid += "_"
-        taken.add(rid)
-        groups.append((Region(id=rid, polygon=line.polygon, kind=line.kind), [line]))
-    return groups
-
-
-def _custom(index: int, kind: str, page: Page, element: str) -> str:
-    if not kind or re.search(r"[\s;{}]", kind):
-        raise DataError(f"{page.source or '<memory>'}: {element}: kind {kind!r} cannot be written to "
-                        "PAGE @custom (no spaces, ';', '{' or '}')")
-    return f"readingOrder {{index:{index};}} structure {{type:{kind};}}"
+def _custom(index: int, kind: str, label: str | None, order: int | None, page: Page, element: str) -> str:
+    """``@custom``: reading order in the region, the label, and what PAGE has no attribute for."""
+    if not kind:
+        raise DataError(f"{page.source or '<memory>'}: {element}: empty kind")
+    parts = [f"readingOrder {{index:{index};}}"]
+    if label:
+        parts.append(f"structure {{type:{_escape(label)};}}")
+    docrec = ([f"kind:{_escape(kind)};"] if kind not in PRODUCTION else []) + (
+        [f"order:{order};"] if order is not None else [])
+    if docrec:
+        parts.append(f"docrec {{{''.join(docrec)}}}")
+    return " ".join(parts)
 
 
 def _xml_text(text: str, page: Page, element: str) -> str:
-    bad = _NOT_XML.search(text)
+    bad = NOT_XML.search(text)
     if bad:
         raise DataError(f"{page.source or '<memory>'}: {element}: text holds {bad.group()!r}, "
                         "which XML cannot represent")
@@ -274,5 +350,7 @@ def _conf(value: float, page: Page, line_id: str) -> str:
     return f"{value:.4g}"
 
 
-def _points(pts: list[Point]) -> str:
-    return " ".join(f"{round(x)},{round(y)}" for x, y in pts)
+def _points(pts: list[Point], page: Page, area: bool = True) -> str:
+    """``x,y x,y ...`` in whole pixels; a polygon (``area``) never of zero area."""
+    ints = integer_polygon(pts, page.width, page.height) if area else [(round(x), round(y)) for x, y in pts]
+    return " ".join(f"{x},{y}" for x, y in ints)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, indent, tostring
 
 import defusedxml.ElementTree as safe_et
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
-from docrec.pages import DataError, Point
+from docrec.formats import atomic_write
+from docrec.pages import DataError, Line, Page, Point, Region
 
+#: Characters XML 1.0 cannot hold at all (ElementTree would write them and break the file).
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _POSITION = re.compile(r":\s*line \d+, column \d+$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PAIR = re.compile(rf"^({_NUMBER}),({_NUMBER})$")
@@ -117,3 +120,25 @@ def parse_root(file: Path, name: str, namespaces: tuple[str, ...], label: str):
         raise DataError(f"{file}: unsupported {label.split('-')[0]} namespace {ns or '(none)'!r}; "
                         f"supported: {', '.join(namespaces)}")
     return root, ns
+
+
+def nest_lines(page: Page, suffix: str) -> list[tuple[Region, list[Line]]]:
+    """Regions in page order with their lines, then for each region-less line a region of its own
+    (id ``<line id><suffix>``, the line's polygon and kind): PAGE and ALTO nest every line in one."""
+    by_region: dict[str, list[Line]] = {r.id: [] for r in page.regions}
+    groups = [(r, by_region[r.id]) for r in page.regions]
+    for line in page.lines:
+        if line.region is not None:
+            by_region[line.region].append(line)
+        else:
+            groups.append((Region(id=f"{line.id}{suffix}", polygon=line.polygon, kind=line.kind), [line]))
+    return groups
+
+
+def write_xml(root: Element, out: Path) -> Path:
+    """Write ``root`` indented, UTF-8 with an XML declaration, atomically."""
+    indent(root, space="  ")
+    text = tostring(root, encoding="unicode")
+    with atomic_write(out) as fh:
+        fh.write('<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n")
+    return out
