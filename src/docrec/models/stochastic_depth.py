@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.ops import FrozenBatchNorm2d
 
 SCALINGS = ("inverted", "none", "test_time")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -101,7 +102,7 @@ class StochasticDepthResNet(nn.Module):
 
     @staticmethod
     def _width(block: nn.Module) -> int:
-        return (block.bn3 if isinstance(block, Bottleneck) else block.bn2).num_features
+        return (block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight.shape[0]
 
     @property
     def num_blocks(self) -> int:
@@ -184,18 +185,40 @@ class StochasticDepthResNet(nn.Module):
             raise ValueError(f"{path}: not a matching torchvision ResNet state_dict ({exc})") from None
 
 
+#: Backbone normalisation: trained BatchNorm, or BatchNorm frozen to its loaded statistics.
+NORMS = ("batch", "frozen")
+
+
 def build_backbone(
     name: str = "resnet50",
     p_min: float = 0.8,
     scaling: str = "inverted",
     seed: int = 0,
     weights: str | Path | None = None,
+    norm: str = "batch",
+    frozen_stages: int = 0,
 ) -> StochasticDepthResNet:
-    """A torchvision ResNet (random init, or ImageNet weights from a local file) with stochastic depth."""
+    """A torchvision ResNet (random init, or ImageNet weights from a local file) with stochastic depth.
+
+    ``norm="frozen"`` builds it with torchvision's ``FrozenBatchNorm2d``: the statistics and
+    affine terms of every backbone BN stay those of the loaded weights (ImageNet, or a
+    checkpoint through ``init_from``), as torchvision's detection models do, since 2-4 pages
+    per GPU give noisy batch statistics. ``frozen_stages`` also stops the gradients of the
+    stem (1) and of layer1 (2), whose low-level filters transfer as they are.
+    """
     factory = getattr(torchvision.models, name, None)
     if factory is None or not name.startswith(("resnet", "resnext", "wide_resnet")):
         raise ValueError(f"unknown torchvision ResNet {name!r}")
-    backbone = StochasticDepthResNet(factory(weights=None), p_min=p_min, scaling=scaling, seed=seed)
+    if norm not in NORMS:
+        raise ValueError(f"backbone norm must be one of {NORMS}, got {norm!r}")
+    if frozen_stages not in (0, 1, 2):
+        raise ValueError(f"frozen_stages must be 0 (none), 1 (stem) or 2 (stem and layer1), got {frozen_stages!r}")
+    kwargs = {"norm_layer": FrozenBatchNorm2d} if norm == "frozen" else {}
+    backbone = StochasticDepthResNet(factory(weights=None, **kwargs), p_min=p_min, scaling=scaling, seed=seed)
     if weights:
         backbone.load_torchvision_weights(weights)
+    frozen = [backbone.conv1, backbone.bn1][: 2 if frozen_stages >= 1 else 0] + (
+        [backbone.layer1] if frozen_stages >= 2 else [])
+    for module in frozen:
+        module.requires_grad_(False)
     return backbone

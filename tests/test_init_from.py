@@ -1,0 +1,90 @@
+"""init_from: weights-only starts with charset growth and kinds matched by name; frozen BatchNorm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from docrec.engine.config import ConfigError
+from docrec.engine.init_from import check_architecture, grow_charset, transfer
+from docrec.models import build_model
+from docrec.models.charset import Charset
+from docrec.models.stochastic_depth import build_backbone
+from tests.test_model import TINY, batch
+
+OLD = Charset.build(["hello world", "42"])
+
+
+def tiny(charset: Charset, kinds=("printed", "handwritten"), regions=("form_field",), seed=0, **extra):
+    torch.manual_seed(seed)
+    return build_model({**TINY, "kinds": list(kinds), "region_kinds": list(regions), **extra}, charset)
+
+
+def test_grow_charset_keeps_every_known_id_and_appends_new_symbols():
+    new, extra = grow_charset(OLD, ["héllo", "€ 42"])
+    assert extra == sorted(["é", "€"]) and new.chars[: len(OLD.chars)] == OLD.chars
+    assert all(new.encode(t)[1:-1] == OLD.encode(t)[1:-1] for t in ["hello world", "42"])
+    assert grow_charset(OLD, ["hello"]) == (OLD, [])
+
+
+def test_transfer_copies_known_rows_and_keeps_fresh_rows_for_new_symbols_and_kinds():
+    old = tiny(OLD, kinds=("printed", "handwritten"), regions=("form_field",), seed=1)
+    new_charset, extra = grow_charset(OLD, ["ü!"])
+    fresh = tiny(new_charset, kinds=("handwritten", "printed", "stamp"), regions=(), seed=2)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    report = transfer(fresh, old.state_dict(), "ckpt.pt", OLD, new_charset, ["printed", "handwritten"],
+                      ["handwritten", "printed", "stamp"], ["form_field"], [])
+    sd, src = fresh.state_dict(), old.state_dict()
+    # A tensor known to both is equal after the transfer.
+    torch.testing.assert_close(sd["backbone.conv1.weight"], src["backbone.conv1.weight"])
+    # Charset growth: old rows equal, new rows present and untouched.
+    n = len(OLD)
+    for name in ("rec_head.embed.weight", "rec_head.classifier.weight", "rec_head.ctc_head.bias"):
+        torch.testing.assert_close(sd[name][:n], src[name])
+        assert sd[name].shape[0] == len(new_charset) == n + len(extra)
+        torch.testing.assert_close(sd[name][n:], before[name][n:])
+    # Kinds by name: background, handwritten, printed, core copied from their old rows; stamp fresh.
+    out, old_out = sd["seg_head.out.weight"], src["seg_head.out.weight"]
+    for new_i, old_i in ((0, 0), (1, 2), (2, 1), (4, 3)):
+        torch.testing.assert_close(out[new_i], old_out[old_i])
+    torch.testing.assert_close(out[3], before["seg_head.out.weight"][3])
+    assert "rec_head.embed.weight" in report.reshaped and "seg_head.out.weight" in report.reshaped
+    assert report.new_symbols == extra and "2 new symbols" in report.summary()
+
+
+def test_another_architecture_is_refused_naming_the_keys():
+    ckpt = {**TINY, "backbone": {**TINY["backbone"], "name": "resnet34"}}
+    with pytest.raises(ConfigError, match=r"model.backbone.name: resnet34 \(checkpoint\) vs resnet18 \(this run\)"):
+        check_architecture("run/last.pt", ckpt, TINY, {})
+    check_architecture("run/last.pt", TINY, {**TINY, "postprocess": {"min_score": 0.1}}, {})
+    old = tiny(OLD)
+    other = build_model({**TINY, "fpn_channels": 32, "region_kinds": ["form_field"]}, OLD)
+    with pytest.raises(ConfigError, match="tensor neck.*has shape"):
+        transfer(other, old.state_dict(), "x.pt", OLD, OLD, ["printed", "handwritten"], ["printed", "handwritten"],
+                 ["form_field"], ["form_field"])
+
+
+def test_frozen_batchnorm_keeps_its_statistics_and_frozen_stages_get_no_gradients():
+    torch.manual_seed(0)
+    trained = build_backbone("resnet18")
+    frozen = build_backbone("resnet18", norm="frozen", frozen_stages=2)
+    missing, unexpected = frozen.load_state_dict(trained.state_dict(), strict=False)
+    assert not missing and all(k.endswith("num_batches_tracked") for k in unexpected)
+    buffers = {k: v.clone() for k, v in frozen.named_buffers()}
+    frozen.train()
+    frozen.set_step(0)
+    out = frozen(torch.randn(2, 3, 64, 64) * 3 + 1)
+    sum(v.sum() for v in out.values()).backward()
+    for k, v in frozen.named_buffers():
+        torch.testing.assert_close(v, buffers[k])  # no running-stat updates
+    assert frozen.conv1.weight.grad is None and all(p.grad is None for p in frozen.layer1.parameters())
+    assert frozen.layer2[0].conv1.weight.grad is not None
+
+
+def test_a_model_with_frozen_norm_trains_on_a_batch():
+    charset = Charset.build(["hi 42", "cat", "Ok go", "box 7", "zap"])
+    model = build_model({**TINY, "backbone": {**TINY["backbone"], "norm": "frozen", "frozen_stages": 1}}, charset)
+    images, targets = batch(charset)
+    losses = model.train()(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
