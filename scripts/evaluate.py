@@ -1,6 +1,9 @@
 """Evaluate a checkpoint on any supported dataset: metrics table, metrics.json, per-page results.
 
     python scripts/evaluate.py checkpoint=outputs/.../checkpoints/best.pt data=funsd data.path=/data/funsd/testing_data
+
+With ``data.sources`` (data=mixed) every source is read and a table is printed over all of them, then
+one per source; metrics.json holds the overall figures and, under ``sources``, each source's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
-from docrec.engine.config import abs_path
+from docrec.engine.config import abs_path, data_sources
 from docrec.engine.inference import load_model
 from docrec.engine.runtime import setup
 from docrec.engine.validate import run_validation
@@ -53,14 +56,23 @@ def main(cfg: DictConfig) -> None:
     model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder)
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
-    path = d.val_path if cfg.split == "val" and d.val_path else d.path
-    if path is None:
-        raise SystemExit(f"data.path is required for data={d.format} (pass data.path=...)")
-    res = load(d.format, abs_path(path), strict=d.strict, kind=d.kind, allow_outside_root=d.allow_outside_root,
-               max_pixels=d.max_pixels, limit=cfg.max_pages)
-    for source, why in res.skipped:
-        log.warning("skipped %s: %s", source, why)
-    pages = res.pages
+    sources = data_sources(d)
+    # One source: the data group itself; several (data.sources): each read alike, then reported apart.
+    pages, groups, read_from, n_skipped = [], [], [], 0
+    for i, src in enumerate(sources or [d]):
+        key = f"data.sources.{i}" if sources else "data"
+        path = src.val_path if cfg.split == "val" and src.val_path else src.path
+        if path is None:
+            raise SystemExit(f"{key}.path is required for data={src.format} (pass {key}.path=...)")
+        res = load(src.format, abs_path(path), strict=src.strict, kind=src.kind,
+                   allow_outside_root=src.allow_outside_root, max_pixels=src.max_pixels, limit=cfg.max_pages)
+        for source, why in res.skipped:
+            log.warning("skipped %s: %s", source, why)
+        pages += res.pages
+        groups += [src.name] * len(res.pages) if sources else []
+        n_skipped += len(res.skipped)
+        read_from.append(f"{src.name}={src.format}:{path} ({len(res.pages)} pages)" if sources
+                         else f"{src.format}:{path}")
     long_side = cfg.long_side or train_cfg["data"]["long_side"]
     region_kinds = list(model.region_kinds)
     ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
@@ -68,11 +80,15 @@ def main(cfg: DictConfig) -> None:
     loader = DataLoader(ds, batch_size=d.val_batch_size, num_workers=d.num_workers, collate_fn=collate)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True)
+    result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True,
+                            groups=groups if sources else None)
     table = metrics_table(result.metrics, kinds + region_kinds)
-    print(f"docrec evaluate | {cfg.checkpoint} ({cfg.weights} weights) on {d.format}:{path}, "
-          f"{len(pages)} pages, {len(res.skipped)} skipped, long side {long_side}\n{table}")
-    (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+    print(f"docrec evaluate | {cfg.checkpoint} ({cfg.weights} weights) on {', '.join(read_from)}, "
+          f"{len(pages)} pages, {n_skipped} skipped, long side {long_side}\n{table}")
+    for name, metrics in result.groups.items():
+        print(f"\nsource {name}\n{metrics_table(metrics, kinds + region_kinds)}")
+    summary = {**result.metrics, "sources": result.groups} if sources else result.metrics
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     with open(out_dir / "pages.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(page, ensure_ascii=False) + "\n" for page in result.pages)
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'pages.jsonl'}")

@@ -55,8 +55,8 @@ def test_transfer_copies_known_rows_and_keeps_fresh_rows_for_new_symbols_and_kin
 def test_another_architecture_is_refused_naming_the_keys():
     ckpt = {**TINY, "backbone": {**TINY["backbone"], "name": "resnet34"}}
     with pytest.raises(ConfigError, match=r"model.backbone.name: resnet34 \(checkpoint\) vs resnet18 \(this run\)"):
-        check_architecture("run/last.pt", ckpt, TINY, {})
-    check_architecture("run/last.pt", TINY, {**TINY, "postprocess": {"min_score": 0.1}}, {})
+        check_architecture("run/last.pt", ckpt, TINY)
+    check_architecture("run/last.pt", TINY, {**TINY, "postprocess": {"min_score": 0.1}})
     old = tiny(OLD)
     other = build_model({**TINY, "fpn_channels": 32, "region_kinds": ["form_field"]}, OLD)
     with pytest.raises(ConfigError, match="tensor neck.*has shape"):
@@ -88,3 +88,67 @@ def test_a_model_with_frozen_norm_trains_on_a_batch():
     losses = model.train()(images, targets)
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_cpu_runs_are_told_their_measured_speed_and_eta():
+    from types import SimpleNamespace
+
+    from docrec.engine.runtime import cpu_speed_note
+
+    cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda"))
+    assert cpu_speed_note(gpu, 1.0, 10**6) is None
+    short = cpu_speed_note(cpu, 3.3, 900)
+    assert short == "cpu: 3.3 s per step measured, 900 steps to go: about 50 min"
+    long = cpu_speed_note(cpu, 12.0, 60000)
+    assert "about 200.0 h" in long and "experiment=cpu" in long
+
+
+@pytest.mark.slow
+def test_init_from_a_smoke_run_on_pages_with_new_symbols(toy_data, tmp_path, capsys):
+    """experiment=smoke, then init_from=RUN on PAGE-XML pages holding symbols the first run never saw."""
+    import os
+    from pathlib import Path
+
+    from docrec.engine import checkpoint as ckpt
+    from docrec.engine.trainer import train
+    from docrec.formats import load, pagexml
+    from tests.conftest import compose_cfg
+    from tests.test_train import TINY as TRAIN_TINY
+
+    short = ["trainer.max_steps=2", "trainer.val_every=2", "trainer.log_every=1"]
+    first = tmp_path / "first"
+    train(compose_cfg([*TRAIN_TINY, f"data.path={toy_data / 'train.jsonl'}",
+                       f"data.val_path={toy_data / 'val.jsonl'}", *short]), first)
+    pages_dir = tmp_path / "pages"
+    for page in load("manifest", toy_data / "train.jsonl").pages:
+        for line in page.lines:
+            line.text += " €ü"
+        pagexml.write(page, pages_dir / f"{Path(page.image).stem}.xml",
+                      image_name=os.path.relpath(page.image_path, pages_dir))
+    capsys.readouterr()
+    second = tmp_path / "second"
+    train(compose_cfg([*TRAIN_TINY, "data=pagexml", f"data.path={pages_dir}", "data.allow_outside_root=true",
+                       f"init_from={first}", *short]), second)
+    out = capsys.readouterr().out
+    assert f"init_from {first}" in out and "2 new symbols ('ü€')" in out and "tensors loaded" in out
+    old, new = (ckpt.load(run / "checkpoints" / "last.pt") for run in (first, second))
+    assert new["charset"]["chars"][: len(old["charset"]["chars"])] == old["charset"]["chars"]
+    assert set(new["charset"]["chars"]) - set(old["charset"]["chars"]) == {"€", "ü"}
+    assert new["step"] == 2  # a new run from step 0, not a resumed one
+    torch.testing.assert_close(new["model"]["rec_head.embed.weight"].shape[0], len(new["charset"]["chars"]) + 4)
+
+
+@pytest.mark.parametrize("experiment", ["finetune_funsd", "finetune_handwriting", "[cpu,finetune_funsd]"])
+def test_finetune_experiments_compose_mix_synthetic_pages_and_freeze_norms(experiment, tmp_path):
+    from docrec.engine.config import check_config, data_sources
+    from tests.conftest import compose_cfg
+
+    (tmp_path / "pages").mkdir()
+    pages = tmp_path / "pages"  # (the synthetic source takes data.path: not generated in a fresh clone)
+    cfg = compose_cfg([f"experiment={experiment}", f"data.sources.0.path={pages}", f"data.path={pages}",
+                       f"data.val_path={pages}"])
+    check_config(cfg)
+    sources = data_sources(cfg.data)
+    assert [s["name"] for s in sources][1] == "synthetic" and sources[0]["weight"] == 3 * sources[1]["weight"]
+    assert cfg.model.backbone.norm == "frozen" and cfg.model.backbone.frozen_stages == 1
+    assert cfg.optim.lr < compose_cfg([]).optim.lr * 1.01

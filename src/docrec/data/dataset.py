@@ -92,7 +92,8 @@ class PageDataset(Dataset):
         return len(self.pages)
 
     def __getitem__(self, index: int):
-        page = self.pages[index]
+        # A weighted sampler yields index + k * len for a page's k-th pass: same page, its own augmentation.
+        page = self.pages[index % len(self.pages)]
         try:
             img = read_image(page.image_path, self.max_pixels, long_side=self.long_side)
         except DataError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hydra.utils import to_absolute_path
@@ -20,6 +21,34 @@ class ConfigError(ValueError):
     """An impossible or missing config value; the message names the key."""
 
 
+#: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value.
+SOURCE_READER_KEYS = ("format", "path", "val_path", "val_fraction", "kind", "strict", "allow_outside_root",
+                      "limit_pages", "max_val_pages")
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
+    """``data.sources`` with every omitted reader key filled from the data group ([] without sources)."""
+    sources = data_cfg.get("sources")
+    if sources is None:
+        return []
+    if not OmegaConf.is_list(sources) or not len(sources):
+        raise ConfigError(f"data.sources must be a list of sources (name, path, weight, ...) or null, got {sources}")
+    out = []
+    for i, src in enumerate(sources):
+        if not OmegaConf.is_dict(src):
+            raise ConfigError(f"data.sources[{i}] must be a mapping (name, path, weight, ...), got {src!r}")
+        unknown = set(src) - {"name", "weight", *SOURCE_READER_KEYS}
+        if unknown:
+            raise ConfigError(f"data.sources[{i}].{min(unknown)}: unknown key (a source takes name, weight, "
+                              f"{', '.join(SOURCE_READER_KEYS)})")
+        full = {k: data_cfg.get(k) for k in SOURCE_READER_KEYS}
+        full.update(name=None, weight=1.0, max_pixels=data_cfg.get("max_pixels"))
+        full.update(OmegaConf.to_container(src, resolve=True))
+        out.append(OmegaConf.create(full))
+    return out
+
+
 def _get(cfg: DictConfig, key: str):
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
@@ -27,8 +56,10 @@ def _get(cfg: DictConfig, key: str):
         raise ConfigError(f"{key} is required but not set (pass {key}=...)") from None
 
 
-def _number(cfg, key, lo=None, hi=None, lo_open=False, integer=False):
+def _number(cfg, key, lo=None, hi=None, lo_open=False, integer=False, where=None):
     v = _get(cfg, key)
+    if where:  # cfg is a part of the config found at ``where``: name the key in full
+        key = f"{where}.{key}"
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
         raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
     if lo is not None and (v <= lo if lo_open else v < lo):
@@ -64,10 +95,40 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.monitor_mode must be max or min, got {cfg.trainer.monitor_mode!r}")
     if not list(_get(cfg, "data.kinds")):
         raise ConfigError("data.kinds must list at least one kind")
-    for key in ("data.path", "data.val_path"):
-        p = _get(cfg, key)
-        if p is None and key == "data.path":
-            raise ConfigError("data.path is required but not set (pass data.path=...)")
+    epoch_pages = OmegaConf.select(cfg, "data.epoch_pages")
+    if epoch_pages is not None:
+        _number(cfg, "data.epoch_pages", 1, integer=True)
+    sources = data_sources(cfg.data)
+    if not sources:
+        _check_paths(cfg.data, "data")
+        return
+    names: set[str] = set()
+    for i, src in enumerate(sources):
+        key = f"data.sources[{i}]"
+        name = src.name
+        if not isinstance(name, str) or not _SOURCE_NAME.fullmatch(name):
+            raise ConfigError(f"{key}.name must be a non-empty name of letters, digits, '_', '.' or '-' "
+                              f"(it names TensorBoard tags), got {name!r}")
+        if name in names:
+            raise ConfigError(f"{key}.name={name}: another source has this name")
+        names.add(name)
+        _number(src, "weight", 0.0, lo_open=True, where=key)
+        _number(src, "val_fraction", 0.0, 0.9, where=key)
+        _check_paths(src, key)
+    total = sum(src.weight for src in sources)
+    for i, src in enumerate(sources):
+        if epoch_pages is not None and epoch_pages * src.weight / total < 1:
+            raise ConfigError(f"data.sources[{i}].weight={src.weight}: less than one of data.epoch_pages="
+                              f"{epoch_pages} draws per epoch; raise the weight or data.epoch_pages")
+
+
+def _check_paths(data_cfg, prefix: str) -> None:
+    """``path`` is set and exists, ``val_path`` exists when set; errors name ``prefix.path``."""
+    for name in ("path", "val_path"):
+        key = f"{prefix}.{name}"
+        p = OmegaConf.select(data_cfg, name)  # None when unset or ???
+        if p is None and name == "path":
+            raise ConfigError(f"{key} is required but not set (pass {key.replace('[', '.').replace(']', '')}=...)")
         if p is None:
             continue
         if not abs_path(str(p)).exists():

@@ -10,12 +10,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
-from docrec.engine.config import abs_path
-from docrec.engine.sampler import ResumableSampler
+from docrec.engine.config import abs_path, data_sources
+from docrec.engine.sampler import ResumableSampler, WeightedSourceSampler
 from docrec.formats import load
 from docrec.pages import Page
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceSplit:
+    """One source of a mixed dataset: its pages are a consecutive range of ``train`` and of ``val``."""
+
+    name: str
+    weight: float
+    n_train: int
+    n_val: int
 
 
 @dataclass
@@ -23,32 +33,51 @@ class PageSplits:
     train: list[Page]
     val: list[Page]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    sources: list[SourceSplit] = field(default_factory=list)  # empty: one source (data.sources is null)
+
+    def val_source_names(self) -> list[str] | None:
+        """The source name of each validation page; None for a single source."""
+        return [s.name for s in self.sources for _ in range(s.n_val)] if self.sources else None
 
 
-def load_splits(data_cfg) -> PageSplits:
-    """Read train/val pages; strict mode fails here, before any training, naming file and element."""
-    opts = {"kind": data_cfg.kind, "allow_outside_root": data_cfg.allow_outside_root, "max_pixels": data_cfg.max_pixels}
-    skipped: list[tuple[str, str]] = []
+def _read_split(src, key: str, skipped: list[tuple[str, str]]) -> tuple[list[Page], list[Page]]:
+    """Train and val pages of one reader config (the data group or one of its sources)."""
+    opts = {"kind": src.kind, "allow_outside_root": src.allow_outside_root, "max_pixels": src.max_pixels}
 
     def report(source: str, message: str) -> None:
         log.warning("skipped %s", message)
 
     def read(path: str, limit: int | None) -> list[Page]:
-        res = load(data_cfg.format, abs_path(path), strict=data_cfg.strict, on_skip=report, limit=limit, **opts)
+        res = load(src.format, abs_path(path), strict=src.strict, on_skip=report, limit=limit, **opts)
         skipped.extend(res.skipped)
         return res.pages
 
-    train = read(data_cfg.path, data_cfg.limit_pages)
-    if data_cfg.val_path:
-        val = read(data_cfg.val_path, data_cfg.max_val_pages)
+    train = read(src.path, src.limit_pages)
+    if src.val_path:
+        val = read(src.val_path, src.max_val_pages)
     else:
         # Deterministic hold-out: every k-th page, so it spreads over the whole set.
-        k = max(2, round(1 / data_cfg.val_fraction)) if data_cfg.val_fraction > 0 else 0
-        val = (train[::k] if k else [])[: data_cfg.max_val_pages]
+        k = max(2, round(1 / src.val_fraction)) if src.val_fraction > 0 else 0
+        val = (train[::k] if k else [])[: src.max_val_pages]
         train = [p for i, p in enumerate(train) if not k or i % k]
     if not train:
-        raise ValueError(f"data.path={data_cfg.path}: no training pages found")
-    return PageSplits(train, val, skipped)
+        raise ValueError(f"{key}.path={src.path}: no training pages found")
+    return train, val
+
+
+def load_splits(data_cfg) -> PageSplits:
+    """Read train/val pages of every source; strict mode fails here, before any training, naming file and element."""
+    skipped: list[tuple[str, str]] = []
+    sources = data_sources(data_cfg)
+    if not sources:
+        return PageSplits(*_read_split(data_cfg, "data", skipped), skipped)
+    splits = PageSplits([], [], skipped)
+    for i, src in enumerate(sources):
+        train, val = _read_split(src, f"data.sources[{i}]", skipped)
+        splits.train += train
+        splits.val += val
+        splits.sources.append(SourceSplit(src.name, float(src.weight), len(train), len(val)))
+    return splits
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -62,14 +91,18 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 
 def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank: int, world: int):
-    """Training loader with a resumable sampler, and an ordered validation loader."""
+    """Training loader with a resumable sampler (weighted over sources), and an ordered validation loader."""
     kinds = list(data_cfg.kinds)
     regions = list(data_cfg.get("region_kinds") or [])
     train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
                            data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
     val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
                          data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
-    sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
+    if splits.sources:
+        sampler = WeightedSourceSampler([s.n_train for s in splits.sources], [s.weight for s in splits.sources],
+                                        data_cfg.get("epoch_pages"), seed, rank, world)
+    else:
+        sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
     common = {"num_workers": data_cfg.num_workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
               "persistent_workers": False, "worker_init_fn": _ignore_stop_signals}
     if data_cfg.num_workers > 0:

@@ -70,14 +70,11 @@ def _select(cfg: Mapping, dotted: str):
     return cfg
 
 
-def check_architecture(source: str, ckpt_model: Mapping, run_model: Mapping, defaults: Mapping) -> None:
+def check_architecture(source: str, ckpt_model: Mapping, run_model: Mapping) -> None:
     """Refuse a checkpoint whose model settings differ from the run's in a weight-shaping key."""
     diffs = []
     for key in ARCHITECTURE_KEYS:
-        a = _select(ckpt_model, key)
-        b = _select(run_model, key)
-        a = _select(defaults, key) if a is None else a
-        b = _select(defaults, key) if b is None else b
+        a, b = _select(ckpt_model, key), _select(run_model, key)
         if a != b:
             diffs.append(f"model.{key}: {a} (checkpoint) vs {b} (this run)")
     if diffs:
@@ -124,3 +121,16 @@ def transfer(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str,
     report.dropped = [k for k in weights if k not in target]
     report.new_symbols = new_charset.chars[len(old_charset.chars):]
     return report
+
+
+def apply_init(model: nn.Module, state: Mapping, source: str, weights: str, run_model: Mapping,
+               run_data: Mapping, charset: Charset) -> InitReport:
+    """Check ``state`` (a loaded checkpoint) against the run and copy its ``weights`` (ema | raw) into ``model``."""
+    if weights not in ("ema", "raw"):
+        raise ConfigError(f"init_weights must be ema or raw, got {weights!r}")
+    ckpt_cfg = state["config"]
+    check_architecture(source, ckpt_cfg["model"], run_model)
+    sd = state["ema"] if weights == "ema" and state.get("ema") is not None else state["model"]
+    return transfer(model, sd, source, Charset.from_dict(state["charset"]), charset,
+                    list(ckpt_cfg["data"]["kinds"]), list(run_data["kinds"]),
+                    list(ckpt_cfg["data"].get("region_kinds") or []), list(run_data.get("region_kinds") or []))

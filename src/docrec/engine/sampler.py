@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
 
-class ResumableSampler(Sampler[int]):
-    """Like DistributedSampler (order a pure function of seed and epoch), plus ``skip`` for exact resume."""
+def _generator(*parts: int) -> torch.Generator:
+    """A generator seeded by a tuple of integers (seed, epoch, source, pass ...), without small collisions."""
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + p + 1) % (2**61 - 1)
+    return torch.Generator().manual_seed(h)
 
-    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+
+class _EpochSampler(Sampler[int]):
+    """An epoch's order (a pure function of seed and epoch), padded, sharded over ranks, skippable."""
+
+    def __init__(self, size: int, seed: int, rank: int, world_size: int) -> None:
         self.size, self.seed, self.rank, self.world = size, seed, rank, world_size
-        self.shuffle, self.epoch, self.skip = shuffle, 0, 0
+        self.epoch, self.skip = 0, 0
         self.per_rank = -(-size // world_size)  # pad by repeating so every rank has as many samples
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the epoch's permutation and drop its first ``skip`` samples of this rank."""
+        """Select the epoch's order and drop its first ``skip`` samples of this rank."""
         self.epoch, self.skip = epoch, skip
+
+    def order(self) -> list[int]:
+        """The whole epoch's order, all ranks together (``size`` indices)."""
+        raise NotImplementedError
 
     def indices(self) -> list[int]:
         """This rank's full index list for the current epoch."""
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
+        order = self.order()
         order += order[: self.per_rank * self.world - self.size]
         return order[self.rank :: self.world]
 
@@ -35,3 +45,81 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.skip
+
+
+class ResumableSampler(_EpochSampler):
+    """Like DistributedSampler (order a pure function of seed and epoch), plus ``skip`` for exact resume."""
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        super().__init__(size, seed, rank, world_size)
+        self.shuffle = shuffle
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return torch.randperm(self.size, generator=g).tolist()
+
+
+class WeightedSourceSampler(_EpochSampler):
+    """Draws from several sources (consecutive index ranges of one dataset) by weight; resumable like the above.
+
+    An epoch is ``epoch_pages`` draws. Source ``s`` gets ``C_s(e + 1) - C_s(e)`` of epoch ``e``'s draws, with
+    ``C_s(e) = floor(e n W_s + u) - floor(e n W_{s-1} + u)`` (``W`` the cumulative weight shares, ``u`` a
+    random offset of the run): every epoch has exactly ``n`` draws, a source's count after any number of
+    epochs is within 1 of its share, and it is known in closed form, so any epoch is built without the
+    ones before it. The epoch's source slots are shuffled; each source fills its slots from its own stream
+    of permutations (a fresh one per pass over it), so every page of a source is drawn before any is
+    drawn again, across epoch boundaries too.
+
+    A page drawn in the source's k-th pass is yielded as ``index + k * total``, ``total`` the pages of all
+    sources: PageDataset reads ``index % total`` and seeds augmentation with the full value, so repeats of
+    a page within an epoch are augmented differently.
+    """
+
+    def __init__(self, sizes: Sequence[int], weights: Sequence[float], epoch_pages: int | None = None,
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if len(sizes) != len(weights) or not sizes:
+            raise ValueError(f"need one weight per source, got sizes {list(sizes)} and weights {list(weights)}")
+        if any(n < 1 for n in sizes) or any(not w > 0 for w in weights):
+            raise ValueError(f"every source needs pages and a weight > 0, got sizes {list(sizes)}, "
+                             f"weights {list(weights)}")
+        n = epoch_pages or sum(sizes)
+        total_w = math.fsum(weights)
+        self.shares = [w / total_w for w in weights]
+        if any(n * p < 1 for p in self.shares):
+            raise ValueError(f"an epoch of {n} pages gives some source less than one page at weights "
+                             f"{list(weights)}: raise data.epoch_pages or that source's weight")
+        super().__init__(n, seed, rank, world_size)
+        self.sizes = list(sizes)
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.total = sum(sizes)
+        cum = [math.fsum(self.shares[: i + 1]) for i in range(len(sizes))]
+        self._cum = [0.0, *cum[:-1], 1.0]  # the last exactly 1: the counts of an epoch sum to n
+        self._u = torch.rand(1, generator=_generator(seed, 1)).item()
+
+    def drawn(self, epoch: int) -> list[int]:
+        """Draws of each source in all epochs before ``epoch``."""
+        t = epoch * self.size
+        edges = [math.floor(t * c + self._u) for c in self._cum]
+        return [b - a for a, b in itertools.pairwise(edges)]
+
+    def _stream(self, source: int, start: int, count: int) -> list[int]:
+        """Positions ``start .. start + count - 1`` of a source's stream of permutations, as dataset indices."""
+        size, out = self.sizes[source], []
+        pos = start
+        while pos < start + count:
+            k, j = divmod(pos, size)
+            perm = torch.randperm(size, generator=_generator(self.seed, 2, source, k)).tolist()
+            take = perm[j : j + start + count - pos]
+            base = self.offsets[source] + k * self.total
+            out += [base + i for i in take]
+            pos += len(take)
+        return out
+
+    def order(self) -> list[int]:
+        before, after = self.drawn(self.epoch), self.drawn(self.epoch + 1)
+        streams = [iter(self._stream(s, a, b - a)) for s, (a, b) in enumerate(zip(before, after))]
+        slots = torch.repeat_interleave(torch.arange(len(streams)), torch.tensor(after) - torch.tensor(before))
+        slots = slots[torch.randperm(self.size, generator=_generator(self.seed, 3, self.epoch))].tolist()
+        return [next(streams[s]) for s in slots]  # each source's draws in its stream's order

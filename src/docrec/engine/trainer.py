@@ -22,8 +22,9 @@ from docrec.engine import checkpoint as ckpt
 from docrec.engine import tb
 from docrec.engine.config import abs_path, check_config
 from docrec.engine.data import load_splits, make_loaders
+from docrec.engine.init_from import apply_init, grow_charset
 from docrec.engine.precise_bn import recalibrate_bn
-from docrec.engine.runtime import all_reduce_mean, broadcast_str, seed_everything, setup
+from docrec.engine.runtime import all_reduce_mean, broadcast_str, cpu_speed_note, seed_everything, setup
 from docrec.engine.validate import run_validation
 from docrec.models import build_model
 from docrec.models.charset import Charset
@@ -31,6 +32,7 @@ from docrec.models.charset import Charset
 log = logging.getLogger("docrec")
 
 
+SPEED_STEPS = 5  # steps timed (after the first) for the speed and ETA note on a CPU
 _EARLY = 1000  # stop code of early stopping when ranks agree on stopping (signals are below 100)
 
 
@@ -94,14 +96,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     ckpt_dir = run_dir / "checkpoints"
     seed_everything(cfg.seed + rt.rank, cfg.deterministic)
 
-    resume = None
+    resume = init = None
     if cfg.resume:
         resume = ckpt.load(abs_path(str(cfg.resume)))
+    elif cfg.get("init_from"):  # resuming a fine-tune continues it; init_from only starts one
+        init = ckpt.load(abs_path(str(cfg.init_from)), prefer="best")
 
     # ---- data (strict mode fails here, before anything is trained)
     splits = load_splits(cfg.data)
-    charset = (Charset.from_dict(resume["charset"]) if resume
-               else Charset.build(ln.text for p in splits.train for ln in p.lines))
+    texts = (ln.text for p in splits.train for ln in p.lines)
+    if resume:
+        charset = Charset.from_dict(resume["charset"])
+    elif init:  # the checkpoint's symbols keep their ids; the data's new ones are appended
+        charset, _ = grow_charset(Charset.from_dict(init["charset"]), texts)
+    else:
+        charset = Charset.build(texts)
     train_loader, val_loader, sampler = make_loaders(splits, charset, cfg.data, cfg.augment, cfg.seed,
                                                      rt.rank, rt.world_size)
 
@@ -110,7 +119,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     model_cfg["kinds"] = list(cfg.data.kinds)
     model_cfg["region_kinds"] = list(cfg.data.get("region_kinds") or [])
     model_cfg["backbone"]["seed"] = cfg.seed
-    model = build_model(model_cfg, charset).to(rt.device)
+    model = build_model(model_cfg, charset)
+    if init:
+        report = apply_init(model, init, str(cfg.init_from), cfg.get("init_weights", "ema"), model_cfg,
+                            OmegaConf.to_container(cfg.data, resolve=True), charset)
+        if rt.is_main:
+            print(f"docrec | init_from {cfg.init_from} ({cfg.get('init_weights', 'ema')} weights, step "
+                  f"{init['step']} of that run): {report.summary()}", flush=True)
+    model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(model, decay=cfg.trainer.ema.decay, use_warmup=cfg.trainer.ema.warmup) \
@@ -178,11 +194,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 if bn_data:
                     with rt.autocast():
                         recalibrate_bn(m, (_on_device(images, targets, rt) for images, targets, _ in bn_data))
-                res = run_validation(m, val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images)
-                metrics.update({f"val/{name}/{k}": v for k, v in res.metrics.items()})
+                res = run_validation(m, val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images,
+                                     groups=splits.val_source_names())
+                # Overall figures keep their tags (trainer.monitor, early stopping); each source's beside them.
+                scalars = {f"val/{name}/{k}": v for k, v in res.metrics.items()}
+                for source, source_metrics in res.groups.items():
+                    scalars.update({f"val/{name}/{source}/{k}": v for k, v in source_metrics.items()})
+                metrics.update(scalars)
                 if writer is not None:
-                    for k, v in res.metrics.items():
-                        writer.add_scalar(f"val/{name}/{k}", v, step)
+                    for k, v in scalars.items():
+                        writer.add_scalar(k, v, step)
                     for i, (img, gt, pred) in enumerate(res.samples):
                         writer.add_image(f"val_{name}/page_{i}", tb.side_by_side(img, gt, pred), step,
                                          dataformats="HWC")
@@ -212,6 +233,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     metrics: dict[str, float] = {}
     reason = "finished"
     validated_at = -1
+    steps_run, t_speed = 0, 0.0
     t_log, pages_since, wait_since, busy_since = time.perf_counter(), 0, 0.0, 0.0
     model.train()
     try:
@@ -285,6 +307,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 batch_in_epoch += n_micro
                 busy_since += time.perf_counter() - t0
                 bar.update(1)
+                steps_run += 1  # in this process: the first step (allocation, warm-up) is not timed
+                if steps_run == 1:
+                    t_speed = time.perf_counter()
+                elif steps_run == 1 + SPEED_STEPS and rt.is_main:
+                    note = cpu_speed_note(rt, (time.perf_counter() - t_speed) / SPEED_STEPS,
+                                          cfg.trainer.max_steps - step)
+                    if note:
+                        bar.write(note)
+                        log.info(note)
                 if step % cfg.trainer.log_every == 0 or step == cfg.trainer.max_steps:
                     dt = time.perf_counter() - t_log
                     loss_t = all_reduce_mean(torch.tensor(total, device=rt.device), rt).item()
@@ -349,8 +380,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
 
 def _fmt(metrics: dict[str, float]) -> str:
-    keys = [k for k in metrics if k.split("/")[-1] in ("cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1",
-                                                       "seg_miou")]
+    """The headline metrics over all sources (``val/<weights>/<metric>``)."""
+    keys = [k for k in metrics if k.count("/") == 2 and k.split("/")[-1] in (
+        "cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1", "seg_miou")]
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
 
 
@@ -374,10 +406,17 @@ def data_health(splits, charset) -> dict[str, int]:
 
 def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed, step, health) -> None:
     keep = " ".join(f"{s['keep_prob']:.2f}{'*' if s['always_run'] else ''}" for s in schedule)
+    weight_sum = sum(s.weight for s in splits.sources)
+    epoch_pages = cfg.data.get("epoch_pages") or len(splits.train)
+    sources = "".join(f"  source    {s.name}: {s.n_train} train / {s.n_val} val pages, weight {s.weight:g} "
+                      f"({s.weight / weight_sum:.0%} of draws)\n" for s in splits.sources)
     print(
         f"docrec | device {rt.device} ({rt.precision}, channels_last={rt.channels_last}, world={rt.world_size})\n"
-        f"  data      {cfg.data.format}: {len(splits.train)} train / {len(splits.val)} val pages, "
+        f"  data      {f'{len(splits.sources)} sources' if splits.sources else cfg.data.format}: "
+        f"{f'epochs of {epoch_pages} draws, ' if splits.sources else ''}"
+        f"{len(splits.train)} train / {len(splits.val)} val pages, "
         f"{len(splits.skipped)} skipped; charset {len(charset)} symbols\n"
+        f"{sources}"
         f"  checks    {health['pages_without_lines']} pages without lines (background only), "
         f"{health['empty_text_lines']} lines without text (segmented, not read), "
         f"{health['val_chars_outside_charset']} validation characters outside the charset (read as UNK)\n"

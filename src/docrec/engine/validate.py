@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -24,6 +25,7 @@ class ValResult:
     samples: list[tuple[np.ndarray, list[dict], list[dict]]] = field(default_factory=list)
     text_pairs: list[tuple[str, str]] = field(default_factory=list)
     pages: list[dict] = field(default_factory=list)  # per-page metrics and predictions (keep_pages=True)
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)  # the metrics of each source (``groups``)
 
 
 def _to_page(polygon, scale: float) -> list[list[float]]:
@@ -31,23 +33,56 @@ def _to_page(polygon, scale: float) -> list[list[float]]:
     return [[round(float(x) / scale, 1), round(float(y) / scale, 1)] for x, y in polygon]
 
 
+class _Tally:
+    """Everything validation counts over a set of pages; ``metrics()`` gives the flat dict."""
+
+    def __init__(self, classes: list[str], decoders: Sequence[str], region_kinds: list[str]) -> None:
+        self.evaluator = PageEvaluator(class_names=classes)
+        self.other_pairs: dict[str, list[tuple[str, str]]] = {d: [] for d in decoders}
+        self.region_kinds = region_kinds
+        self.region_cm = [ConfusionMatrix(2) for _ in region_kinds]  # per region kind: outside / inside
+
+    def add(self, page_eval: PageEvaluator, other_pairs: dict[str, list[tuple[str, str]]],
+            region_masks: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Add one page: its evaluator, other decoders' (read, gt) pairs, (pred, gt) masks per region kind."""
+        self.evaluator.merge(page_eval)
+        for d, pairs in other_pairs.items():
+            self.other_pairs[d] += pairs
+        for cm, (pred, gt) in zip(self.region_cm, region_masks):
+            cm.update(pred, gt)
+
+    def metrics(self) -> dict[str, float]:
+        out = self.evaluator.compute()
+        for d, pairs in self.other_pairs.items():
+            if pairs:
+                out[f"cer_{d}"] = corpus_cer(pairs)
+        for kind, cm in zip(self.region_kinds, self.region_cm):
+            iou = float(cm.iou()[1])
+            if not np.isnan(iou):
+                out[f"region_iou/{kind}"] = iou
+        return out
+
+
 @torch.no_grad()
 def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str], num_samples: int = 4,
-                   keep_pages: bool = False) -> ValResult:
-    """Evaluate ``model`` (raw or EMA, unwrapped) over ``loader``; restores its train/eval mode."""
+                   keep_pages: bool = False, groups: Sequence[str] | None = None) -> ValResult:
+    """Evaluate ``model`` (raw or EMA, unwrapped) over ``loader``; restores its train/eval mode.
+
+    ``groups`` names the group (source) of each page of the loader's dataset: the metrics of each group
+    come in ``ValResult.groups``, from the same pass.
+    """
     was_training = model.training
     model.eval()
     classes = ["background", *kinds]
-    evaluator = PageEvaluator(class_names=classes)
     result = ValResult(metrics={})
     # The configured decoder gives every metric; the other one is read too, for its CER (`cer_<decoder>`).
     # A decoder whose loss has weight 0 was never trained: it is not read.
     main = model.rec_head.decoder_kind
     trained = {"attention": "rec" in model.rec_branches, "ctc": "ctc" in model.rec_branches}
     decoders = (main, *(d for d in DECODERS if d != main and trained[d]))
-    other_pairs: dict[str, list[tuple[str, str]]] = {d: [] for d in decoders[1:]}
     region_kinds = list(model.region_kinds)
-    region_cm = [ConfusionMatrix(2) for _ in region_kinds]  # per region kind: outside / inside
+    total = _Tally(classes, decoders[1:], region_kinds)
+    tallies = {name: _Tally(classes, decoders[1:], region_kinds) for name in dict.fromkeys(groups or ())}
     for images_u8, targets, metas in loader:
         images = normalize(images_u8.to(rt.device, non_blocking=True))
         if rt.channels_last:
@@ -64,36 +99,31 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
                 for ln in pred["lines"]:
                     ln["baseline"] = estimate_baseline(gray, ln["polygon"])
             rec_texts = [text for text, _ in reads[i]]
-            for d, pairs in other_pairs.items():
-                pairs += [(text, gt) for (text, _), gt in zip(reads_by[d][i], gt_texts)]
+            other_pairs = {d: [(text, gt) for (text, _), gt in zip(reads_by[d][i], gt_texts)] for d in decoders[1:]}
+            region_masks = []
             if region_kinds:
                 pred_regions = pred["region_map"].numpy()
                 gt_regions = target["region_mask"].numpy()[: pred_regions.shape[1], : pred_regions.shape[2]]
-                for r, cm in enumerate(region_cm):
-                    cm.update(pred_regions[r].astype(np.uint8), (gt_regions == r + 1).astype(np.uint8))
-            args = (pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(), target["class_mask"].numpy(),
-                    rec_texts)
+                region_masks = [(pred_regions[r].astype(np.uint8), (gt_regions == r + 1).astype(np.uint8))
+                                for r in range(len(region_kinds))]
+            page_eval = PageEvaluator(class_names=classes)
+            page_eval.update(pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(),
+                             target["class_mask"].numpy(), rec_texts)
+            total.add(page_eval, other_pairs, region_masks)
+            group = groups[meta["index"]] if groups is not None else None
+            if group is not None:
+                tallies[group].add(page_eval, other_pairs, region_masks)
             if keep_pages:
-                page_eval = PageEvaluator(class_names=classes)
-                page_eval.update(*args)
-                evaluator.merge(page_eval)
-                result.pages.append({"source": meta["source"], "image": meta["image"], "metrics": page_eval.compute(),
-                                     "lines": [{**ln, "polygon": _to_page(ln["polygon"], meta["scale"])}
-                                               for ln in pred["lines"]],
-                                     "gt_recognition": [{"gt": g, "pred": p} for g, p in zip(gt_texts, rec_texts)]})
-            else:
-                evaluator.update(*args)
+                record = {"source": meta["source"], "image": meta["image"], "metrics": page_eval.compute(),
+                          "lines": [{**ln, "polygon": _to_page(ln["polygon"], meta["scale"])}
+                                    for ln in pred["lines"]],
+                          "gt_recognition": [{"gt": g, "pred": p} for g, p in zip(gt_texts, rec_texts)]}
+                result.pages.append(record if group is None else {"source_name": group, **record})
             if len(result.samples) < num_samples:
                 result.samples.append((images_u8[i].permute(1, 2, 0).numpy(), meta["gt_lines"], pred["lines"]))
             if len(result.text_pairs) < 40:
                 result.text_pairs += list(zip(gt_texts, rec_texts))
-    result.metrics = evaluator.compute()
-    for d, pairs in other_pairs.items():
-        if pairs:
-            result.metrics[f"cer_{d}"] = corpus_cer(pairs)
-    for kind, cm in zip(region_kinds, region_cm):
-        iou = float(cm.iou()[1])
-        if not np.isnan(iou):
-            result.metrics[f"region_iou/{kind}"] = iou
+    result.metrics = total.metrics()
+    result.groups = {name: tally.metrics() for name, tally in tallies.items()}
     model.train(was_training)
     return result

@@ -1,0 +1,235 @@
+"""Mixed data sources: weighted, resumable sampling; config checks; per-source validation and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from docrec.engine import checkpoint as ckpt
+from docrec.engine.config import ConfigError, check_config
+from docrec.engine.data import load_splits
+from docrec.engine.sampler import ResumableSampler, WeightedSourceSampler
+from tests.conftest import REPO, compose_cfg, make_toy_pages
+
+
+def _source(index: int, sizes: list[int]) -> int:
+    """The source of a sampled index (``page + pass * total``)."""
+    page = index % sum(sizes)
+    return next(s for s in range(len(sizes)) if page < sum(sizes[: s + 1]))
+
+
+def _epochs(sampler, epochs: int) -> list[int]:
+    out = []
+    for e in range(epochs):
+        sampler.set_epoch(e)
+        out += list(sampler)
+    return out
+
+
+# ---- the sampler
+
+
+def test_counts_over_an_epoch_follow_the_weights():
+    sizes = [30, 10]
+    s = WeightedSourceSampler(sizes, [3.0, 1.0], epoch_pages=400, seed=7)
+    for e in range(3):
+        s.set_epoch(e)
+        assert len(s) == 400
+        assert Counter(_source(i, sizes) for i in s) == {0: 300, 1: 100}
+    # Shares that do not divide the epoch: every epoch has exactly epoch_pages draws, each source within
+    # 2 of its share per epoch and within 1 of it over any number of epochs.
+    sizes = [7, 50, 3]
+    s = WeightedSourceSampler(sizes, [1.0, 1.0, 0.5], epoch_pages=101, seed=0)
+    totals = Counter()
+    for e in range(20):
+        s.set_epoch(e)
+        counts = Counter(_source(i, sizes) for i in s)
+        assert sum(counts.values()) == 101
+        totals += counts
+        for src, share in enumerate((0.4, 0.4, 0.2)):
+            assert abs(counts[src] - 101 * share) < 2
+            assert abs(totals[src] - (e + 1) * 101 * share) < 1
+
+
+def test_order_is_a_pure_function_of_seed_and_epoch():
+    a = _epochs(WeightedSourceSampler([30, 10], [3, 1], epoch_pages=400, seed=7), 3)
+    b = _epochs(WeightedSourceSampler([30, 10], [3, 1], epoch_pages=400, seed=7), 3)
+    assert a == b
+    assert a != _epochs(WeightedSourceSampler([30, 10], [3, 1], epoch_pages=400, seed=8), 3)
+    s = WeightedSourceSampler([30, 10], [3, 1], epoch_pages=400, seed=7)
+    s.set_epoch(2)  # straight to epoch 2, without iterating 0 and 1
+    assert list(s) == a[800:]
+
+
+def test_every_page_of_a_source_is_drawn_before_any_repeats():
+    sizes = [7, 50, 3]  # source 0 and 2 go round several times per epoch, source 1 less than once
+    draws = _epochs(WeightedSourceSampler(sizes, [1, 1, 0.5], seed=3), 6)
+    for src, size in enumerate(sizes):
+        first = sum(sizes[:src])
+        mine = [i for i in draws if _source(i, sizes) == src]
+        for k in range(0, len(mine) - size + 1, size):
+            window = mine[k : k + size]
+            assert sorted(i % sum(sizes) for i in window) == list(range(first, first + size))
+            # One pass = one tag: a repeat of a page comes with its own augmentation seed.
+            assert len({i // sum(sizes) for i in window}) == 1
+
+
+def test_skip_resumes_exactly_and_ranks_share_the_epoch():
+    s = WeightedSourceSampler([30, 10], [3, 1], epoch_pages=101, seed=1)
+    s.set_epoch(4)
+    full = list(s)
+    s.set_epoch(4, skip=37)
+    assert list(s) == full[37:] and len(s) == 101 - 37
+    ranks = [WeightedSourceSampler([30, 10], [3, 1], epoch_pages=101, seed=1, rank=r, world_size=2)
+             for r in range(2)]
+    for r in ranks:
+        r.set_epoch(4)
+    shards = [list(r) for r in ranks]
+    assert len(shards[0]) == len(shards[1]) == 51
+    assert Counter(shards[0] + shards[1]) == Counter(full + full[:1])  # padded by repeating, as DistributedSampler
+
+
+def test_single_source_order_is_unchanged():
+    s = ResumableSampler(13, seed=5)
+    s.set_epoch(3)
+    assert list(s) == torch.randperm(13, generator=torch.Generator().manual_seed(5 * 7919 + 3)).tolist()
+
+
+def test_sampler_refuses_a_source_without_a_page_per_epoch():
+    with pytest.raises(ValueError, match="less than one page"):
+        WeightedSourceSampler([10, 10], [1000, 1], epoch_pages=100)
+
+
+# ---- configs and splits
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sources")
+    return make_toy_pages(root / "alpha", n_pages=4, seed=1), make_toy_pages(root / "beta", n_pages=4, seed=2)
+
+
+def _sources(a: Path, b: Path, weights=(3, 1)) -> list[dict]:
+    return [{"name": "alpha", "path": str(a / "train.jsonl"), "val_path": str(a / "val.jsonl"), "weight": weights[0]},
+            {"name": "beta", "path": str(b / "train.jsonl"), "val_path": str(b / "val.jsonl"), "weight": weights[1]}]
+
+
+def _with_sources(overrides: list[str], sources: list[dict]):
+    cfg = compose_cfg(overrides)
+    OmegaConf.update(cfg, "data.sources", sources, merge=False)
+    return cfg
+
+
+def test_mixed_config_composes_and_inherits_the_data_group(two_sources):
+    a, b = two_sources
+    cfg = compose_cfg(["data=mixed", f"data.path={a / 'train.jsonl'}", f"data.val_path={a / 'val.jsonl'}",
+                       f"data.sources.1.path={b / 'train.jsonl'}", "data.sources.1.format=manifest"])
+    check_config(cfg)
+    splits = load_splits(cfg.data)
+    # Source 0 takes path and val_path from the group; source 1 holds out every 20th page (its first).
+    assert [(s.name, s.n_train, s.n_val) for s in splits.sources] == [("synthetic", 3, 1), ("pagexml", 2, 1)]
+    assert len(splits.train) == 5 and splits.val_source_names() == ["synthetic", "pagexml"]
+    assert {ln.kind for p in splits.train[3:] for ln in p.lines} == {"printed", "handwritten"}  # the file's kinds
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s[1].update(name="alpha"), r"data\.sources\[1\]\.name=alpha: another source has this name"),
+    (lambda s: s[0].update(name=""), r"data\.sources\[0\]\.name must be a non-empty name"),
+    (lambda s: s[1].update(name="a/b"), r"data\.sources\[1\]\.name must be"),
+    (lambda s: s[1].update(weight=0), r"data\.sources\[1\]\.weight must be > 0(\.0)?, got 0"),
+    (lambda s: s[0].update(path="/no/such/file.jsonl"), r"data\.sources\[0\]\.path=/no/such/file\.jsonl: no such"),
+    (lambda s: s[1].update(path=None), r"data\.sources\[1\]\.path is required.*data\.sources\.1\.path="),
+    (lambda s: s[1].update(val_path="/nope"), r"data\.sources\[1\]\.val_path=/nope: no such"),
+    (lambda s: s[1].update(wieght=2), r"data\.sources\[1\]\.wieght: unknown key"),
+])
+def test_config_errors_name_the_key(two_sources, change, message):
+    sources = _sources(*two_sources)
+    change(sources)
+    with pytest.raises(ConfigError, match=message):
+        check_config(_with_sources([], sources))
+
+
+def test_epoch_too_short_for_a_weight_names_the_source(two_sources):
+    cfg = _with_sources(["data.epoch_pages=10"], _sources(*two_sources, weights=(100, 1)))
+    with pytest.raises(ConfigError, match=r"data\.sources\[1\]\.weight=1: less than one of data\.epoch_pages=10"):
+        check_config(cfg)
+
+
+# ---- end to end: per-source validation tags and exact resume
+
+TINY = ["experiment=smoke", "model.backbone.name=resnet18", "data.long_side=192", "data.num_workers=0",
+        "model.recognition.d_model=64", "model.recognition.dim_feedforward=128", "model.fpn_channels=64",
+        "model.recognition.encoder_layers=1", "model.recognition.decoder_layers=1", "trainer.val_raw=false",
+        "data.batch_size=2", "trainer.max_steps=3", "trainer.val_every=100", "trainer.log_every=1",
+        "trainer.ckpt_every=2"]
+
+
+def _stop_after(monkeypatch, step: int) -> None:
+    """SIGTERM the trainer once it has saved ``step`` (as a scheduler would): it saves and stops there."""
+    save, fired = ckpt.save_atomic, []
+
+    def save_then_signal(state, path):
+        out = save(state, path)
+        if state["step"] == step and not fired:
+            fired.append(step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(ckpt, "save_atomic", save_then_signal)
+
+
+@pytest.mark.slow
+def test_two_sources_validate_per_source_and_resume_exactly(two_sources, tmp_path, monkeypatch, capsys):
+    from docrec.engine.trainer import train
+
+    sources = _sources(*two_sources)  # 3 + 3 training pages: epochs of 6 draws, 3 steps of 2 pages
+    metrics = train(_with_sources(TINY, sources), tmp_path / "full")
+    out = capsys.readouterr().out
+    assert "2 sources: epochs of 6 draws" in out and "source    alpha: 3 train / 1 val pages, weight 3 (75% of" in out
+    assert metrics["val/ema/n_pages"] == 2
+    assert metrics["val/ema/alpha/n_pages"] == metrics["val/ema/beta/n_pages"] == 1
+    ea = EventAccumulator(str(tmp_path / "full" / "tb"), size_guidance={"scalars": 0})
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    for name in ("alpha", "beta"):
+        for metric in ("det_f1", "cer", "e2e_f1", "seg_miou"):
+            assert f"val/ema/{name}/{metric}" in tags
+    assert {"val/ema/det_f1", "val/ema/cer"} <= tags  # the overall figures keep their tags (monitor)
+    assert [e.step for e in ea.Scalars("val/ema/beta/det_f1")] == [3]
+
+    # Stopped inside the first epoch (after 2 of its 3 batches), resumed to step 3.
+    with monkeypatch.context() as m:
+        _stop_after(m, 2)
+        train(_with_sources(TINY, sources), tmp_path / "part")
+    state = ckpt.load(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (2, 0, 2)
+    train(_with_sources([*TINY, f"resume={tmp_path / 'part'}"], sources), tmp_path / "part")
+    assert "resumed at step 2" in capsys.readouterr().out
+    a = ckpt.load(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = ckpt.load(tmp_path / "part" / "checkpoints" / "last.pt")
+    for key in ("model", "ema"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs after resume"
+
+    # evaluate.py reads every source's validation pages: a table over all, then one per source.
+    listed = ", ".join(f"{{name: {s['name']}, path: '{s['path']}', val_path: '{s['val_path']}'}}" for s in sources)
+    proc = subprocess.run([sys.executable, "scripts/evaluate.py", f"checkpoint={tmp_path / 'full'}",
+                           f"hydra.run.dir={tmp_path / 'eval'}", "data.num_workers=0", f"data.sources=[{listed}]"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "\nsource alpha\nmetric" in proc.stdout and "\nsource beta\nmetric" in proc.stdout
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert summary["n_pages"] == 2 and {k: v["n_pages"] for k, v in summary["sources"].items()} == {"alpha": 1,
+                                                                                                   "beta": 1}
+    assert summary["n_gt_lines"] == sum(v["n_gt_lines"] for v in summary["sources"].values())
