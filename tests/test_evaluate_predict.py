@@ -12,10 +12,13 @@ from pathlib import Path
 
 import cv2
 import pytest
+from lxml import etree
 
 from docrec.engine.trainer import train
 from docrec.formats import load
 from tests.conftest import REALDATA, REPO, compose_cfg, make_toy_pages
+from tests.test_alto_write import SCHEMA as ALTO_SCHEMA
+from tests.test_pagexml_write import SCHEMA as PAGE_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +132,9 @@ def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):
         assert [(ln.id, ln.text, ln.kind, ln.region) for ln in page.lines] == [
             (ln["id"], ln["text"], ln["type"], ln["region"]) for ln in record["lines"]]
         assert [(ln.text, ln.kind) for ln in alto_page.lines] == [(ln.text, ln.kind) for ln in page.lines]
+        if PAGE_SCHEMA is not None:  # what Transkribus, eScriptorium and kraken are handed validates
+            PAGE_SCHEMA.assertValid(etree.parse(str(out / f"{stem}.xml")))
+            ALTO_SCHEMA.assertValid(etree.parse(str(out / f"{stem}.alto.xml")))
         for ln, rec in zip(page.lines, record["lines"]):
             assert len(ln.polygon) == len(rec["polygon"])
             # PAGE-XML stores integer points.
