@@ -85,9 +85,12 @@ def test_a_model_with_frozen_norm_trains_on_a_batch():
     charset = Charset.build(["hi 42", "cat", "Ok go", "box 7", "zap"])
     model = build_model({**TINY, "backbone": {**TINY["backbone"], "norm": "frozen", "frozen_stages": 1}}, charset)
     images, targets = batch(charset)
+    stats = {k: v.clone() for k, v in model.backbone.named_buffers() if "running" in k}
     losses = model.train()(images, targets)
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
+    assert model.backbone.conv1.weight.grad is None and model.seg_head.out.weight.grad is not None
+    assert all(torch.equal(v, stats[k]) for k, v in model.backbone.named_buffers() if "running" in k)
 
 
 def test_cpu_runs_are_told_their_measured_speed_and_eta():

@@ -13,7 +13,7 @@ from docrec.data.dataset import normalize
 from docrec.engine.runtime import Runtime
 from docrec.geometry import line_quads
 from docrec.metrics import ConfusionMatrix, PageEvaluator, corpus_cer
-from docrec.models.recognition import DECODERS
+from docrec.models.recognition import DECODER_LOSS, DECODERS
 from docrec.postprocess import estimate_baseline
 
 
@@ -78,8 +78,7 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
     # The configured decoder gives every metric; the other one is read too, for its CER (`cer_<decoder>`).
     # A decoder whose loss has weight 0 was never trained: it is not read.
     main = model.rec_head.decoder_kind
-    trained = {"attention": "rec" in model.rec_branches, "ctc": "ctc" in model.rec_branches}
-    decoders = (main, *(d for d in DECODERS if d != main and trained[d]))
+    decoders = (main, *(d for d in DECODERS if d != main and DECODER_LOSS[d] in model.rec_branches))
     region_kinds = list(model.region_kinds)
     total = _Tally(classes, decoders[1:], region_kinds)
     tallies = {name: _Tally(classes, decoders[1:], region_kinds) for name in dict.fromkeys(groups or ())}

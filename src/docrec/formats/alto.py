@@ -58,7 +58,7 @@ from docrec import __version__
 from docrec.formats import ReadOptions, box_polygon, integer_polygon, iter_files, relative_image
 from docrec.formats.ids import document_ids, report
 from docrec.formats.xml import (
-    NOT_XML,
+    confidence_value,
     describe,
     integer,
     nest_lines,
@@ -68,6 +68,7 @@ from docrec.formats.xml import (
     q,
     split_tag,
     write_xml,
+    xml_value,
 )
 from docrec.pages import DataError, Line, Page, Point, Region, polygon_area, resolve_image
 
@@ -217,11 +218,7 @@ def write(page: Page, out_path: str | Path, image_name: str | None = None,
     src = page.source or "<memory>"
 
     def xml(value: str, element: str, what: str) -> str:
-        bad = NOT_XML.search(value)
-        if bad:
-            raise DataError(f"{src}: {element}: {what} holds {bad.group()!r}, which XML cannot represent "
-                            f"(writing {out})")
-        return value
+        return xml_value(value, f"{src}: {element}", what)
 
     blocks = nest_lines(page, "_block")
     own_blocks = blocks[len(page.regions):]
@@ -292,7 +289,7 @@ def write(page: Page, out_path: str | Path, image_name: str | None = None,
                 attrs["BASELINE"] = _points(line.baseline)
             line_el = SubElement(block_el, "TextLine", attrs)
             SubElement(SubElement(line_el, "Shape"), "Polygon", {"POINTS": _points(polygon)})
-            wc = {} if line.confidence is None else {"WC": _confidence_value(line.confidence, src, element)}
+            wc = {} if line.confidence is None else {"WC": confidence_value(line.confidence, f"{src}: {element}")}
             for i, word in enumerate(xml(line.text, element, "text").split(" ")):
                 if i:
                     SubElement(line_el, "SP")
@@ -315,12 +312,6 @@ def _numbered(keys: dict[tuple[str, str], None]) -> Iterator[tuple[str, int]]:
 
 def _tagrefs(tag_ids: dict[tuple[str, str], str], category: str, kind: str, label: str | None) -> dict[str, str]:
     return {"TAGREFS": " ".join(tag_ids[key] for key in _tag_keys(category, kind, label))}
-
-
-def _confidence_value(value: float, source: str, element: str) -> str:
-    if not 0.0 <= value <= 1.0:  # also NaN; a Page checks it, but pages can be changed after
-        raise DataError(f"{source}: {element}: confidence {value!r} is outside [0, 1]")
-    return f"{value:.4g}"
 
 
 def _rounded(pts: list[Point], page: Page) -> list[Point]:

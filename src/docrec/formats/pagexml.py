@@ -49,7 +49,7 @@ from docrec import __version__
 from docrec.formats import ReadOptions, integer_polygon, iter_files, relative_image
 from docrec.formats.ids import document_ids, report
 from docrec.formats.xml import (
-    NOT_XML,
+    confidence_value,
     describe,
     integer,
     nest_lines,
@@ -58,6 +58,7 @@ from docrec.formats.xml import (
     q,
     split_tag,
     write_xml,
+    xml_value,
 )
 from docrec.pages import KINDS, DataError, Line, Page, Point, Region, resolve_image
 
@@ -317,7 +318,7 @@ def write(page: Page, out_path: str | Path, image_name: str | None = None,
                 SubElement(line_el, "Baseline", {"points": _points(line.baseline, page, area=False)})
             equiv = SubElement(line_el, "TextEquiv")
             if line.confidence is not None:
-                equiv.set("conf", _conf(line.confidence, page, line.id))
+                equiv.set("conf", confidence_value(line.confidence, f"{page.source or '<memory>'}: line {line.id!r}"))
             SubElement(equiv, "Unicode").text = _xml_text(line.text, page, where)
     return write_xml(root, out)
 
@@ -337,17 +338,7 @@ def _custom(index: int, kind: str, label: str | None, order: int | None, page: P
 
 
 def _xml_text(text: str, page: Page, element: str) -> str:
-    bad = NOT_XML.search(text)
-    if bad:
-        raise DataError(f"{page.source or '<memory>'}: {element}: text holds {bad.group()!r}, "
-                        "which XML cannot represent")
-    return text
-
-
-def _conf(value: float, page: Page, line_id: str) -> str:
-    if not 0.0 <= value <= 1.0:
-        raise DataError(f"{page.source or '<memory>'}: line {line_id!r}: confidence {value!r} is outside [0, 1]")
-    return f"{value:.4g}"
+    return xml_value(text, f"{page.source or '<memory>'}: {element}")
 
 
 def _points(pts: list[Point], page: Page, area: bool = True) -> str:

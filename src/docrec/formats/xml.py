@@ -122,6 +122,22 @@ def parse_root(file: Path, name: str, namespaces: tuple[str, ...], label: str):
     return root, ns
 
 
+def xml_value(value: str, where: str, what: str = "text") -> str:
+    """``value`` unchanged, or DataError naming ``where`` when it holds a character XML cannot."""
+    bad = NOT_XML.search(value)
+    if bad:
+        raise DataError(f"{where}: {what} holds {bad.group()!r}, which XML cannot represent")
+    return value
+
+
+def confidence_value(value: float, where: str) -> str:
+    """A confidence as written (4 significant digits); DataError naming ``where`` outside [0, 1] or NaN
+    (a Page checks it, but pages can be changed after)."""
+    if not 0.0 <= value <= 1.0:
+        raise DataError(f"{where}: confidence {value!r} is outside [0, 1]")
+    return f"{value:.4g}"
+
+
 def nest_lines(page: Page, suffix: str) -> list[tuple[Region, list[Line]]]:
     """Regions in page order with their lines, then for each region-less line a region of its own
     (id ``<line id><suffix>``, the line's polygon and kind): PAGE and ALTO nest every line in one."""

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from docrec.geometry import line_quads
 from docrec.models.charset import Charset
 from docrec.models.fpn import FusedFPN
-from docrec.models.recognition import RecognitionHead
+from docrec.models.recognition import DECODER_LOSS, RecognitionHead
 from docrec.models.roi import jitter_quads
 from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
 from docrec.models.stochastic_depth import StochasticDepthResNet
@@ -56,7 +56,7 @@ class DocRecModel(nn.Module):
         self.rec_branches = tuple(k for k in ("rec", "ctc") if self.loss_weights[k] != 0)
         if not self.rec_branches:
             raise ValueError("loss_weights.rec and loss_weights.ctc are both 0: nothing would learn to read")
-        branch = {"attention": "rec", "ctc": "ctc"}[rec_head.decoder_kind]
+        branch = DECODER_LOSS[rec_head.decoder_kind]
         if branch not in self.rec_branches:
             raise ValueError(f"recognition.decoder={rec_head.decoder_kind} reads with a head that does not train "
                              f"(loss_weights.{branch}=0)")

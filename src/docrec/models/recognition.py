@@ -12,6 +12,8 @@ from docrec.models.roi import sample_quads
 
 #: How a line is read at inference: the attention decoder (greedy) or the CTC head (one parallel pass).
 DECODERS = ("attention", "ctc")
+#: The loss (``loss_weights`` key) that trains each decoder.
+DECODER_LOSS = {"attention": "rec", "ctc": "ctc"}
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
