@@ -85,3 +85,41 @@ def test_shrinking_still_averages_each_footprint():
     out = build_augment(None, long_side=32, train=False)(image=img)["image"][..., 0].astype(int)
     # Each output pixel covers 3x3 input pixels: 5 or 4 of the 9 are white (a point sample is 0 or 255).
     np.testing.assert_allclose(out, np.where(np.indices((32, 32)).sum(0) % 2, 5, 4) * 255 / 9, atol=1)
+
+
+def _lines_inside(out, n_lines: int) -> int:
+    h, w = out["image"].shape[:2]
+    kp = np.asarray(out["keypoints"], np.float32).reshape(n_lines, 4, 2)
+    return int(((kp >= 0).all(axis=(1, 2)) & (kp[..., 0] <= w).all(1) & (kp[..., 1] <= h).all(1)).sum())
+
+
+def test_text_dense_crop_keeps_the_window_with_the_most_whole_lines():
+    # A 1000-px page with ten lines in its lower third: a uniform 200-px band misses them most of the time.
+    img = np.full((1000, 300, 3), 255, np.uint8)
+    polys = [np.array([[20, y], [280, y], [280, y + 16], [20, y + 16]], np.float32) for y in range(700, 1000, 30)]
+    boxes = np.array([[*p.min(0) / [300, 1000], *p.max(0) / [300, 1000]] for p in polys])
+    counts = {}
+    for tries in (1, 8):
+        aug = build_augment({"enabled": False}, long_side=1000, crop=(200, 300), train=True, crop_tries=tries)
+        found = []
+        for seed in range(40):
+            aug.set_random_seed(seed)
+            out = aug(image=img, keypoints=np.concatenate(polys), line_boxes=boxes)
+            found.append(_lines_inside(out, len(polys)))
+        counts[tries] = found
+    assert np.mean(counts[8]) > 2 * np.mean(counts[1])
+    # Windows that miss the text become rare: a window misses only when all eight draws do.
+    assert counts[8].count(0) < counts[1].count(0) / 2
+    # One try is RandomCrop itself: the same windows as before the option existed.
+    plain = build_augment({"enabled": False}, long_side=1000, crop=(200, 300), train=True)
+    plain.set_random_seed(3)
+    dense1 = build_augment({"enabled": False}, long_side=1000, crop=(200, 300), train=True, crop_tries=1)
+    dense1.set_random_seed(3)
+    a = plain(image=img, keypoints=np.concatenate(polys))
+    b = dense1(image=img, keypoints=np.concatenate(polys), line_boxes=boxes)
+    np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_text_dense_crop_refuses_zero_tries():
+    with pytest.raises(ValueError, match="tries"):
+        build_augment({"enabled": False}, long_side=100, crop=(32, 32), train=True, crop_tries=0)

@@ -57,6 +57,11 @@ def test_another_architecture_is_refused_naming_the_keys():
     with pytest.raises(ConfigError, match=r"model.backbone.name: resnet34 \(checkpoint\) vs resnet18 \(this run\)"):
         check_architecture("run/last.pt", ckpt, TINY)
     check_architecture("run/last.pt", TINY, {**TINY, "postprocess": {"min_score": 0.1}})
+    # A checkpoint from before model.neck existed used the FPN neck: refused for a light-neck run, taken by an fpn one.
+    legacy = {k: v for k, v in TINY.items() if k != "neck"}
+    with pytest.raises(ConfigError, match=r"model.neck: fpn \(checkpoint\) vs light"):
+        check_architecture("run/last.pt", legacy, {**TINY, "neck": "light"})
+    check_architecture("run/last.pt", legacy, {**TINY, "neck": "fpn"})
     old = tiny(OLD)
     other = build_model({**TINY, "fpn_channels": 32, "region_kinds": ["form_field"]}, OLD)
     with pytest.raises(ConfigError, match="tensor neck.*has shape"):

@@ -15,7 +15,7 @@ from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
 from docrec.metrics import corpus_cer
 from docrec.models import Charset, DocRecModel, build_model
-from docrec.models.fpn import FusedFPN
+from docrec.models.fpn import FusedFPN, LightFPN
 from docrec.models.roi import jitter_quads, quad_grid, quad_size, roi_widths, sample_quads
 
 KINDS = ["printed", "handwritten", "form_field"]
@@ -156,10 +156,41 @@ def test_quad_growth_makes_boxes_looser_about_their_centre():
     torch.testing.assert_close(grown.mean(dim=1), quad.mean(dim=1))
 
 
-def test_fused_map_has_stride_four():
-    neck = FusedFPN({"c2": 64, "c3": 128, "c4": 256, "c5": 512}, channels=32)
+@pytest.mark.parametrize("neck_cls", [FusedFPN, LightFPN])
+def test_fused_map_has_stride_four(neck_cls):
+    neck = neck_cls({"c2": 64, "c3": 128, "c4": 256, "c5": 512}, channels=32)
     feats = {f"c{i}": torch.randn(1, c, 128 // 2**i, 96 // 2**i) for i, c in zip(range(2, 6), (64, 128, 256, 512))}
     assert neck(feats).shape == (1, 32, 32, 24)
+
+
+def test_light_neck_costs_a_third_of_the_fpn_and_every_level_reaches_the_map():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    chans = {"c2": 256, "c3": 512, "c4": 1024, "c5": 2048}  # ResNet-50
+    feats = {k: torch.randn(1, c, 256 // 2**i, 256 // 2**i) for i, (k, c) in enumerate(chans.items())}
+    flops = {}
+    for cls in (FusedFPN, LightFPN):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            cls(chans, 256)(feats)
+        flops[cls] = fc.get_total_flops()
+    assert flops[LightFPN] < 0.4 * flops[FusedFPN]
+    # C5 (page context) changes the stride-4 map: a level's quarter of the channels is its own.
+    neck = LightFPN(chans, 256).eval()
+    with torch.no_grad():
+        base = neck(feats)
+        moved = neck({**feats, "c5": feats["c5"] + 1.0})
+    assert not torch.allclose(base[:, :64], moved[:, :64])
+
+
+def test_neck_option_and_legacy_checkpoints(charset):
+    cfg = OmegaConf.to_container(OmegaConf.load(DEFAULT_CFG))
+    cfg["backbone"]["name"] = "resnet18"
+    assert cfg["neck"] == "light" and isinstance(build_model(cfg, charset).neck, LightFPN)
+    # A model config saved before the option has no ``neck``: it was the FPN.
+    del cfg["neck"]
+    assert isinstance(build_model(cfg, charset).neck, FusedFPN)
+    with pytest.raises(ValueError, match="model.neck"):
+        build_model({**cfg, "neck": "bifpn"}, charset)
 
 
 # --- building, losses, predictions -----------------------------------------------------

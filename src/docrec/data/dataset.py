@@ -76,13 +76,14 @@ class PageDataset(Dataset):
     def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
                  augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
                  max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0, strict: bool = True,
-                 region_kinds: Sequence[str] = ()) -> None:
+                 region_kinds: Sequence[str] = (), crop_tries: int = 1) -> None:
         self.pages = list(pages)
         self.charset, self.kinds, self.train = charset, list(kinds), train
         self.region_kinds = list(region_kinds)
         self.max_len, self.max_pixels, self.seed, self.epoch = max_len, max_pixels, seed, 0
         self.long_side, self.strict = long_side, strict
-        self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train)
+        self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train,
+                                 crop_tries=crop_tries)
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws each epoch (call before iterating, like DistributedSampler)."""
@@ -113,7 +114,10 @@ class PageDataset(Dataset):
         # LongestMaxSize's factor, which then has nothing left to do: scale the points alike.
         pts *= max(img.shape[:2]) / max(page.width, page.height)
         self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)
-        out = self.aug(image=img, keypoints=pts)
+        # Each line's box as shares of the page, for the text-dense crop.
+        line_boxes = np.array([[*np.min(ln.polygon, 0), *np.max(ln.polygon, 0)] for ln in page.lines],
+                              np.float64).reshape(-1, 4) / [page.width, page.height, page.width, page.height]
+        out = self.aug(image=img, keypoints=pts, line_boxes=line_boxes)
         image, kp = out["image"], np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
         h, w = image.shape[:2]
         holes = erased_holes(out.get("applied_transforms", ()))

@@ -95,7 +95,8 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     kinds = list(data_cfg.kinds)
     regions = list(data_cfg.get("region_kinds") or [])
     train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
-                           data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
+                           data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions,
+                           crop_tries=data_cfg.get("crop_tries", 1))
     val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
                          data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
     if splits.sources:

@@ -25,10 +25,12 @@ from docrec.models.charset import Charset, normalize
 
 #: Model settings that change the shape or meaning of weights (``model.<key>``).
 ARCHITECTURE_KEYS = (
-    "backbone.name", "fpn_channels", "segmentation.hidden", "recognition.d_model", "recognition.nhead",
+    "backbone.name", "neck", "fpn_channels", "segmentation.hidden", "recognition.d_model", "recognition.nhead",
     "recognition.conv_layers", "recognition.encoder_layers", "recognition.decoder_layers",
     "recognition.dim_feedforward", "recognition.roi_height", "recognition.max_len",
 )
+#: What a key missing from a checkpoint's model config meant when it was written.
+LEGACY_DEFAULTS = {"neck": "fpn"}
 #: Tensors with one row per charset symbol.
 VOCAB_TENSORS = ("rec_head.embed.weight", "rec_head.classifier.weight", "rec_head.classifier.bias",
                  "rec_head.ctc_head.weight", "rec_head.ctc_head.bias")
@@ -74,7 +76,7 @@ def check_architecture(source: str, ckpt_model: Mapping, run_model: Mapping) -> 
     """Refuse a checkpoint whose model settings differ from the run's in a weight-shaping key."""
     diffs = []
     for key in ARCHITECTURE_KEYS:
-        a, b = _select(ckpt_model, key), _select(run_model, key)
+        a, b = (LEGACY_DEFAULTS.get(key) if v is None else v for v in (_select(ckpt_model, key), _select(run_model, key)))
         if a != b:
             diffs.append(f"model.{key}: {a} (checkpoint) vs {b} (this run)")
     if diffs:

@@ -1,4 +1,11 @@
-"""The training loop: one function, readable top to bottom (nanoGPT-style)."""
+"""Training: :func:`build_run` sets a run up, :func:`optimizer_step` takes one step,
+:func:`validate` measures and keeps the best checkpoints, and :func:`train` is the loop.
+
+A :class:`Run` holds what one training run needs; :meth:`Run.checkpoint` is what a checkpoint
+saves and :func:`restore` what ``resume`` reads back (the weights, EMA, optimizer, schedule,
+scaler, top-k list, :class:`Progress` counters and RNG states). ``init_from`` reads weights only
+(:func:`init_weights`), so a fine-tune starts at step 0 with a fresh optimizer.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import resource
 import signal
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,12 +29,19 @@ from docrec.data.dataset import normalize
 from docrec.engine import checkpoint as ckpt
 from docrec.engine import tb
 from docrec.engine.config import abs_path, check_config
-from docrec.engine.data import load_splits, make_loaders
+from docrec.engine.data import PageSplits, load_splits, make_loaders
 from docrec.engine.init_from import apply_init, grow_charset
 from docrec.engine.precise_bn import recalibrate_bn
-from docrec.engine.runtime import all_reduce_mean, broadcast_str, cpu_speed_note, seed_everything, setup
+from docrec.engine.runtime import (
+    Runtime,
+    all_reduce_mean,
+    broadcast_str,
+    cpu_speed_note,
+    seed_everything,
+    setup,
+)
 from docrec.engine.validate import run_validation
-from docrec.models import build_model
+from docrec.models import DocRecModel, build_model
 from docrec.models.charset import Charset
 
 log = logging.getLogger("docrec")
@@ -88,21 +103,88 @@ def _peak_mem_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
-    """Train per ``cfg``, writing checkpoints and TensorBoard events under ``run_dir``; returns final metrics."""
+@dataclass
+class Progress:
+    """Where a run stands: the counters a checkpoint restores beside the weights and optimizer state."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch already trained (the sampler skips them on resume)
+    skipped_steps: int = 0  # non-finite steps skipped so far
+    best: float | None = None  # best value of trainer.monitor
+    stale_vals: int = 0  # validations without improvement (early stopping)
+    bad_steps: int = 0  # non-finite steps in a row (not saved: a resumed run starts from a good step)
+
+    SAVED = ("step", "epoch", "batch_in_epoch", "skipped_steps", "best", "stale_vals")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.SAVED}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Progress:
+        return cls(**{k: state[k] for k in cls.SAVED})
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; :meth:`checkpoint` is what ``last.pt`` / ``best.pt`` save."""
+
+    cfg: DictConfig
+    rt: Runtime
+    run_dir: Path
+    splits: PageSplits
+    charset: Charset
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    sampler: torch.utils.data.Sampler
+    raw: DocRecModel  # the model itself (``model`` is its DDP wrapper when distributed)
+    model: torch.nn.Module
+    ema: ModelEmaV3 | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    topk: ckpt.TopK
+    writer: object | None = None  # TensorBoard SummaryWriter on the main rank
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def checkpoint(self) -> dict:
+        return {"model": self.raw.state_dict(), "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), **self.progress.to_dict(), "topk": self.topk.state_dict(),
+                "rng": ckpt.rng_state(), "charset": self.charset.to_dict(),
+                "config": OmegaConf.to_container(self.cfg, resolve=True)}
+
+    def save_last(self) -> Path | None:
+        return ckpt.save_atomic(self.checkpoint(), self.ckpt_dir / "last.pt") if self.rt.is_main else None
+
+
+@dataclass
+class StepStats:
+    """One optimizer step: mean losses over its micro-batches, total, gradient norm, pages and loader wait."""
+
+    losses: dict[str, float]
+    total: float
+    grad_norm: float
+    n_micro: int
+    pages: int
+    wait_s: float
+
+
+def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
+    """Data, charset, model (``init_from`` weights or a ``resume``d state), EMA, optimizer, writer."""
     check_config(cfg)
     rt = setup(cfg.trainer.device, cfg.trainer.precision, cfg.trainer.channels_last)
     run_dir = Path(broadcast_str(str(Path(run_dir).absolute()), rt))
-    ckpt_dir = run_dir / "checkpoints"
     seed_everything(cfg.seed + rt.rank, cfg.deterministic)
+    resume = ckpt.load(abs_path(str(cfg.resume))) if cfg.resume else None
+    # Resuming a fine-tune continues it; init_from only starts one.
+    init = ckpt.load(abs_path(str(cfg.init_from)), prefer="best") if not resume and cfg.get("init_from") else None
 
-    resume = init = None
-    if cfg.resume:
-        resume = ckpt.load(abs_path(str(cfg.resume)))
-    elif cfg.get("init_from"):  # resuming a fine-tune continues it; init_from only starts one
-        init = ckpt.load(abs_path(str(cfg.init_from)), prefer="best")
-
-    # ---- data (strict mode fails here, before anything is trained)
+    # Data first: strict mode fails here, before anything is built.
     splits = load_splits(cfg.data)
     texts = (ln.text for p in splits.train for ln in p.lines)
     if resume:
@@ -114,269 +196,321 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     train_loader, val_loader, sampler = make_loaders(splits, charset, cfg.data, cfg.augment, cfg.seed,
                                                      rt.rank, rt.world_size)
 
-    # ---- model, EMA, optimizer
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["kinds"] = list(cfg.data.kinds)
     model_cfg["region_kinds"] = list(cfg.data.get("region_kinds") or [])
     model_cfg["backbone"]["seed"] = cfg.seed
-    model = build_model(model_cfg, charset)
+    raw = build_model(model_cfg, charset)
     if init:
-        report = apply_init(model, init, str(cfg.init_from), cfg.get("init_weights", "ema"), model_cfg,
-                            OmegaConf.to_container(cfg.data, resolve=True), charset)
-        if rt.is_main:
-            print(f"docrec | init_from {cfg.init_from} ({cfg.get('init_weights', 'ema')} weights, step "
-                  f"{init['step']} of that run): {report.summary()}", flush=True)
-    model = model.to(rt.device)
+        init_weights(raw, init, cfg, model_cfg, charset, rt)
+    raw = raw.to(rt.device)
     if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = ModelEmaV3(model, decay=cfg.trainer.ema.decay, use_warmup=cfg.trainer.ema.warmup) \
+        raw = raw.to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(raw, decay=cfg.trainer.ema.decay, use_warmup=cfg.trainer.ema.warmup) \
         if cfg.trainer.ema.enabled else None
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(raw, cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim.min_lr_ratio))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-    topk = ckpt.TopK(ckpt_dir, cfg.trainer.save_top_k, cfg.trainer.monitor_mode)
-    step, epoch, batch_in_epoch, bad_steps, skipped_steps = 0, 0, 0, 0, 0
-    best, stale_vals = None, 0
+    run = Run(cfg, rt, run_dir, splits, charset, train_loader, val_loader, sampler, raw, raw, ema, optimizer,
+              scheduler, torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16"),
+              ckpt.TopK(run_dir / "checkpoints", cfg.trainer.save_top_k, cfg.trainer.monitor_mode))
     if resume:
-        model.load_state_dict(resume["model"])
-        if ema is not None and resume.get("ema") is not None:
-            ema.module.load_state_dict(resume["ema"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        topk.load_state_dict(resume["topk"])
-        step, epoch, batch_in_epoch = resume["step"], resume["epoch"], resume["batch_in_epoch"]
-        skipped_steps, best, stale_vals = resume["skipped_steps"], resume["best"], resume["stale_vals"]
-        ckpt.set_rng_state(resume["rng"])
+        restore(run, resume)
     if cfg.trainer.compile:
-        model.compile_regions()
-    raw = model
+        raw.compile_regions()
     if rt.distributed:
         # Dropped blocks leave parameters without gradients in some steps; a recognition branch
         # with loss weight 0 (e.g. the attention decoder in experiment=cpu) in every step.
-        model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                    find_unused_parameters=cfg.model.backbone.p_min < 1.0 or len(raw.rec_branches) < 2)
+        run.model = DDP(raw, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                        find_unused_parameters=cfg.model.backbone.p_min < 1.0 or len(raw.rec_branches) < 2)
+    if rt.is_main and cfg.logger.enabled:
+        run.writer = tb.open_writer(run_dir, cfg.logger.flush_secs)
+    return run
 
-    writer = tb.open_writer(run_dir, cfg.logger.flush_secs) if rt.is_main and cfg.logger.enabled else None
-    n_params = sum(p.numel() for p in raw.parameters())
-    schedule = raw.backbone.schedule()
+
+def init_weights(model: DocRecModel, init: dict, cfg: DictConfig, model_cfg: dict, charset: Charset, rt) -> None:
+    """``init_from``: the checkpoint's weights (grown to the run's charset and kinds); prints the load report."""
+    report = apply_init(model, init, str(cfg.init_from), cfg.get("init_weights", "ema"), model_cfg,
+                        OmegaConf.to_container(cfg.data, resolve=True), charset)
     if rt.is_main:
-        health = data_health(splits, charset)
-        _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resume is not None, step, health)
-        if writer is not None and step == 0:
-            writer.add_text("model/stochastic_depth_schedule", tb.schedule_table(schedule))
-            writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg) + "\n```")
-            for k, v in health.items():
-                writer.add_scalar(f"data/{k}", v, 0)
+        print(f"docrec | init_from {cfg.init_from} ({cfg.get('init_weights', 'ema')} weights, step "
+              f"{init['step']} of that run): {report.summary()}", flush=True)
 
-    def state() -> dict:
-        return {"model": raw.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "skipped_steps": skipped_steps, "best": best, "stale_vals": stale_vals, "topk": topk.state_dict(),
-                "rng": ckpt.rng_state(), "charset": charset.to_dict(),
-                "config": OmegaConf.to_container(cfg, resolve=True)}
 
-    def save_last() -> Path | None:
-        return ckpt.save_atomic(state(), ckpt_dir / "last.pt") if rt.is_main else None
+def restore(run: Run, state: dict) -> None:
+    """``resume``: weights, EMA, optimizer, schedule, scaler, top-k, counters and RNG exactly as saved."""
+    run.raw.load_state_dict(state["model"])
+    if run.ema is not None and state.get("ema") is not None:
+        run.ema.module.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.topk.load_state_dict(state["topk"])
+    run.progress = Progress.from_dict(state)
+    ckpt.set_rng_state(state["rng"])
 
-    def validate() -> dict[str, float]:
-        nonlocal best, stale_vals
-        metrics: dict[str, float] = {}
-        if rt.is_main and len(val_loader.dataset):
-            n_bn = cfg.trainer.precise_bn_batches
-            bn_data = list(itertools.islice(train_loader, n_bn)) if n_bn else []  # kept on the host until used
-            raw_model = raw if cfg.trainer.val_raw or ema is None else None
-            for name, m in (("raw", raw_model), ("ema", ema.module if ema is not None else None)):
-                if m is None:
-                    continue
-                if bn_data:
-                    with rt.autocast():
-                        recalibrate_bn(m, (_on_device(images, targets, rt) for images, targets, _ in bn_data))
-                res = run_validation(m, val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images,
-                                     groups=splits.val_source_names())
-                # Overall figures keep their tags (trainer.monitor, early stopping); each source's beside them.
-                scalars = {f"val/{name}/{k}": v for k, v in res.metrics.items()}
-                for source, source_metrics in res.groups.items():
-                    scalars.update({f"val/{name}/{source}/{k}": v for k, v in source_metrics.items()})
-                metrics.update(scalars)
-                if writer is not None:
-                    for k, v in scalars.items():
-                        writer.add_scalar(k, v, step)
-                    for i, (img, gt, pred) in enumerate(res.samples):
-                        writer.add_image(f"val_{name}/page_{i}", tb.side_by_side(img, gt, pred), step,
-                                         dataformats="HWC")
-                    writer.add_text(f"val_{name}/lines", tb.lines_table(res.text_pairs), step)
-            value = metrics.get(cfg.trainer.monitor)
-            if value is not None and not math.isnan(value):
-                delta = cfg.trainer.early_stop.min_delta
-                improved = best is None or (value > best + delta if cfg.trainer.monitor_mode == "max"
-                                            else value < best - delta)
-                stale_vals = 0 if improved else stale_vals + 1
-                snapshot = state()
-                if best is None or topk.better(value, best):
-                    best = value
-                    snapshot["best"] = best
-                    ckpt.save_atomic(snapshot, ckpt_dir / "best.pt")
-                topk.add(value, step, snapshot)
-            log.info("step %d validation: %s", step, _fmt(metrics))
-        if rt.distributed:
-            torch.distributed.barrier()
-        return metrics
 
-    # ---- the loop
-    stop = _StopFlag()
-    accum = cfg.trainer.grad_accum
-    bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not rt.is_main, dynamic_ncols=True,
-               desc="train")
+def validate(run: Run) -> dict[str, float]:
+    """Validate the raw and/or EMA weights (main rank), log them, keep best/top-k checkpoints."""
+    cfg, rt, pr = run.cfg, run.rt, run.progress
     metrics: dict[str, float] = {}
-    reason = "finished"
-    validated_at = -1
-    steps_run, t_speed = 0, 0.0
-    t_log, pages_since, wait_since, busy_since = time.perf_counter(), 0, 0.0, 0.0
-    model.train()
+    if rt.is_main and len(run.val_loader.dataset):
+        n_bn = cfg.trainer.precise_bn_batches
+        bn_data = list(itertools.islice(run.train_loader, n_bn)) if n_bn else []  # kept on the host until used
+        models = {"raw": run.raw if cfg.trainer.val_raw or run.ema is None else None,
+                  "ema": run.ema.module if run.ema is not None else None}
+        for name, m in models.items():
+            if m is None:
+                continue
+            if bn_data:
+                with rt.autocast():
+                    recalibrate_bn(m, (_on_device(images, targets, rt) for images, targets, _ in bn_data))
+            res = run_validation(m, run.val_loader, rt, list(cfg.data.kinds), cfg.trainer.num_val_images,
+                                 groups=run.splits.val_source_names())
+            # Overall figures keep their tags (trainer.monitor, early stopping); each source's beside them.
+            scalars = {f"val/{name}/{k}": v for k, v in res.metrics.items()}
+            for source, source_metrics in res.groups.items():
+                scalars.update({f"val/{name}/{source}/{k}": v for k, v in source_metrics.items()})
+            metrics.update(scalars)
+            if run.writer is not None:
+                for k, v in scalars.items():
+                    run.writer.add_scalar(k, v, pr.step)
+                for i, (img, gt, pred) in enumerate(res.samples):
+                    run.writer.add_image(f"val_{name}/page_{i}", tb.side_by_side(img, gt, pred), pr.step,
+                                         dataformats="HWC")
+                run.writer.add_text(f"val_{name}/lines", tb.lines_table(res.text_pairs), pr.step)
+        value = metrics.get(cfg.trainer.monitor)
+        if value is not None and not math.isnan(value):
+            delta = cfg.trainer.early_stop.min_delta
+            improved = pr.best is None or (value > pr.best + delta if cfg.trainer.monitor_mode == "max"
+                                           else value < pr.best - delta)
+            pr.stale_vals = 0 if improved else pr.stale_vals + 1
+            snapshot = run.checkpoint()
+            if pr.best is None or run.topk.better(value, pr.best):
+                pr.best = snapshot["best"] = value
+                ckpt.save_atomic(snapshot, run.ckpt_dir / "best.pt")
+            run.topk.add(value, pr.step, snapshot)
+        log.info("step %d validation: %s", pr.step, _fmt(metrics))
+    if rt.distributed:
+        torch.distributed.barrier()
+    return metrics
+
+
+def optimizer_step(run: Run, batches) -> StepStats | None:
+    """Forward/backward over ``trainer.grad_accum`` micro-batches of ``batches``, then one optimizer step.
+
+    None when the epoch ended before a micro-batch. A non-finite step is skipped (the weights
+    stay); ``trainer.max_bad_steps`` of them in a row stop the run.
+    """
+    cfg, rt, pr, raw = run.cfg, run.rt, run.progress, run.raw
+    accum = cfg.trainer.grad_accum
+    losses_sum: dict[str, torch.Tensor] = {}
+    n_micro = pages = 0
+    wait = 0.0
+    run.optimizer.zero_grad(set_to_none=True)
+    for micro in range(accum):
+        tw = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        wait += time.perf_counter() - tw
+        images, targets = _on_device(batch[0], batch[1], rt)
+        raw.set_step(pr.step)  # same drop decisions on every rank and micro-batch of this step
+        sync = run.model.no_sync() if rt.distributed and micro < accum - 1 else nullcontext()
+        try:
+            with sync, rt.autocast():
+                losses = run.model(images, targets)
+                loss = sum(losses.values()) / accum
+            run.scaler.scale(loss).backward()
+        except torch.OutOfMemoryError:
+            raise TrainingError(
+                f"out of GPU memory at step {pr.step} with data.batch_size={cfg.data.batch_size} and "
+                f"data.long_side={cfg.data.long_side} (crop {cfg.data.crop}); lower them (or raise "
+                f"trainer.grad_accum). The last checkpoint is kept in {run.ckpt_dir}") from None
+        for k, v in losses.items():
+            losses_sum[k] = losses_sum.get(k, 0.0) + v.detach()
+        n_micro += 1
+        pages += images.shape[0] * rt.world_size
+    if n_micro == 0:
+        return None
+    run.scaler.unscale_(run.optimizer)
+    clip = cfg.optim.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip if clip else float("inf"))
+    # One device-to-host transfer per step: the skip decision needs these values anyway.
+    *loss_vals, grad_norm = torch.stack([*(v.float() for v in losses_sum.values()), grad_norm.float()]).tolist()
+    total = sum(loss_vals) / n_micro
+    if (math.isfinite(total) and math.isfinite(grad_norm)) or run.scaler.is_enabled():
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(raw, step=pr.step)
+        pr.bad_steps = 0
+    else:
+        pr.skipped_steps += 1
+        pr.bad_steps += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        log.warning("step %d: non-finite loss or gradients (loss=%s), step skipped", pr.step, total)
+        if pr.bad_steps >= cfg.trainer.max_bad_steps:
+            last = run.ckpt_dir / "last.pt"
+            raise TrainingError(
+                f"{pr.bad_steps} non-finite steps in a row (last at step {pr.step}); stopping. Last good "
+                f"checkpoint: {last if last.exists() else 'none written yet'}")
+    pr.step += 1
+    pr.batch_in_epoch += n_micro
+    return StepStats({k: v / n_micro for k, v in zip(losses_sum, loss_vals)}, total, grad_norm, n_micro, pages, wait)
+
+
+class Meter:
+    """Throughput between two logged steps: pages, time busy in steps, time waiting for the loader."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.pages, self.wait, self.busy = time.perf_counter(), 0, 0.0, 0.0
+
+    def add(self, stats: StepStats, seconds: float) -> None:
+        self.pages += stats.pages
+        self.wait += stats.wait_s
+        self.busy += seconds
+
+
+class SpeedNote:
+    """On a CPU with a GPU-sized config: after the first step (allocation, warm-up), time
+    ``SPEED_STEPS`` steps of this process and print the measured speed, the ETA and what to use instead."""
+
+    def __init__(self) -> None:
+        self.steps, self.t0 = 0, 0.0
+
+    def tick(self, run: Run, bar: tqdm) -> None:
+        self.steps += 1
+        if self.steps == 1:
+            self.t0 = time.perf_counter()
+        elif self.steps == 1 + SPEED_STEPS and run.rt.is_main:
+            note = cpu_speed_note(run.rt, (time.perf_counter() - self.t0) / SPEED_STEPS,
+                                  run.cfg.trainer.max_steps - run.progress.step)
+            if note:
+                bar.write(note)
+                log.info(note)
+
+
+def log_step(run: Run, stats: StepStats, meter: Meter, bar: tqdm) -> None:
+    """Progress bar and TensorBoard scalars of the step just taken; resets the meter."""
+    step, rt = run.progress.step, run.rt
+    loss = all_reduce_mean(torch.tensor(stats.total, device=rt.device), rt).item()
+    rate = meter.pages / max(time.perf_counter() - meter.t0, 1e-9)
+    bar.set_postfix(loss=f"{loss:.3f}", pages_s=f"{rate:.1f}")
+    if (w := run.writer) is not None:
+        w.add_scalar("train/loss", loss, step)
+        for k, v in stats.losses.items():
+            w.add_scalar(f"train/loss_{k}", v, step)
+        w.add_scalar("train/lr", run.scheduler.get_last_lr()[0], step)
+        w.add_scalar("train/grad_norm", stats.grad_norm, step)
+        w.add_scalar("train/pages_per_s", rate, step)
+        w.add_scalar("train/data_wait_share", meter.wait / max(meter.busy, 1e-9), step)
+        w.add_scalar("train/peak_mem_gib", _peak_mem_gib(rt.device), step)
+        w.add_scalar("train/effective_depth", run.raw.backbone.effective_depth, step)
+        w.add_scalar("train/skipped_steps", run.progress.skipped_steps, step)
+    meter.reset()
+
+
+def _agree_to_stop(run: Run, stop: _StopFlag) -> None:
+    """DDP: ranks stop at the same step (a signal may reach them at different times; early
+    stopping is decided on rank 0), or the others hang in the next all-reduce."""
+    code = 0 if stop.signal is None else (_EARLY if stop.signal == -1 else stop.signal)
+    flag = torch.tensor([code], device=run.rt.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if stop.signal is None and int(flag) != 0:
+        stop.signal = -1 if int(flag) == _EARLY else int(flag)
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
+    """Train per ``cfg``, writing checkpoints and TensorBoard events under ``run_dir``; returns final metrics."""
+    run = build_run(cfg, run_dir)
+    pr, tr = run.progress, cfg.trainer
+    _announce(run, resumed=bool(cfg.resume))
+    stop, meter, metrics = _StopFlag(), Meter(), {}
+    bar = tqdm(total=tr.max_steps, initial=pr.step, disable=not run.rt.is_main, dynamic_ncols=True, desc="train")
+    reason, validated_at, speed = "finished", -1, SpeedNote()
+    run.model.train()
     try:
-        while step < cfg.trainer.max_steps:
-            if cfg.trainer.max_epochs is not None and epoch >= cfg.trainer.max_epochs:
+        while pr.step < tr.max_steps and stop.signal is None:
+            if tr.max_epochs is not None and pr.epoch >= tr.max_epochs:
                 break
-            sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
-            train_loader.dataset.set_epoch(epoch)
-            it = iter(train_loader)
-            done_epoch = False
-            while step < cfg.trainer.max_steps and stop.signal is None:
+            run.sampler.set_epoch(pr.epoch, skip=pr.batch_in_epoch * cfg.data.batch_size)
+            run.train_loader.dataset.set_epoch(pr.epoch)
+            batches = iter(run.train_loader)
+            while pr.step < tr.max_steps and stop.signal is None:
                 t0 = time.perf_counter()
-                losses_sum: dict[str, float] = {}
-                n_micro = 0
-                optimizer.zero_grad(set_to_none=True)
-                for micro in range(accum):
-                    tw = time.perf_counter()
-                    try:
-                        images, targets, _ = next(it)
-                    except StopIteration:
-                        done_epoch = True
-                        break
-                    wait_since += time.perf_counter() - tw
-                    images, targets = _on_device(images, targets, rt)
-                    raw.set_step(step)  # same drop decisions on every rank and micro-batch of this step
-                    sync = model.no_sync() if rt.distributed and micro < accum - 1 else nullcontext()
-                    try:
-                        with sync:
-                            with rt.autocast():
-                                losses = model(images, targets)
-                                loss = sum(losses.values()) / accum
-                            scaler.scale(loss).backward()
-                    except torch.OutOfMemoryError:
-                        raise TrainingError(
-                            f"out of GPU memory at step {step} with data.batch_size={cfg.data.batch_size} and "
-                            f"data.long_side={cfg.data.long_side} (crop {cfg.data.crop}); lower them (or raise "
-                            f"trainer.grad_accum). The last checkpoint is kept in {ckpt_dir}") from None
-                    for k, v in losses.items():
-                        losses_sum[k] = losses_sum.get(k, 0.0) + v.detach()
-                    n_micro += 1
-                    pages_since += images.shape[0] * rt.world_size
-                if n_micro == 0:
+                if (stats := optimizer_step(run, batches)) is None:
                     break
-                scaler.unscale_(optimizer)
-                clip = cfg.optim.grad_clip
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip if clip else float("inf"))
-                # One device-to-host transfer per step: the skip decision needs these values anyway.
-                *loss_vals, grad_norm = torch.stack([*(v.float() for v in losses_sum.values()), grad_norm.float()]).tolist()
-                losses_sum = dict(zip(losses_sum, loss_vals))
-                total = sum(loss_vals) / n_micro
-                finite = math.isfinite(total) and math.isfinite(grad_norm)
-                if finite or scaler.is_enabled():
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if ema is not None:
-                        ema.update(raw, step=step)
-                    bad_steps = 0
-                else:
-                    # Skipped: the weights stay as they were; N in a row stops the run.
-                    skipped_steps += 1
-                    bad_steps += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    log.warning("step %d: non-finite loss or gradients (loss=%s), step skipped", step, total)
-                    if bad_steps >= cfg.trainer.max_bad_steps:
-                        last = ckpt_dir / "last.pt"
-                        raise TrainingError(
-                            f"{bad_steps} non-finite steps in a row (last at step {step}); stopping. Last good "
-                            f"checkpoint: {last if last.exists() else 'none written yet'}")
-                step += 1
-                batch_in_epoch += n_micro
-                busy_since += time.perf_counter() - t0
+                meter.add(stats, time.perf_counter() - t0)
                 bar.update(1)
-                steps_run += 1  # in this process: the first step (allocation, warm-up) is not timed
-                if steps_run == 1:
-                    t_speed = time.perf_counter()
-                elif steps_run == 1 + SPEED_STEPS and rt.is_main:
-                    note = cpu_speed_note(rt, (time.perf_counter() - t_speed) / SPEED_STEPS,
-                                          cfg.trainer.max_steps - step)
-                    if note:
-                        bar.write(note)
-                        log.info(note)
-                if step % cfg.trainer.log_every == 0 or step == cfg.trainer.max_steps:
-                    dt = time.perf_counter() - t_log
-                    loss_t = all_reduce_mean(torch.tensor(total, device=rt.device), rt).item()
-                    rate = pages_since / max(dt, 1e-9)
-                    bar.set_postfix(loss=f"{loss_t:.3f}", pages_s=f"{rate:.1f}")
-                    if writer is not None:
-                        writer.add_scalar("train/loss", loss_t, step)
-                        for k, v in losses_sum.items():
-                            writer.add_scalar(f"train/loss_{k}", v / n_micro, step)
-                        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                        writer.add_scalar("train/grad_norm", grad_norm, step)
-                        writer.add_scalar("train/pages_per_s", rate, step)
-                        writer.add_scalar("train/data_wait_share", wait_since / max(busy_since, 1e-9), step)
-                        writer.add_scalar("train/peak_mem_gib", _peak_mem_gib(rt.device), step)
-                        writer.add_scalar("train/effective_depth", raw.backbone.effective_depth, step)
-                        writer.add_scalar("train/skipped_steps", skipped_steps, step)
-                    t_log, pages_since, wait_since, busy_since = time.perf_counter(), 0, 0.0, 0.0
-                if step % cfg.trainer.val_every == 0 and step < cfg.trainer.max_steps:
-                    metrics, validated_at = validate(), step
-                    if cfg.trainer.early_stop.enabled and stale_vals >= cfg.trainer.early_stop.patience:
-                        reason = f"early stop: {cfg.trainer.monitor} did not improve in {stale_vals} validations"
+                speed.tick(run, bar)
+                if pr.step % tr.log_every == 0 or pr.step == tr.max_steps:
+                    log_step(run, stats, meter, bar)
+                if pr.step % tr.val_every == 0 and pr.step < tr.max_steps:
+                    metrics, validated_at = validate(run), pr.step
+                    if tr.early_stop.enabled and pr.stale_vals >= tr.early_stop.patience:
+                        reason = f"early stop: {tr.monitor} did not improve in {pr.stale_vals} validations"
                         stop.signal = -1
-                if rt.distributed:
-                    # Ranks must stop at the same step (a signal may reach them at different times;
-                    # early stopping is decided on rank 0), or the others hang in the next all-reduce.
-                    code = 0 if stop.signal is None else (_EARLY if stop.signal == -1 else stop.signal)
-                    flag = torch.tensor([code], device=rt.device)
-                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                    if stop.signal is None and int(flag) != 0:
-                        stop.signal = -1 if int(flag) == _EARLY else int(flag)
-                if step % cfg.trainer.ckpt_every == 0:
-                    save_last()
-            if stop.signal is not None:
-                break
-            if done_epoch:
-                epoch, batch_in_epoch = epoch + 1, 0
-                save_last()
+                if run.rt.distributed:
+                    _agree_to_stop(run, stop)
+                if pr.step % tr.ckpt_every == 0:
+                    run.save_last()
+            else:
+                continue  # max_steps reached or a stop signal: the outer test ends the loop
+            pr.epoch, pr.batch_in_epoch = pr.epoch + 1, 0  # the loader ran dry: the epoch is done
+            run.save_last()
         if stop.signal is not None and stop.signal != -1:
             reason = f"stopped by {signal.Signals(stop.signal).name}"
-            path = save_last()
-            if rt.is_main:
-                log.warning("%s at step %d: checkpoint saved to %s; continue with resume=%s", reason, step, path,
-                            run_dir)
+            path = run.save_last()
+            if run.rt.is_main:
+                log.warning("%s at step %d: checkpoint saved to %s; continue with resume=%s", reason, pr.step,
+                            path, run.run_dir)
         else:
-            if validated_at != step:
-                metrics = validate()
-            save_last()
+            if validated_at != pr.step:
+                metrics = validate(run)
+            run.save_last()
     finally:
         bar.close()
         stop.restore()
-        if writer is not None:
-            final = {f"hparam/{k.replace('/', '_')}": v for k, v in metrics.items()
-                     if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "seg_miou")}
-            hp = {"p_min": cfg.model.backbone.p_min, "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size,
-                  "long_side": cfg.data.long_side, "backbone": cfg.model.backbone.name, "seed": cfg.seed,
-                  "ema_decay": cfg.trainer.ema.decay, "label_smoothing": cfg.model.label_smoothing, "steps": step}
-            tb.write_hparams(writer, hp, final or {"hparam/steps": float(step)})
-            writer.close()
-    if rt.is_main:
-        _print_end(reason, step, metrics, best, cfg, ckpt_dir, run_dir)
+        _close_writer(run, metrics)
+    if run.rt.is_main:
+        _print_end(reason, pr.step, metrics, pr.best, cfg, run.ckpt_dir, run.run_dir)
     return metrics
+
+
+def _announce(run: Run, resumed: bool) -> None:
+    """Start-up screen and, for a new run, the schedule, config and data checks in TensorBoard."""
+    if not run.rt.is_main:
+        return
+    schedule = run.raw.backbone.schedule()
+    health = data_health(run.splits, run.charset)
+    n_params = sum(p.numel() for p in run.raw.parameters())
+    _print_start(run.rt, run.cfg, run.splits, n_params, schedule, run.charset, run.run_dir, resumed,
+                 run.progress.step, health)
+    if run.writer is not None and run.progress.step == 0:
+        run.writer.add_text("model/stochastic_depth_schedule", tb.schedule_table(schedule))
+        run.writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(run.cfg) + "\n```")
+        for k, v in health.items():
+            run.writer.add_scalar(f"data/{k}", v, 0)
+
+
+def _close_writer(run: Run, metrics: dict[str, float]) -> None:
+    """The run's hyperparameters beside its final metrics (TensorBoard HPARAMS), then close."""
+    if run.writer is None:
+        return
+    cfg = run.cfg
+    final = {f"hparam/{k.replace('/', '_')}": v for k, v in metrics.items()
+             if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "seg_miou")}
+    hp = {"p_min": cfg.model.backbone.p_min, "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size,
+          "long_side": cfg.data.long_side, "backbone": cfg.model.backbone.name, "seed": cfg.seed,
+          "ema_decay": cfg.trainer.ema.decay, "label_smoothing": cfg.model.label_smoothing,
+          "steps": run.progress.step}
+    tb.write_hparams(run.writer, hp, final or {"hparam/steps": float(run.progress.step)})
+    run.writer.close()
 
 
 def _fmt(metrics: dict[str, float]) -> str:

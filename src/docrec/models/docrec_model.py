@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from docrec.geometry import line_quads
 from docrec.models.charset import Charset
-from docrec.models.fpn import FusedFPN
 from docrec.models.recognition import DECODER_LOSS, RecognitionHead
 from docrec.models.roi import jitter_quads
 from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
@@ -32,7 +31,7 @@ class DocRecModel(nn.Module):
     def __init__(
         self,
         backbone: StochasticDepthResNet,
-        neck: FusedFPN,
+        neck: nn.Module,
         seg_head: SegmentationHead,
         rec_head: RecognitionHead,
         charset: Charset,
