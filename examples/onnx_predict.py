@@ -57,6 +57,9 @@ class OnnxPageReader:
         self.chunk = chunk
         if self.decoder == "ctc" and "ctc_log_probs" not in {o.name for o in self.enc.get_outputs()}:
             raise ValueError(f"{folder}: this export's encoder has no ctc_log_probs output (re-export it)")
+        if self.decoder == "attention" and self.meta.get("format_version", 1) < 2:
+            raise ValueError(f"{folder}: export format {self.meta.get('format_version', 1)} has a decoder step "
+                             "without a key/value cache; re-export it with scripts/export.py")
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """Normalised [1, 3, H, W] float32 (long side scaled, padded right/bottom to 32) and the scale."""
@@ -95,26 +98,35 @@ class OnnxPageReader:
         if self.decoder == "ctc":
             log_probs, padding = self.enc.run(["ctc_log_probs", "memory_padding"], {"fused": fused, "quads": quads})
             return self.ctc_best_path(log_probs, padding)
-        memory, padding = self.enc.run(["memory", "memory_padding"], {"fused": fused, "quads": quads})
+        padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"],
+                                                 {"fused": fused, "quads": quads})
         width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
-        memory, padding = np.ascontiguousarray(memory[:, :width]), np.ascontiguousarray(padding[:, :width])
+        padding = np.ascontiguousarray(padding[:, :width])
+        cross_k, cross_v = (np.ascontiguousarray(c[..., :width, :]) for c in (cross_k, cross_v))
         n = len(quads)
         pad_id, bos_id, eos_id = self.tokens["pad"], self.tokens["bos"], self.tokens["eos"]
-        ys = np.full((n, 1), bos_id, np.int64)
+        max_len = self.meta["max_len"]
+        ys = np.full((n, max_len), pad_id, np.int64)
+        ys[:, 0] = bos_id
         logp_sum, steps = np.zeros(n, np.float32), np.zeros(n, np.float32)
-        done = np.zeros(n, bool)
         columns = (~padding).sum(axis=1)  # a line stops after as many characters as it has columns
-        for _ in range(self.meta["max_len"] - 1):
-            if done.all():
+        # The decoder's key/value cache grows by one position per step; a finished line leaves the batch.
+        past_k = past_v = np.zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]), np.float32)
+        active, token = np.arange(n), ys[:, 0]
+        for t in range(1, max_len):
+            if len(active) == 0:
                 break
-            log_probs = self.dec.run(None, {"memory": memory, "memory_padding": padding, "tokens": ys})[0]
-            nxt = log_probs.argmax(axis=1)
-            best = log_probs[np.arange(n), nxt]
-            nxt = np.where(done, pad_id, nxt)
-            logp_sum += np.where(done, 0.0, best).astype(np.float32)
-            steps += ~done
-            ys = np.concatenate([ys, nxt[:, None]], axis=1)
-            done |= (nxt == eos_id) | (steps > columns)
+            log_probs, past_k, past_v = self.dec.run(None, {
+                "cross_keys": cross_k, "cross_values": cross_v, "memory_padding": padding, "token": token,
+                "past_keys": past_k, "past_values": past_v})
+            token = log_probs.argmax(axis=1)
+            ys[active, t] = token
+            logp_sum[active] += log_probs[np.arange(len(active)), token]
+            steps[active] += 1
+            going = (token != eos_id) & (steps[active] <= columns[active])
+            if not going.all():
+                active, token, padding = active[going], token[going], padding[going]
+                past_k, past_v, cross_k, cross_v = (c[:, going] for c in (past_k, past_v, cross_k, cross_v))
         conf = np.exp(logp_sum / np.maximum(steps, 1.0))
         return [(self.decode_ids(row), float(c)) for row, c in zip(ys, conf)]
 

@@ -120,7 +120,14 @@ def test_export_writes_graphs_and_metadata(exported):
     assert meta["region_kinds"] == model.region_kinds
     assert meta["decoder"] == model.rec_head.decoder_kind == "attention"
     encoder = ort.InferenceSession(str(out / ENCODER_FILE))
-    assert [o.name for o in encoder.get_outputs()] == ["memory", "memory_padding", "ctc_log_probs"]
+    assert [o.name for o in encoder.get_outputs()] == ["memory", "memory_padding", "ctc_log_probs", "cross_keys",
+                                                       "cross_values"]
+    head = model.rec_head
+    assert meta["format_version"] == 2
+    assert meta["decoder_cache"] == {"layers": len(head.decoder.layers), "heads": head.decoder.layers[0].self_attn.num_heads,
+                                     "head_dim": head.classifier.in_features // head.decoder.layers[0].self_attn.num_heads}
+    decoder = ort.InferenceSession(str(out / DECODER_FILE))
+    assert [o.name for o in decoder.get_outputs()] == ["log_probs", "present_keys", "present_values"]
     assert Charset.from_dict(json.loads((out / "charset.json").read_text())) == model.charset
 
 
@@ -148,11 +155,12 @@ def test_encoder_matches_pytorch(exported, n_lines):
     torch.manual_seed(2)
     fused = torch.randn(1, 64, 48, 64)  # a 192 x 256 input
     quads = _quads()[:n_lines]
-    memory, padding, ctc_log_probs = ort.InferenceSession(str(out / ENCODER_FILE)).run(
+    memory, padding, ctc_log_probs, cross_k, cross_v = ort.InferenceSession(str(out / ENCODER_FILE)).run(
         None, {"fused": fused.numpy(), "quads": quads.numpy()})
     with torch.no_grad():
         ref_memory, ref_padding = model.rec_head.encode(fused, [quads])
         ref_ctc = model.rec_head.ctc_log_probs(ref_memory)
+        ref_cross_k, _ = model.rec_head.cross_cache(ref_memory)
     w = ref_memory.shape[1]  # PyTorch stops at the widest line; the graph always has roi_max_width columns
     assert memory.shape == (n_lines, 64, 64) and padding.shape == (n_lines, 64)
     assert ctc_log_probs.shape == (n_lines, 64, len(model.charset)) and ctc_log_probs.dtype == np.float32
@@ -161,21 +169,33 @@ def test_encoder_matches_pytorch(exported, n_lines):
     valid = ~ref_padding.numpy()
     np.testing.assert_allclose(memory[:, :w][valid], ref_memory.numpy()[valid], atol=ATOL, rtol=0)
     np.testing.assert_allclose(ctc_log_probs[:, :w][valid], ref_ctc.numpy()[valid], atol=ATOL, rtol=0)
+    assert cross_k.shape[:2] == (len(model.rec_head.decoder.layers), n_lines) and cross_k.shape[3] == 64
+    keys_valid = np.broadcast_to(valid[None, :, None, :, None], ref_cross_k.shape)
+    np.testing.assert_allclose(cross_k[..., :w, :][keys_valid], ref_cross_k.numpy()[keys_valid], atol=ATOL, rtol=0)
 
 
 def test_decoder_step_matches_pytorch(exported):
+    """The cached step from an empty cache, fed its own present keys/values, against decode() on the prefix."""
     model, out = exported
     torch.manual_seed(3)
     head, cs = model.rec_head, model.charset
-    memory, padding = head.encode(torch.randn(1, 64, 48, 64), [_quads()])
-    tokens = torch.tensor([[cs.bos_id, 5, 6, 7, 8], [cs.bos_id, 9, cs.eos_id, cs.pad_id, cs.pad_id],
+    fused = torch.randn(1, 64, 48, 64)
+    _, padding, _, cross_k, cross_v = ort.InferenceSession(str(out / ENCODER_FILE)).run(
+        None, {"fused": fused.numpy(), "quads": _quads().numpy()})
+    memory, ref_padding = head.encode(fused, [_quads()])
+    w = memory.shape[1]
+    cross_k, cross_v, padding = cross_k[..., :w, :], cross_v[..., :w, :], padding[:, :w]
+    tokens = torch.tensor([[cs.bos_id, 5, 6, 7, 8], [cs.bos_id, 9, 4, 4, 4],
                            [cs.bos_id, 4, 4, 4, 4], [cs.bos_id, 10, 11, 12, 13]])
     session = ort.InferenceSession(str(out / DECODER_FILE))
-    for t in (1, 3, 5):
-        log_probs = session.run(None, {"memory": memory.detach().numpy(), "memory_padding": padding.numpy(),
-                                       "tokens": tokens[:, :t].numpy()})[0]
+    past_k = past_v = np.zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]), np.float32)
+    for t in range(1, 5):
+        log_probs, past_k, past_v = session.run(None, {
+            "cross_keys": cross_k, "cross_values": cross_v, "memory_padding": padding,
+            "token": tokens[:, t - 1].numpy(), "past_keys": past_k, "past_values": past_v})
+        assert past_k.shape[3] == t
         with torch.no_grad():
-            logits = head.decode(memory, padding, tokens[:, :t])[:, -1]
+            logits = head.decode(memory, ref_padding, tokens[:, :t])[:, -1]
         logits[:, [cs.pad_id, cs.bos_id]] = float("-inf")
         ref = logits.log_softmax(-1).numpy()
         assert log_probs.shape == (4, len(cs))

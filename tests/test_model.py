@@ -399,3 +399,53 @@ def test_ctc_best_path_merges_repeats_and_drops_blanks(tiny_model):
         head.ctc_log_probs = original
     assert rows == [[a, a, b]]
     assert 0.99 < float(conf[0]) <= 1.0
+
+
+# --- cached decoding --------------------------------------------------------------------
+
+
+def _bench_decode():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_decode", Path(__file__).parents[1] / "scripts/bench_decode.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def small_head():
+    from docrec.models.recognition import RecognitionHead
+    torch.manual_seed(0)
+    return RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, dim_feedforward=128,
+                           decoder_layers=2, roi_max_width=64, max_len=40).eval()
+
+
+def test_cached_step_equals_the_decoder_on_the_whole_prefix(small_head):
+    head = small_head
+    memory = torch.randn(3, 20, 64)
+    padding = torch.zeros(3, 20, dtype=torch.bool)
+    padding[1, 12:] = True
+    tokens = torch.tensor([[1, 5, 6, 7, 8], [1, 9, 4, 4, 3], [1, 3, 3, 3, 3]])
+    cross_k, cross_v = head.cross_cache(memory)
+    past_k = past_v = cross_k.new_zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]))
+    with torch.no_grad():
+        for t in range(1, tokens.shape[1] + 1):
+            logits, past_k, past_v = head.decode_step(tokens[:, t - 1], past_k, past_v, cross_k, cross_v, padding)
+            torch.testing.assert_close(logits, head.decode(memory, padding, tokens[:, :t])[:, -1],
+                                       atol=1e-5, rtol=1e-5)
+            assert past_k.shape[3] == t
+
+
+def test_cached_greedy_reads_what_prefix_decoding_reads(small_head):
+    """Same ids and confidences as decoding the whole prefix each step, lines of every length finishing apart."""
+    head = small_head
+    fused = torch.randn(1, 32, 24, 64)
+    quads = torch.tensor([[[4, 4], [200, 4], [200, 20], [4, 20]], [[8, 30], [90, 32], [89, 50], [7, 48]],
+                          [[8, 60], [24, 60], [24, 76], [8, 76]]], dtype=torch.float32)
+    with torch.no_grad():
+        memory, padding = head.encode(fused, [quads])
+        ref_ids, ref_conf = _bench_decode().greedy_by_prefix(head, memory, padding)
+        ids, conf = head.greedy(memory, padding)
+    assert torch.equal(ids, ref_ids)
+    torch.testing.assert_close(conf, ref_conf)
+    assert (ids[:, 1:] != head.pad_id).sum(1).unique().numel() > 1  # the lines stopped at different steps

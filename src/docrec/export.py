@@ -9,13 +9,19 @@ The network is cut where its shapes stop being static tensor programs:
   (connected components, distance transforms, contours: OpenCV, not ONNX) and
   :func:`docrec.geometry.line_quad` turn the maps into line quads.
 - ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) -> memory
-  [N, roi_max_width, d], its padding mask and the CTC head's per-column log-probabilities
-  ``ctc_log_probs`` [N, roi_max_width, V] (blank = PAD), all from one encoder pass. PyTorch
+  [N, roi_max_width, d], its padding mask, the CTC head's per-column log-probabilities
+  ``ctc_log_probs`` [N, roi_max_width, V] (blank = PAD) and every decoder layer's
+  cross-attention keys and values ``cross_keys``/``cross_values`` [L, N, H, roi_max_width, d/H],
+  all from one encoder pass. PyTorch
   cuts the RoI to the widest line of the batch, a data-dependent shape; here every line gets
   ``roi_max_width`` columns, the extra ones masked, which leaves the valid tokens unchanged.
-- ``decoder_step.onnx``: (memory, padding mask, tokens so far [N, T]) -> log-probabilities of
-  the next token [N, V], PAD and BOS excluded as in greedy decoding. The greedy loop is
-  Python (``examples/onnx_predict.py``).
+- ``decoder_step.onnx``: one incremental step with a key/value cache, as
+  :meth:`RecognitionHead.decode_step`: (cross_keys, cross_values, memory padding, the last token
+  [N], ``past_keys``/``past_values`` [L, N, H, t, d/H] of the t tokens before it; t = 0 at BOS)
+  -> log-probabilities of the next token [N, V] (PAD and BOS excluded, as in greedy decoding)
+  and ``present_keys``/``present_values`` [L, N, H, t+1, d/H] for the next step. The greedy
+  loop is Python (``examples/onnx_predict.py``); export format 1 had no cache (the whole
+  prefix in, every step).
 
 Which of the two reads lines is the model's ``decoder_kind`` (``export.json``'s ``decoder``):
 ``attention`` runs the greedy loop over ``decoder_step.onnx``; ``ctc`` needs only the encoder
@@ -44,7 +50,7 @@ from docrec.models.docrec_model import SIZE_DIVISOR, DocRecModel
 from docrec.models.recognition import RecognitionHead
 from docrec.models.roi import roi_widths, sample_rois
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: decoder_step.onnx with a key/value cache; the encoder gives the cross-attention cache
 DEFAULT_OPSET = 18
 SEGMENTATION_FILE, ENCODER_FILE, DECODER_FILE = "segmentation.onnx", "encoder.onnx", "decoder_step.onnx"
 CHARSET_FILE, META_FILE = "charset.json", "export.json"
@@ -66,29 +72,30 @@ class SegmentationGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """Fused map of one image + its line quads -> memory [N, roi_max_width, d], padding [N, roi_max_width]
-    and CTC log-probabilities [N, roi_max_width, V].
+    """Fused map of one image + its line quads -> memory [N, roi_max_width, d], padding [N, roi_max_width],
+    CTC log-probabilities [N, roi_max_width, V] and the decoder's cross-attention cache.
 
     :meth:`RecognitionHead.encode` with the RoI width fixed at ``roi_max_width`` (see the module doc),
-    then :meth:`RecognitionHead.ctc_log_probs` of its memory (columns past a line's width are padding).
+    then :meth:`RecognitionHead.ctc_log_probs` and :meth:`RecognitionHead.cross_cache` of its memory
+    (columns past a line's width are padding).
     """
 
     def __init__(self, head: RecognitionHead) -> None:
         super().__init__()
         self.head = head
 
-    def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         head = self.head
         width = head.roi_max_width
         widths = roi_widths(quads, head.stride, width, per_column=head.roi_column_samples)
         rois = sample_rois(fused, quads, widths, width, head.stride, head.roi_height, head.roi_oversample)
         valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
         memory, padding = head.memory(rois * valid[:, None, None, :], valid)
-        return memory, padding, head.ctc_log_probs(memory)
+        return (memory, padding, head.ctc_log_probs(memory), *head.cross_cache(memory))
 
 
 class DecoderStepGraph(nn.Module):
-    """(memory, padding, tokens [N, T]) -> next-token log-probabilities [N, V], PAD and BOS at -inf."""
+    """:meth:`RecognitionHead.decode_step` with log-probabilities out, PAD and BOS at -inf."""
 
     def __init__(self, head: RecognitionHead) -> None:
         super().__init__()
@@ -97,9 +104,11 @@ class DecoderStepGraph(nn.Module):
         banned[[head.pad_id, head.bos_id]] = True
         self.register_buffer("banned", banned, persistent=False)
 
-    def forward(self, memory: Tensor, memory_padding: Tensor, tokens: Tensor) -> Tensor:
-        logits = self.head.decode(memory, memory_padding, tokens)[:, -1].float()
-        return logits.masked_fill(self.banned, float("-inf")).log_softmax(-1)
+    def forward(self, cross_keys: Tensor, cross_values: Tensor, memory_padding: Tensor, token: Tensor,
+                past_keys: Tensor, past_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, keys, values = self.head.decode_step(token, past_keys, past_values, cross_keys, cross_values,
+                                                     memory_padding)
+        return logits.float().masked_fill(self.banned, float("-inf")).log_softmax(-1), keys, values
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], list[str]],
@@ -143,18 +152,23 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
     n_lines = Dim("lines", min=1, max=4096)
     log.info("exporting %s", ENCODER_FILE)
     _export(EncoderGraph(head), (fused, quads), out / ENCODER_FILE,
-            (["fused", "quads"], ["memory", "memory_padding", "ctc_log_probs"]),
+            (["fused", "quads"], ["memory", "memory_padding", "ctc_log_probs", "cross_keys", "cross_values"]),
             {"fused": {2: Dim("fused_h", min=1), 3: Dim("fused_w", min=1)}, "quads": {0: n_lines}}, opset)
 
     with torch.no_grad():
-        memory, padding, _ = EncoderGraph(head).eval()(fused, quads)
-    tokens = torch.tensor([[head.bos_id, head.eos_id, head.pad_id], [head.bos_id, head.bos_id, head.eos_id]])
+        _, padding, _, cross_k, cross_v = EncoderGraph(head).eval()(fused, quads)
+        token = torch.tensor([head.bos_id, head.bos_id])
+        # Two tensors: one object passed twice would be traced as one input serving both.
+        past_k, past_v = (cross_k.new_zeros((*cross_k.shape[:3], 2, cross_k.shape[-1])) for _ in range(2))
     memory_len = Dim("memory_len", min=1, max=head.roi_max_width)
+    past_len = Dim("past_len", min=0, max=head.max_len)
     log.info("exporting %s", DECODER_FILE)
-    _export(DecoderStepGraph(head), (memory, padding, tokens), out / DECODER_FILE,
-            (["memory", "memory_padding", "tokens"], ["log_probs"]),
-            {"memory": {0: n_lines, 1: memory_len}, "memory_padding": {0: n_lines, 1: memory_len},
-             "tokens": {0: n_lines, 1: Dim("prefix_len", min=1, max=head.max_len)}}, opset)
+    _export(DecoderStepGraph(head), (cross_k, cross_v, padding, token, past_k, past_v), out / DECODER_FILE,
+            (["cross_keys", "cross_values", "memory_padding", "token", "past_keys", "past_values"],
+             ["log_probs", "present_keys", "present_values"]),
+            {"cross_keys": {1: n_lines, 3: memory_len}, "cross_values": {1: n_lines, 3: memory_len},
+             "memory_padding": {0: n_lines, 1: memory_len}, "token": {0: n_lines},
+             "past_keys": {1: n_lines, 3: past_len}, "past_values": {1: n_lines, 3: past_len}}, opset)
 
     charset: Charset = model.charset
     (out / CHARSET_FILE).write_text(json.dumps(charset.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
@@ -176,6 +190,9 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         "roi_max_width": head.roi_max_width,
         "roi_column_samples": head.roi_column_samples,
         "max_len": head.max_len,
+        # The decoder's key/value cache: past_keys/past_values are [layers, lines, heads, t, head_dim].
+        "decoder_cache": {"layers": int(cross_k.shape[0]), "heads": int(cross_k.shape[2]),
+                          "head_dim": int(cross_k.shape[-1])},
         # How lines are read: "attention" (greedy loop over decoder_step.onnx) or "ctc" (best path over
         # encoder.onnx's ctc_log_probs, blank = the "pad" token). Absent in older exports: attention.
         "decoder": head.decoder_kind,

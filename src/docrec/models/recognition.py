@@ -191,29 +191,90 @@ class RecognitionHead(nn.Module):
         rows = [s[k].tolist() for s, k in zip(sym, keep)]
         return rows, conf
 
-    def greedy(self, memory: Tensor, padding: Tensor, max_len: int | None = None) -> tuple[Tensor, Tensor]:
-        """Greedy attention decoding: token ids [N, <=max_len] (BOS first) and a confidence per line.
+    # ---- incremental decoding: each layer's keys and values are computed once per token and cached
 
-        The confidence is the geometric mean of the chosen tokens' probabilities, EOS included.
-        A line stops after as many characters as it has RoI columns (the most CTC could read
-        from it), so an unsure decoder does not run every line to ``max_len``.
+    def _heads(self, x: Tensor) -> Tensor:
+        """[N, T, d] -> [N, H, T, d/H]."""
+        n, t, _ = x.shape
+        h = self.decoder.layers[0].self_attn.num_heads
+        return x.view(n, t, h, -1).transpose(1, 2)
+
+    def cross_cache(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Each decoder layer's cross-attention keys and values of ``memory``: [L, N, H, S, d/H] each.
+
+        They depend on the line alone, so greedy decoding computes them once, not once per character.
+        """
+        d = memory.shape[-1]
+        ks, vs = [], []
+        for layer in self.decoder.layers:
+            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
+            ks.append(self._heads(F.linear(memory, w[d:2 * d], b[d:2 * d])))
+            vs.append(self._heads(F.linear(memory, w[2 * d:], b[2 * d:])))
+        return torch.stack(ks), torch.stack(vs)
+
+    def decode_step(self, token: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor,
+                    memory_padding: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits [N, V] of the token after ``token`` [N], given the self-attention cache of the tokens
+        before it (``past_k``/``past_v`` [L, N, H, t, d/H]) and :meth:`cross_cache`; returns the caches
+        grown by ``token``'s keys and values.
+
+        The same function as ``decode(memory, padding, prefix)[:, -1]`` for the prefix the cache
+        holds (the decoder is causal and runs in eval mode: a position's keys never change), at the
+        cost of one position instead of the whole prefix.
+        """
+        x = (self.embed(token) + self.token_pos[past_k.shape[3]])[:, None]  # [N, 1, d]
+        attend = ~memory_padding[:, None, None, :]  # [N, 1, 1, S]
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.decoder.layers):
+            q, k, v = F.linear(layer.norm1(x), layer.self_attn.in_proj_weight,
+                               layer.self_attn.in_proj_bias).chunk(3, dim=-1)
+            new_k.append(torch.cat([past_k[i], self._heads(k)], dim=2))
+            new_v.append(torch.cat([past_v[i], self._heads(v)], dim=2))
+            a = F.scaled_dot_product_attention(self._heads(q), new_k[-1], new_v[-1])
+            x = x + layer.self_attn.out_proj(a.transpose(1, 2).flatten(2))
+            d = x.shape[-1]
+            cross = layer.multihead_attn
+            q = F.linear(layer.norm2(x), cross.in_proj_weight[:d], cross.in_proj_bias[:d])
+            a = F.scaled_dot_product_attention(self._heads(q), cross_k[i], cross_v[i], attn_mask=attend)
+            x = x + cross.out_proj(a.transpose(1, 2).flatten(2))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        return self.classifier(self.decoder.norm(x)[:, 0]), torch.stack(new_k), torch.stack(new_v)
+
+    def greedy(self, memory: Tensor, padding: Tensor, max_len: int | None = None) -> tuple[Tensor, Tensor]:
+        """Greedy attention decoding: token ids [N, <=max_len] (BOS first, PAD after a line's end) and a
+        confidence per line.
+
+        Incremental (:meth:`decode_step` with key/value caches), and a finished line leaves the
+        batch, so the remaining steps cost only the lines still being read. The confidence is the
+        geometric mean of the chosen tokens' probabilities, EOS included. A line stops after as
+        many characters as it has RoI columns (the most CTC could read from it), so an unsure
+        decoder does not run every line to ``max_len``.
         """
         max_len = min(max_len or self.max_len, self.max_len)
-        n = memory.shape[0]
+        n, dev = memory.shape[0], memory.device
         columns = (~padding).sum(1)
-        ys = torch.full((n, 1), self.bos_id, dtype=torch.long, device=memory.device)
-        logp_sum = torch.zeros(n, device=memory.device)
-        steps = torch.zeros(n, device=memory.device)
-        done = torch.zeros(n, dtype=torch.bool, device=memory.device)
-        for _ in range(max_len - 1):
-            if n == 0 or bool(done.all()):
+        ys = torch.full((n, max_len), self.pad_id, dtype=torch.long, device=dev)
+        ys[:, 0] = self.bos_id
+        logp_sum = torch.zeros(n, device=dev)
+        steps = torch.zeros(n, device=dev)
+        cross_k, cross_v = self.cross_cache(memory)
+        past_k = past_v = cross_k.new_zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]))
+        active = torch.arange(n, device=dev)
+        token = ys[:, 0]
+        length = 1
+        for t in range(1, max_len):
+            if active.numel() == 0:
                 break
-            logits = self.decode(memory, padding, ys)[:, -1].float()
+            logits, past_k, past_v = self.decode_step(token, past_k, past_v, cross_k, cross_v, padding)
+            logits = logits.float()
             logits[:, [self.pad_id, self.bos_id]] = float("-inf")
-            best, nxt = logits.log_softmax(-1).max(-1)
-            nxt = nxt.masked_fill(done, self.pad_id)
-            logp_sum += best.masked_fill(done, 0.0)
-            steps += (~done).float()
-            ys = torch.cat([ys, nxt[:, None]], dim=1)
-            done |= (nxt == self.eos_id) | (steps > columns)
-        return ys, torch.exp(logp_sum / steps.clamp(min=1.0))
+            best, token = logits.log_softmax(-1).max(-1)
+            ys[active, t] = token
+            logp_sum[active] += best
+            steps[active] += 1
+            length = t + 1
+            going = (token != self.eos_id) & (steps[active] <= columns[active])
+            if not bool(going.all()):
+                active, token, padding = active[going], token[going], padding[going]
+                past_k, past_v, cross_k, cross_v = (c[:, going] for c in (past_k, past_v, cross_k, cross_v))
+        return ys[:, :length], torch.exp(logp_sum / steps.clamp(min=1.0))
