@@ -35,7 +35,13 @@ allocator keeps some freed memory; null where the high-water mark cannot be rese
 Synthetic batch: a res x res page per sample with ``--lines-per-512`` (default 25) text lines
 per 512 pixels of page height, each a slightly rotated box of random width with a random
 string of about one character per half line height (at most 158 characters); targets from
-``docrec.data.targets.build_targets``. The model trains on at most ``max_lines_per_batch``
+``docrec.data.targets.build_targets``. ``--line-mix form`` (the default): a form page, 80 %
+short fields (5-20 % of the page width) and 20 % long lines (60-90 %); ``uniform``: every
+width 20-80 % of the page.
+
+Model settings beside the variants: ``--neck light|fpn`` (``model.neck``; default the config's)
+and ``--bucket-ratio R`` (recognition width groups, ``docrec.models.recognition.BUCKET_RATIO``;
+0 reads every line padded to the batch's widest, as before packed reading). The model trains on at most ``max_lines_per_batch``
 (128) lines per batch, as configured.
 
 ``--memory`` (CUDA only): for each ``--memory-res`` (1024 1536) the largest batch whose step
@@ -70,7 +76,7 @@ from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
 from docrec.engine.runtime import Runtime, setup
 from docrec.engine.trainer import build_optimizer
-from docrec.models import Charset, DocRecModel, build_model
+from docrec.models import Charset, DocRecModel, build_model, recognition
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ["printed", "handwritten", "form_field"]
@@ -97,11 +103,16 @@ class FeatureTrunk(nn.Module):
         """No per-step state: torchvision has no stochastic depth here, timm draws per sample."""
 
 
+#: Command-line settings of the model and the synthetic pages (``main`` sets them).
+SETTINGS: dict = {"neck": None, "line_mix": "form"}
+
+
 def model_config(p_min: float = 1.0) -> dict:
-    """configs/model/default.yaml with the given keep probability."""
+    """configs/model/default.yaml with the given keep probability (and ``--neck``)."""
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "model" / "default.yaml"), resolve=True)
     cfg["kinds"] = KINDS
     cfg["backbone"]["p_min"] = p_min
+    cfg["neck"] = SETTINGS["neck"] or cfg["neck"]
     return cfg
 
 
@@ -149,7 +160,10 @@ def synthetic_page(res: int, lines_per_512: float, charset: Charset, rng: np.ran
     lines = []
     for i in range(n):
         cy = pitch * (i + 1)
-        w = rng.uniform(0.2, 0.8) * res
+        if SETTINGS["line_mix"] == "form":
+            w = (rng.uniform(0.05, 0.2) if rng.random() < 0.8 else rng.uniform(0.6, 0.9)) * res
+        else:
+            w = rng.uniform(0.2, 0.8) * res
         x0 = rng.uniform(0.05 * res, max(0.05 * res, 0.95 * res - w))
         a = np.deg2rad(rng.uniform(-2, 2))
         u, v = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
@@ -534,7 +548,8 @@ def flop_breakdown(args: argparse.Namespace) -> dict:
 
 def print_flops(r: dict) -> None:
     g = r["forward_gflops"]
-    print(f"\nforward GFLOPs, {r['batch']} x {r['res']}x{r['res']}, {r['lines']} lines read:")
+    print(f"\nforward GFLOPs, {r['batch']} x {r['res']}x{r['res']}, {r['lines']} lines read "
+          f"({SETTINGS['line_mix']} widths, neck {model_config()['neck']}, width groups x{recognition.BUCKET_RATIO}):")
     for k in ("backbone", "neck", "seg_head", "rec_head"):
         print(f"  {k:<9} {g[k]:8.1f}  {g[k] / g['total']:6.1%}")
     print(f"  {'total':<9} {g['total']:8.1f}")
@@ -566,11 +581,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--memory-res", type=int, nargs="+", default=[1024, 1536])
     ap.add_argument("--flops", action="store_true", help="forward FLOPs per component and p_min bound instead")
     ap.add_argument("--max-batch", type=int, default=256, help="--memory: stop doubling here")
+    ap.add_argument("--neck", choices=["light", "fpn"], help="model.neck (default: configs/model/default.yaml's)")
+    ap.add_argument("--line-mix", choices=["form", "uniform"], default="form",
+                    help="line widths of the synthetic pages: form (many short, a few long) or uniform")
+    ap.add_argument("--bucket-ratio", type=float, default=None,
+                    help="recognition width-group ratio (default: the model's); 0: one group padded to the widest")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    SETTINGS.update(neck=args.neck, line_mix=args.line_mix)
+    if args.bucket_ratio is not None:
+        recognition.BUCKET_RATIO = args.bucket_ratio if args.bucket_ratio > 0 else float("inf")
     if args.threads:
         torch.set_num_threads(args.threads)
     rt = setup(args.device, "auto", "auto")

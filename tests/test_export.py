@@ -155,7 +155,7 @@ def test_encoder_matches_pytorch(exported, n_lines):
     torch.manual_seed(2)
     fused = torch.randn(1, 64, 48, 64)  # a 192 x 256 input
     quads = _quads()[:n_lines]
-    memory, padding, ctc_log_probs, cross_k, cross_v = ort.InferenceSession(str(out / ENCODER_FILE)).run(
+    memory, padding, ctc_log_probs, cross_k, _ = ort.InferenceSession(str(out / ENCODER_FILE)).run(
         None, {"fused": fused.numpy(), "quads": quads.numpy()})
     with torch.no_grad():
         ref_memory, ref_padding = model.rec_head.encode(fused, [quads])

@@ -1,9 +1,10 @@
 """Necks: the backbone's C2..C5 -> one stride-4 map of ``channels`` channels for both heads.
 
 ``light`` (the default) is DBNet's neck (Liao et al. 2020): 1x1 laterals, a top-down pass, one
-3x3 convolution per level down to ``channels / 4``, each upsampled to stride 4 and concatenated.
-``fpn`` is the first neck (an FPN over C3..C5 merged with C2 by a full 3x3 at stride 4): about
-three times the FLOPs, kept so that checkpoints trained with it still load.
+3x3 convolution per level down to ``channels / 4`` (depthwise separable at stride 4), each
+upsampled to stride 4 and concatenated. ``fpn`` is the first neck (an FPN over C3..C5 merged
+with C2 by a full 3x3 at stride 4): about five times the FLOPs, kept so that checkpoints
+trained with it still load.
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ class FusedFPN(nn.Module):
 class LightFPN(nn.Module):
     """DBNet's neck: laterals to ``channels``, top-down sums, per-level 3x3 to ``channels/4``, concat at stride 4.
 
-    The only convolution at stride 4 with a 3x3 kernel maps ``channels`` to ``channels/4``
-    (a quarter of a full 3x3), and the coarser levels' 3x3s run at their own resolution, so
-    the neck costs about a third of ``FusedFPN`` while keeping its output: one stride-4 map
-    of ``channels`` channels in which every level, C5's page context included, has its own
-    quarter of the channels.
+    The coarser levels' 3x3s run at their own resolution and the stride-4 one is depthwise
+    separable, so the neck costs about a fifth of ``FusedFPN`` while keeping its output: one
+    stride-4 map of ``channels`` channels in which every level, C5's page context included,
+    has its own quarter of the channels.
     """
 
     def __init__(self, in_channels: dict[str, int], channels: int = 256) -> None:
@@ -61,8 +61,12 @@ class LightFPN(nn.Module):
         if channels % 4:
             raise ValueError(f"the light neck concatenates 4 levels: fpn_channels must be a multiple of 4, got {channels}")
         self.lateral = nn.ModuleDict({k: nn.Conv2d(in_channels[k], channels, 1, bias=False) for k in LEVELS})
+        # At stride 4 the 3x3 is depthwise then 1x1 (a full 3x3 there cost as much as the rest of the
+        # neck); the coarser levels, 4-64x fewer pixels, keep a full 3x3.
         self.smooth = nn.ModuleDict({
-            k: nn.Sequential(nn.Conv2d(channels, channels // 4, 3, padding=1, bias=False),
+            k: nn.Sequential(*([nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                                nn.Conv2d(channels, channels // 4, 1, bias=False)] if k == "c2" else
+                               [nn.Conv2d(channels, channels // 4, 3, padding=1, bias=False)]),
                              nn.BatchNorm2d(channels // 4), nn.ReLU(inplace=True))
             for k in LEVELS
         })

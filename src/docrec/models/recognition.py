@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from docrec.models.roi import sample_quads
+from docrec.models.roi import flatten_quads, roi_widths, sample_lines, width_buckets
 
 #: How a line is read at inference: the attention decoder (greedy) or the CTC head (one parallel pass).
 DECODERS = ("attention", "ctc")
+#: Lines are read in groups whose widest is at most this many times their narrowest (padding <= 20 %).
+BUCKET_RATIO = 1.25
 #: The loss (``loss_weights`` key) that trains each decoder.
 DECODER_LOSS = {"attention": "rec", "ctc": "ctc"}
 
@@ -119,11 +121,20 @@ class RecognitionHead(nn.Module):
         padding = ~valid
         return self.encoder(x, src_key_padding_mask=padding), padding
 
-    def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``."""
-        rois, valid = sample_quads(fused, quads, self.stride, self.roi_height, self.roi_max_width,
-                                   self.roi_oversample, self.roi_column_samples)
+    def lines(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Image b's ``quads[b]`` -> all quads [N, 4, 2], their image index [N] and RoI widths [N]."""
+        flat, images = flatten_quads(quads, fused.device)
+        return flat, images, roi_widths(flat, self.stride, self.roi_max_width, per_column=self.roi_column_samples)
+
+    def encode_lines(self, fused: Tensor, quads: Tensor, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        """Memory [N, W, d] and padding [N, W] (True = pad) of lines ``quads`` of images ``images``; W = widest."""
+        rois, valid = sample_lines(fused, quads, images, widths, self.stride, self.roi_height, self.roi_oversample)
         return self.memory(rois.to(fused.dtype), valid)
+
+    def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``,
+        every line padded to the widest (training and reading go by width groups instead)."""
+        return self.encode_lines(fused, *self.lines(fused, quads))
 
     def decode(self, memory: Tensor, memory_padding: Tensor, tokens: Tensor) -> Tensor:
         """Next-token logits [N, T, V] for the prefix ``tokens`` [N, T] (causal)."""
@@ -147,35 +158,56 @@ class RecognitionHead(nn.Module):
         ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
         (mean over lines of the loss divided by the text length). A line whose text needs
         more columns than its RoI has contributes zero CTC loss (``zero_infinity``).
+        Lines are read in width groups (:func:`width_buckets`), each padded to its own widest
+        line and longest text; the losses are those of the whole batch at once.
         Only the ``branches`` asked for are computed (a branch with loss weight 0 costs nothing).
         """
-        memory, padding = self.encode(fused, quads)
+        flat, images, widths = self.lines(fused, quads)
+        ce_sum = ctc_sum = fused.new_zeros((), dtype=torch.float32)
+        n_tokens = 0
+        for idx in width_buckets(widths, BUCKET_RATIO):
+            memory, padding = self.encode_lines(fused, flat[idx], images[idx], widths[idx])
+            tok = tokens[idx.to(tokens.device)]
+            tok = tok[:, : int((tok != self.pad_id).sum(1).max())]  # this group's longest text
+            text = tok[:, 1:]
+            if "rec" in branches:
+                logits = self.decode(memory, padding, tok[:, :-1])
+                ce_sum = ce_sum + F.cross_entropy(logits.float().flatten(0, 1), text.flatten(), reduction="sum",
+                                                  ignore_index=self.pad_id, label_smoothing=label_smoothing)
+                n_tokens += int((text != self.pad_id).sum())
+            if "ctc" in branches:
+                is_char = (text != self.pad_id) & (text != self.eos_id)
+                target_lengths = is_char.sum(1)
+                log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, n, V]
+                per_line = F.ctc_loss(log_probs, text.masked_fill(~is_char, self.pad_id), (~padding).sum(1),
+                                      target_lengths, blank=self.pad_id, reduction="none", zero_infinity=True)
+                ctc_sum = ctc_sum + (per_line / target_lengths.clamp(min=1)).sum()
         out: dict[str, Tensor] = {}
         if "rec" in branches:
-            logits = self.decode(memory, padding, tokens[:, :-1])
-            out["rec"] = F.cross_entropy(
-                logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
-                ignore_index=self.pad_id, label_smoothing=label_smoothing,
-            )
+            out["rec"] = ce_sum / max(n_tokens, 1)
         if "ctc" in branches:
-            text = tokens[:, 1:]
-            is_char = (text != self.pad_id) & (text != self.eos_id)
-            target_lengths = is_char.sum(1)
-            targets = text.masked_fill(~is_char, self.pad_id)
-            log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, N, V]
-            out["ctc"] = F.ctc_loss(log_probs, targets, (~padding).sum(1), target_lengths, blank=self.pad_id,
-                                    reduction="mean", zero_infinity=True)
+            out["ctc"] = ctc_sum / max(len(widths), 1)
         return out
 
     @torch.no_grad()
     def read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None,
              max_len: int | None = None) -> tuple[list[list[int]], Tensor]:
-        """Token ids per line (for ``Charset.decode``) and a confidence each, by the configured (or given) decoder."""
-        memory, padding = self.encode(fused, quads)
-        if (decoder or self.decoder_kind) == "ctc":
-            return self.ctc_greedy(memory, padding)
-        ids, conf = self.greedy(memory, padding, max_len)
-        return ids.tolist(), conf
+        """Token ids per line (for ``Charset.decode``) and a confidence each, by the configured (or given)
+        decoder; lines are read in width groups, the results in the order of ``quads``."""
+        flat, images, widths = self.lines(fused, quads)
+        ids: list[list[int]] = [[] for _ in range(len(widths))]
+        conf = torch.zeros(len(widths), device=fused.device)
+        for idx in width_buckets(widths, BUCKET_RATIO):
+            memory, padding = self.encode_lines(fused, flat[idx], images[idx], widths[idx])
+            if (decoder or self.decoder_kind) == "ctc":
+                rows, c = self.ctc_greedy(memory, padding)
+            else:
+                out, c = self.greedy(memory, padding, max_len)
+                rows = out.tolist()
+            for i, row in zip(idx.tolist(), rows):
+                ids[i] = row
+            conf[idx] = c.float()
+        return ids, conf
 
     def ctc_greedy(self, memory: Tensor, padding: Tensor) -> tuple[list[list[int]], Tensor]:
         """Best path: the most likely symbol per column, repeats merged, blanks removed (no loop over steps).

@@ -61,6 +61,38 @@ def sample_rois(features: Tensor, quads: Tensor, widths: Tensor, width: int, str
     return sampled.permute(1, 0, 2, 3)
 
 
+def sample_lines(features: Tensor, quads: Tensor, images: Tensor, widths: Tensor, stride: int, height: int,
+                 oversample: int = 1) -> tuple[Tensor, Tensor]:
+    """RoI features [N, C, height, W] and a validity mask [N, W] of lines ``quads`` [N, 4, 2] (input
+    pixels) of images ``images`` [N] of the batch ``features``, with ``widths`` [N] samples each.
+
+    W is the widest of these lines: a caller that groups lines of similar width pads little.
+    """
+    n, c = quads.shape[0], features.shape[1]
+    if n == 0:
+        return features.new_zeros((0, c, height, 1)), torch.zeros((0, 1), dtype=torch.bool, device=features.device)
+    width = int(widths.max())
+    quads = quads.to(features.device, torch.float32)
+    if bool((images == images[0]).all()):
+        b = int(images[0])
+        rois = sample_rois(features[b : b + 1], quads, widths, width, stride, height, oversample)
+    else:
+        rois = torch.zeros((n, c, height, width), device=features.device)
+        for b in images.unique().tolist():
+            sel = (images == b).nonzero()[:, 0]
+            rois[sel] = sample_rois(features[b : b + 1], quads[sel], widths[sel], width, stride, height, oversample)
+    mask = torch.arange(width, device=features.device)[None] < widths[:, None]
+    return rois * mask[:, None, None, :], mask
+
+
+def flatten_quads(quads: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-image quads -> all quads [N, 4, 2] (float32 on ``device``) and each one's image index [N]."""
+    flat = torch.cat([q.to(device, torch.float32) for q in quads]) if quads else torch.zeros((0, 4, 2), device=device)
+    images = torch.cat([torch.full((len(q),), b, dtype=torch.long, device=device) for b, q in enumerate(quads)]) \
+        if quads else torch.zeros(0, dtype=torch.long, device=device)
+    return flat, images
+
+
 def sample_quads(
     features: Tensor,
     quads: list[Tensor],
@@ -74,23 +106,27 @@ def sample_quads(
 
     ``quads[b]`` holds image b's lines in input pixels; W is the widest line's sample count.
     """
-    all_quads = torch.cat([q.to(features.device, torch.float32) for q in quads])
-    if all_quads.shape[0] == 0:
-        c = features.shape[1]
-        return features.new_zeros((0, c, height, 1)), torch.zeros((0, 1), dtype=torch.bool, device=features.device)
-    widths = roi_widths(all_quads, stride, max_width, per_column=per_column)
-    width = int(widths.max())
-    rois, start = [], 0
-    for b, q in enumerate(quads):
-        n = q.shape[0]
-        if n == 0:
-            continue
-        rois.append(sample_rois(features[b : b + 1], all_quads[start : start + n], widths[start : start + n],
-                                width, stride, height, oversample))
-        start += n
-    mask = torch.arange(width, device=features.device)[None] < widths[:, None]
-    rois_t = torch.cat(rois) * mask[:, None, None, :]
-    return rois_t, mask
+    flat, images = flatten_quads(quads, features.device)
+    widths = roi_widths(flat, stride, max_width, per_column=per_column)
+    return sample_lines(features, flat, images, widths, stride, height, oversample)
+
+
+def width_buckets(widths: Tensor, ratio: float = 1.5) -> list[Tensor]:
+    """Indices of lines grouped by RoI width, each group's widest at most ``ratio`` x its narrowest.
+
+    Reading a group pads its lines to the group's widest, not the batch's: the head's cost
+    follows the sum of the line widths (within ``ratio``) rather than lines x widest line.
+    """
+    if widths.numel() == 0:
+        return []
+    order = torch.argsort(widths, stable=True)
+    sorted_w = widths[order].tolist()
+    groups, start = [], 0
+    for i in range(1, len(sorted_w) + 1):
+        if i == len(sorted_w) or sorted_w[i] > ratio * sorted_w[start]:
+            groups.append(order[start:i])
+            start = i
+    return groups
 
 
 def jitter_quads(quads: Tensor, amount: float, grow: tuple[float, float] = (0.0, 0.0)) -> Tensor:
