@@ -49,6 +49,12 @@ fits (doubling, then bisection; ``torch.OutOfMemoryError`` caught, cache emptied
 tries), worst case: every block runs and 128 lines are read. Then the peak memory of the
 default training config (configs/data/synthetic.yaml long_side x batch_size, square pages).
 
+Beside each docrec variant the table gives its speed-up over ``docrec_p1.0`` (``x p1.0``), the
+FLOPs bound of that speed-up (``--flops``' expected saving of its p_min: the whole step, or the
+backbone with ``--backbone-only``) and the share of the bound realised ((x - 1) / (bound - 1));
+on CUDA also the model FLOP utilisation (MFU: 3 x the forward FLOPs per step, less the expected
+skipped blocks, over the median step time, as a share of the card's dense bf16 peak, ``PEAK_BF16``).
+
 ``--flops``: forward GFLOPs of the backbone (per block), neck and heads on the benchmark batch,
 and the speed-up that skipping blocks can give at each p_min if time followed FLOPs: what the
 measured ratios should be compared with.
@@ -378,11 +384,55 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
     for out in rows:
         if base_rate and out["pages_per_s"]:
             out["ratio_to_baseline"] = out["pages_per_s"] / base_rate
+    add_flop_bounds(args, rt, rows)
     return {"device": describe(rt.device), "part": "backbone" if args.backbone_only else "model",
             "res": args.res, "batch": args.batch, "steps": args.steps,
             "warmup": args.warmup, "lines_per_page": n_lines / args.batch,
             "precision": rt.precision, "channels_last": rt.channels_last,
             "torch": torch.__version__, "rows": rows}
+
+
+#: Dense bf16 tensor-core peak FLOP/s by card name (vendor data sheets), for the model FLOP utilisation.
+PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100": 989e12,
+             "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The card's dense bf16 peak (``PEAK_BF16``, first name contained in the device name); None elsewhere."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def add_flop_bounds(args: argparse.Namespace, rt: Runtime, rows: list[dict]) -> None:
+    """Beside each docrec variant's measured speed-up over docrec_p1.0: the FLOPs bound (skipped
+    blocks' expected FLOPs removed, time following FLOPs) and the share of it realised; on CUDA the
+    model FLOP utilisation (3 x forward FLOPs per step, less the expected skipped FLOPs, over the
+    step time, as a share of the card's bf16 peak)."""
+    from docrec.models import keep_probs
+
+    flops = flop_breakdown(args)
+    g, blocks = flops["forward_gflops"], flops["block_gflops"]
+    total = g["backbone"] if args.backbone_only else g["total"]
+    droppable = [not e["always_run"] for e in build_variant("docrec_p1.0", bench_charset()).backbone.schedule()]
+    ref = next((r["pages_per_s"] for r in rows if r["variant"] == "docrec_p1.0" and r["pages_per_s"]), None)
+    peak = peak_flops(rt.device)
+    for r in rows:
+        r.update(flops_bound=None, bound_realised=None, mfu=None)
+        saved = 0.0
+        if r["variant"].startswith("docrec_p"):
+            p_min = float(r["variant"].removeprefix("docrec_p").removesuffix("_compiled"))
+            keep = keep_probs(len(blocks), p_min)
+            saved = sum((1 - k) * f for k, f, d in zip(keep, blocks, droppable) if d)
+            r["flops_bound"] = total / (total - saved)
+            if ref and r["pages_per_s"]:
+                measured = r["pages_per_s"] / ref
+                r["speedup_vs_p1"] = measured
+                if r["flops_bound"] > 1.0:
+                    r["bound_realised"] = (measured - 1.0) / (r["flops_bound"] - 1.0)
+        if peak and r["median_step_ms"]:
+            r["mfu"] = 3 * (total - saved) * 1e9 / (r["median_step_ms"] / 1000) / peak
 
 
 def describe(device: torch.device) -> str:
@@ -394,7 +444,8 @@ def describe(device: torch.device) -> str:
 def print_table(result: dict) -> None:
     print(f"\n{result['part']}: {result['device']}, {result['res']}x{result['res']}, batch {result['batch']}, "
           f"{result['precision']}, median of {result['steps']} interleaved steps after {result['warmup']} warm-up")
-    head = f"{'variant':<22} {'pages/s':>8} {'x base':>7} {'step ms':>8} {'IQR ms':>7} {'blocks':>6} {'peak GiB':>8}"
+    head = (f"{'variant':<22} {'pages/s':>8} {'x base':>7} {'step ms':>8} {'IQR ms':>7} {'blocks':>6} {'peak GiB':>8}"
+            f" {'x p1.0':>7} {'FLOPs bound':>11} {'realised':>8} {'MFU':>6}")
     print(head)
     print("-" * len(head))
     for r in result["rows"]:
@@ -406,7 +457,8 @@ def print_table(result: dict) -> None:
             return format(v, spec) if v is not None else "-"
         print(f"{r['variant']:<22} {r['pages_per_s']:>8.2f} {f(r['ratio_to_baseline'], '>7.3f')} "
               f"{r['median_step_ms']:>8.0f} {r['iqr_step_ms']:>7.0f} {f(r['mean_blocks_run'], '>6.1f')} "
-              f"{f(r['peak_mem_gib'], '>8.2f')}")
+              f"{f(r['peak_mem_gib'], '>8.2f')} {f(r.get('speedup_vs_p1'), '>7.3f')} "
+              f"{f(r.get('flops_bound'), '>11.3f')} {f(r.get('bound_realised'), '>8.0%')} {f(r.get('mfu'), '>6.1%')}")
 
 
 # ----------------------------------------------------------------------------------- memory

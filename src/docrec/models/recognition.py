@@ -284,29 +284,33 @@ class RecognitionHead(nn.Module):
         """
         max_len = min(max_len or self.max_len, self.max_len)
         n, dev = memory.shape[0], memory.device
-        columns = (~padding).sum(1)
         ys = torch.full((n, max_len), self.pad_id, dtype=torch.long, device=dev)
         ys[:, 0] = self.bos_id
         logp_sum = torch.zeros(n, device=dev)
         steps = torch.zeros(n, device=dev)
+        banned = torch.zeros(self.classifier.out_features, device=dev)
+        banned[[self.pad_id, self.bos_id]] = float("-inf")
         cross_k, cross_v = self.cross_cache(memory)
         past_k = past_v = cross_k.new_zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]))
-        active = torch.arange(n, device=dev)
-        token = ys[:, 0]
+        # The lines still being read, their running log-probability, and the columns each has; every
+        # active line has taken the same t steps.
+        active, token, columns = torch.arange(n, device=dev), ys[:, 0], (~padding).sum(1)
+        run_logp = logp_sum.clone()
         length = 1
         for t in range(1, max_len):
             if active.numel() == 0:
                 break
             logits, past_k, past_v = self.decode_step(token, past_k, past_v, cross_k, cross_v, padding)
-            logits = logits.float()
-            logits[:, [self.pad_id, self.bos_id]] = float("-inf")
-            best, token = logits.log_softmax(-1).max(-1)
+            best, token = (logits.float() + banned).log_softmax(-1).max(-1)
             ys[active, t] = token
-            logp_sum[active] += best
-            steps[active] += 1
+            run_logp += best
             length = t + 1
-            going = (token != self.eos_id) & (steps[active] <= columns[active])
+            going = (token != self.eos_id) & (columns >= t)
             if not bool(going.all()):
-                active, token, padding = active[going], token[going], padding[going]
+                ended = ~going
+                logp_sum[active[ended]], steps[active[ended]] = run_logp[ended], float(t)
+                active, token, padding, columns, run_logp = (x[going] for x in (active, token, padding, columns,
+                                                                                 run_logp))
                 past_k, past_v, cross_k, cross_v = (c[:, going] for c in (past_k, past_v, cross_k, cross_v))
+        logp_sum[active], steps[active] = run_logp, float(length - 1)  # lines cut at max_len
         return ys[:, :length], torch.exp(logp_sum / steps.clamp(min=1.0))
