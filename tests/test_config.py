@@ -51,3 +51,20 @@ def test_unknown_key_and_wrong_type_are_refused():
     with pytest.raises(ConfigError, match=r"data\.batch_size must be an integer"):
         check_config(cfg)
 
+
+
+@pytest.mark.parametrize(("cpus", "local_world", "expected"), [(2, 1, 1), (1, 1, 0), (64, 8, 7), (32, 1, 8)])
+def test_auto_loader_workers_follow_the_cpus_per_process(monkeypatch, cpus, local_world, expected):
+    import os
+
+    from docrec.engine.runtime import loader_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    assert loader_workers("auto") == expected
+    assert loader_workers(3) == 3
+
+
+def test_num_workers_takes_auto_or_a_count(tmp_path):
+    check_config(_with_data(tmp_path, ["data.num_workers=auto"]))
+    with pytest.raises(ConfigError, match="data.num_workers"):
+        check_config(_with_data(tmp_path, ["data.num_workers=many"]))

@@ -76,7 +76,8 @@ def check_config(cfg: DictConfig) -> None:
                 "trainer.max_steps", "trainer.grad_accum", "trainer.val_every", "trainer.log_every",
                 "trainer.ckpt_every"):
         _number(cfg, key, 1, integer=True)
-    _number(cfg, "data.num_workers", 0, integer=True)
+    if _get(cfg, "data.num_workers") != "auto":
+        _number(cfg, "data.num_workers", 0, integer=True)
     _number(cfg, "trainer.precise_bn_batches", 0, integer=True)
     _number(cfg, "data.val_fraction", 0.0, 0.9)
     _number(cfg, "optim.lr", 0.0, lo_open=True)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
 from docrec.engine.config import abs_path, data_sources
+from docrec.engine.runtime import loader_workers
 from docrec.engine.sampler import ResumableSampler, WeightedSourceSampler
 from docrec.formats import load
 from docrec.pages import Page
@@ -104,9 +105,10 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
                                         data_cfg.get("epoch_pages"), seed, rank, world)
     else:
         sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
-    common = {"num_workers": data_cfg.num_workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
+    workers = loader_workers(data_cfg.num_workers)
+    common = {"num_workers": workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
               "persistent_workers": False, "worker_init_fn": _ignore_stop_signals}
-    if data_cfg.num_workers > 0:
+    if workers > 0:
         common["prefetch_factor"] = 4
     # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).
     train_loader = DataLoader(train_ds, batch_size=data_cfg.batch_size, sampler=sampler, drop_last=False,
