@@ -53,7 +53,8 @@ Beside each docrec variant the table gives its speed-up over ``docrec_p1.0`` (``
 FLOPs bound of that speed-up (``--flops``' expected saving of its p_min: the whole step, or the
 backbone with ``--backbone-only``) and the share of the bound realised ((x - 1) / (bound - 1));
 on CUDA also the model FLOP utilisation (MFU: 3 x the forward FLOPs per step, less the expected
-skipped blocks, over the median step time, as a share of the card's dense bf16 peak, ``PEAK_BF16``).
+skipped blocks, over the median step time, as a share of the card's dense bf16 peak,
+``docrec.engine.runtime.PEAK_BF16``).
 
 ``--flops``: forward GFLOPs of the backbone (per block), neck and heads on the benchmark batch,
 and the speed-up that skipping blocks can give at each p_min if time followed FLOPs: what the
@@ -80,7 +81,7 @@ from torch import Tensor, nn
 
 from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
-from docrec.engine.runtime import Runtime, setup
+from docrec.engine.runtime import Runtime, peak_bf16_flops, setup
 from docrec.engine.trainer import build_optimizer
 from docrec.models import Charset, DocRecModel, build_model, recognition
 
@@ -392,19 +393,6 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
             "torch": torch.__version__, "rows": rows}
 
 
-#: Dense bf16 tensor-core peak FLOP/s by card name (vendor data sheets), for the model FLOP utilisation.
-PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100": 989e12,
-             "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """The card's dense bf16 peak (``PEAK_BF16``, first name contained in the device name); None elsewhere."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
-
-
 def add_flop_bounds(args: argparse.Namespace, rt: Runtime, rows: list[dict]) -> None:
     """Beside each docrec variant's measured speed-up over docrec_p1.0: the FLOPs bound (skipped
     blocks' expected FLOPs removed, time following FLOPs) and the share of it realised; on CUDA the
@@ -417,7 +405,7 @@ def add_flop_bounds(args: argparse.Namespace, rt: Runtime, rows: list[dict]) -> 
     total = g["backbone"] if args.backbone_only else g["total"]
     droppable = [not e["always_run"] for e in build_variant("docrec_p1.0", bench_charset()).backbone.schedule()]
     ref = next((r["pages_per_s"] for r in rows if r["variant"] == "docrec_p1.0" and r["pages_per_s"]), None)
-    peak = peak_flops(rt.device)
+    peak = peak_bf16_flops(rt.device)
     for r in rows:
         r.update(flops_bound=None, bound_realised=None, mfu=None)
         saved = 0.0

@@ -213,3 +213,26 @@ def test_precise_bn_recalibrates_raw_and_ema_before_validation(toy_data, tmp_pat
         tracked = {k: int(v) for k, v in weights.items() if k.endswith("num_batches_tracked")}
         # Reset, then exactly the 2 recalibration batches (3 training steps would count 3 or fewer).
         assert tracked and set(tracked.values()) == {2}, tracked
+
+
+def test_step_flops_are_counted_without_touching_the_run(toy_data, tmp_path):
+    """The MFU scalar's FLOPs count (CUDA runs): a forward + backward leaving buffers, gradients and RNG as they were."""
+    from docrec.engine.trainer import build_run, measure_step_flops
+    run = build_run(compose_cfg([*TINY, *_data(toy_data), "logger.enabled=false"]), tmp_path / "run")
+    buffers = {k: v.clone() for k, v in run.raw.named_buffers()}
+    rng = torch.get_rng_state()
+    flops = measure_step_flops(run)
+    assert flops > 1e8
+    assert all(torch.equal(v, buffers[k]) for k, v in run.raw.named_buffers())
+    assert all(p.grad is None for p in run.raw.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert run.peak_flops is None and run.step_flops is None  # no GPU: nothing counted, no MFU scalar
+
+
+def test_card_peaks_for_mfu(monkeypatch):
+    from docrec.engine.runtime import peak_bf16_flops
+    assert peak_bf16_flops(torch.device("cpu")) is None
+    for name, peak in (("NVIDIA H200", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 80GB HBM3", 989e12),
+                       ("Some Other GPU", None)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
+        assert peak_bf16_flops(torch.device("cuda", 0)) == peak

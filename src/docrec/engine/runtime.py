@@ -102,6 +102,20 @@ def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return t
 
 
+#: Dense bf16 tensor-core peak FLOP/s by card name (vendor data sheets), for the model FLOP utilisation.
+PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
+             "A10": 125e12}
+
+
+def peak_bf16_flops(device: torch.device) -> float | None:
+    """The card's dense bf16 peak (the first ``PEAK_BF16`` name in the device's name); None on a CPU
+    or an unlisted card."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
 #: Most loader processes ``num_workers: auto`` gives one training process.
 MAX_AUTO_WORKERS = 8
 

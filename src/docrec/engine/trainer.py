@@ -25,7 +25,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from docrec.data.dataset import normalize
+from docrec.data.dataset import collate, normalize
 from docrec.engine import checkpoint as ckpt
 from docrec.engine import tb
 from docrec.engine.config import abs_path, check_config
@@ -37,6 +37,7 @@ from docrec.engine.runtime import (
     all_reduce_mean,
     broadcast_str,
     cpu_speed_note,
+    peak_bf16_flops,
     seed_everything,
     setup,
 )
@@ -146,6 +147,8 @@ class Run:
     topk: ckpt.TopK
     writer: object | None = None  # TensorBoard SummaryWriter on the main rank
     progress: Progress = field(default_factory=Progress)
+    step_flops: float | None = None  # FLOPs of one training step on this GPU (CUDA only; for MFU)
+    peak_flops: float | None = None  # the card's dense bf16 peak FLOP/s
 
     @property
     def ckpt_dir(self) -> Path:
@@ -216,6 +219,9 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
               ckpt.TopK(run_dir / "checkpoints", cfg.trainer.save_top_k, cfg.trainer.monitor_mode))
     if resume:
         restore(run, resume)
+    run.peak_flops = peak_bf16_flops(rt.device)
+    if run.peak_flops:  # counted in eager mode, before compilation hides the operators
+        run.step_flops = measure_step_flops(run) * cfg.trainer.grad_accum
     if cfg.trainer.compile:
         raw.compile_regions()
     if rt.distributed:
@@ -226,6 +232,27 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
     if rt.is_main and cfg.logger.enabled:
         run.writer = tb.open_writer(run_dir, cfg.logger.flush_secs)
     return run
+
+
+def measure_step_flops(run: Run) -> float:
+    """FLOPs of one micro-batch's forward and backward (the first pages of the training set),
+    counted by ``FlopCounterMode``; the model's buffers, gradients and the RNG states are left as
+    they were, so a run (or a resumed one) trains exactly as without the count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rng, buffers = ckpt.rng_state(), {k: v.clone() for k, v in run.raw.named_buffers()}
+    ds = run.train_loader.dataset
+    images, targets, _ = collate([ds[i] for i in range(min(run.cfg.data.batch_size, len(ds)))])
+    images, targets = _on_device(images, targets, run.rt)
+    run.raw.set_step(run.progress.step)
+    with FlopCounterMode(display=False) as counter, run.rt.autocast():
+        sum(run.raw(images, targets).values()).backward()
+    run.raw.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for k, v in run.raw.named_buffers():
+            v.copy_(buffers[k])
+    ckpt.set_rng_state(rng)
+    return float(counter.get_total_flops())
 
 
 def init_weights(model: DocRecModel, init: dict, cfg: DictConfig, model_cfg: dict, charset: Charset, rt) -> None:
@@ -368,9 +395,10 @@ class Meter:
         self.reset()
 
     def reset(self) -> None:
-        self.t0, self.pages, self.wait, self.busy = time.perf_counter(), 0, 0.0, 0.0
+        self.t0, self.pages, self.steps, self.wait, self.busy = time.perf_counter(), 0, 0, 0.0, 0.0
 
     def add(self, stats: StepStats, seconds: float) -> None:
+        self.steps += 1
         self.pages += stats.pages
         self.wait += stats.wait_s
         self.busy += seconds
@@ -412,6 +440,8 @@ def log_step(run: Run, stats: StepStats, meter: Meter, bar: tqdm) -> None:
         w.add_scalar("train/peak_mem_gib", _peak_mem_gib(rt.device), step)
         w.add_scalar("train/effective_depth", run.raw.backbone.effective_depth, step)
         w.add_scalar("train/skipped_steps", run.progress.skipped_steps, step)
+        if run.step_flops and run.peak_flops:  # model FLOP utilisation of this GPU (CUDA only)
+            w.add_scalar("train/mfu", run.step_flops * meter.steps / max(meter.busy, 1e-9) / run.peak_flops, step)
     meter.reset()
 
 
