@@ -1,4 +1,4 @@
-"""The network: stochastic-depth ResNet backbone, fused FPN, segmentation and recognition heads."""
+"""The network: stochastic-depth ResNet backbone, light FPN (or the first fused FPN), segmentation and recognition heads."""
 
 from docrec.models.charset import Charset
 from docrec.models.docrec_model import DocRecModel

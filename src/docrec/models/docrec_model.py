@@ -1,4 +1,4 @@
-"""The composite network: backbone -> fused FPN map -> segmentation head and recognition head."""
+"""The composite network: backbone -> neck (fused stride-4 map) -> segmentation head and recognition head."""
 
 from __future__ import annotations
 
