@@ -41,8 +41,8 @@ width 20-80 % of the page.
 
 Model settings beside the variants: ``--neck light|fpn`` (``model.neck``; default the config's)
 and ``--bucket-ratio R`` (recognition width groups, ``docrec.models.recognition.BUCKET_RATIO``;
-0 reads every line padded to the batch's widest, as before packed reading). The model trains on at most ``max_lines_per_batch``
-(128) lines per batch, as configured.
+0 reads every line padded to the batch's widest, as before packed reading). The model trains on
+at most ``max_lines_per_batch`` (128) lines per batch, as configured.
 
 ``--memory`` (CUDA only): for each ``--memory-res`` (1024 1536) the largest batch whose step
 fits (doubling, then bisection; ``torch.OutOfMemoryError`` caught, cache emptied between
@@ -398,21 +398,15 @@ def add_flop_bounds(args: argparse.Namespace, rt: Runtime, rows: list[dict]) -> 
     blocks' expected FLOPs removed, time following FLOPs) and the share of it realised; on CUDA the
     model FLOP utilisation (3 x forward FLOPs per step, less the expected skipped FLOPs, over the
     step time, as a share of the card's bf16 peak)."""
-    from docrec.models import keep_probs
-
     flops = flop_breakdown(args)
-    g, blocks = flops["forward_gflops"], flops["block_gflops"]
-    total = g["backbone"] if args.backbone_only else g["total"]
-    droppable = [not e["always_run"] for e in build_variant("docrec_p1.0", bench_charset()).backbone.schedule()]
+    total = flops["forward_gflops"]["backbone" if args.backbone_only else "total"]
     ref = next((r["pages_per_s"] for r in rows if r["variant"] == "docrec_p1.0" and r["pages_per_s"]), None)
     peak = peak_bf16_flops(rt.device)
     for r in rows:
         r.update(flops_bound=None, bound_realised=None, mfu=None)
         saved = 0.0
         if r["variant"].startswith("docrec_p"):
-            p_min = float(r["variant"].removeprefix("docrec_p").removesuffix("_compiled"))
-            keep = keep_probs(len(blocks), p_min)
-            saved = sum((1 - k) * f for k, f, d in zip(keep, blocks, droppable) if d)
+            saved = expected_saving(flops, float(r["variant"].removeprefix("docrec_p").removesuffix("_compiled")))
             r["flops_bound"] = total / (total - saved)
             if ref and r["pages_per_s"]:
                 measured = r["pages_per_s"] / ref
@@ -538,7 +532,6 @@ def flop_breakdown(args: argparse.Namespace) -> dict:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from docrec.models import keep_probs
 
     def gflops(fn) -> float:
         with FlopCounterMode(display=False) as fc:
@@ -577,13 +570,22 @@ def flop_breakdown(args: argparse.Namespace) -> dict:
     droppable = [not e["always_run"] for e in bb.schedule()]
     out = {"res": args.res, "batch": args.batch, "lines": len(torch.cat(quads)),
            "forward_gflops": {"backbone": backbone, "neck": neck, "seg_head": seg, "rec_head": rec, "total": total},
-           "block_gflops": blocks, "p_min": []}
+           "block_gflops": blocks, "droppable": droppable, "p_min": []}
     for p_min in (1.0, 0.8, 0.5):
-        keep = keep_probs(len(blocks), p_min)
-        saved = sum((1 - k) * f for k, f, d in zip(keep, blocks, droppable) if d)
+        saved = expected_saving(out, p_min)
         out["p_min"].append({"p_min": p_min, "expected_backbone_saving": saved / backbone,
                              "expected_step_ratio": total / (total - saved)})
     return out
+
+
+def expected_saving(flops: dict, p_min: float) -> float:
+    """Forward GFLOPs that skipping saves on average at ``p_min``: sum over droppable blocks of
+    (1 - keep probability) x the block's FLOPs (``flops`` from :func:`flop_breakdown`)."""
+    from docrec.models import keep_probs
+
+    blocks = flops["block_gflops"]
+    keep = keep_probs(len(blocks), p_min)
+    return sum((1 - k) * f for k, f, d in zip(keep, blocks, flops["droppable"]) if d)
 
 
 def print_flops(r: dict) -> None:

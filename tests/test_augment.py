@@ -123,3 +123,22 @@ def test_text_dense_crop_keeps_the_window_with_the_most_whole_lines():
 def test_text_dense_crop_refuses_zero_tries():
     with pytest.raises(ValueError, match="tries"):
         build_augment({"enabled": False}, long_side=100, crop=(32, 32), train=True, crop_tries=0)
+
+
+def test_dataset_gives_the_dense_crop_its_lines(tmp_path):
+    """PageDataset passes each line's box to the crop: with 8 tries, 64-px bands of toy pages hold more lines."""
+    from docrec.data.dataset import PageDataset
+    from docrec.formats import load
+    from docrec.models import Charset
+    from tests.conftest import make_toy_pages
+
+    pages = load("manifest", make_toy_pages(tmp_path, n_pages=8) / "train.jsonl").pages
+    charset = Charset.build(ln.text for p in pages for ln in p.lines)
+    found = {}
+    for tries in (1, 8):
+        ds = PageDataset(pages, charset, ["printed", "handwritten"], 320, {"enabled": False}, (64, 320), True,
+                         crop_tries=tries)
+        found[tries] = [len(ds[i + k * len(pages)][2]["gt_lines"]) for k in range(5)
+                        for i in range(len(pages))]
+    assert np.mean(found[8]) > 1.5 * np.mean(found[1])
+    assert found[8].count(0) < found[1].count(0)

@@ -16,7 +16,7 @@ from docrec.data.targets import build_targets
 from docrec.metrics import corpus_cer
 from docrec.models import Charset, DocRecModel, build_model
 from docrec.models.fpn import FusedFPN, LightFPN
-from docrec.models.roi import jitter_quads, quad_grid, quad_size, roi_widths, sample_quads
+from docrec.models.roi import flatten_quads, jitter_quads, quad_grid, quad_size, roi_widths, sample_lines
 
 KINDS = ["printed", "handwritten", "form_field"]
 DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
@@ -105,6 +105,12 @@ def _coordinate_map(height: int, width: int, stride: int) -> torch.Tensor:
     return torch.stack([xs * stride + stride / 2, ys * stride + stride / 2]).float()[None]
 
 
+def _sample(feats: torch.Tensor, quads: list[torch.Tensor], max_width: int, oversample: int = 1):
+    """RoIs of image b's ``quads[b]`` (stride 4, 8 rows), padded to the widest, as the recognition head reads them."""
+    flat, images = flatten_quads(quads, feats.device)
+    return sample_lines(feats, flat, images, roi_widths(flat, 4, max_width), 4, 8, oversample)
+
+
 @pytest.mark.parametrize("deg", [0.0, 15.0, -30.0])
 def test_quad_sampler_reads_along_the_rotated_box(deg):
     feats = _coordinate_map(64, 64, 4)  # a 256 x 256 page
@@ -112,7 +118,7 @@ def test_quad_sampler_reads_along_the_rotated_box(deg):
     u, d = torch.tensor([np.cos(a), np.sin(a)]), torch.tensor([-np.sin(a), np.cos(a)])
     tl = torch.tensor([60.0, 90.0])
     quad = torch.stack([tl, tl + 120 * u, tl + 120 * u + 16 * d, tl + 16 * d]).float()
-    rois, mask = sample_quads(feats, [quad[None]], stride=4, height=8, max_width=64)
+    rois, mask = _sample(feats, [quad[None]], max_width=64)
     width = int(roi_widths(quad[None], 4, 64)[0])
     assert width == 30 and rois.shape == (1, 2, 8, 30) and mask.all()  # one sample per 4-px feature column
     # A bilinear sample of a linear map is exact: the RoI holds the sampling points themselves.
@@ -127,7 +133,7 @@ def test_quad_sampler_pads_short_lines_and_groups_by_image():
     feats = torch.cat([_coordinate_map(16, 16, 4), _coordinate_map(16, 16, 4) + 1000])
     long = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]]])
     short = torch.tensor([[[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]]])
-    rois, mask = sample_quads(feats, [long, short], stride=4, height=8, max_width=32)
+    rois, mask = _sample(feats, [long, short], max_width=32)
     assert rois.shape == (2, 2, 8, 14)  # 56 px / 4 px per column
     assert mask[0].all() and mask[1].sum() == 4
     assert rois[1, :, :, 4:].abs().max() == 0  # padding is zero and masked
@@ -139,7 +145,7 @@ def test_tall_lines_are_read_at_every_column_and_averaged_across_their_height():
     # A tall handwritten line: 200 px long, 96 px high. Square cells gave 8 x 16 samples (one per
     # 12 px); now one column per 4 px, and each of the 8 rows is the mean of its 3 sub-rows.
     quad = torch.tensor([[[20.0, 40.0], [220.0, 40.0], [220.0, 136.0], [20.0, 136.0]]])
-    rois, mask = sample_quads(feats, [quad], stride=4, height=8, max_width=128, oversample=3)
+    rois, mask = _sample(feats, [quad], max_width=128, oversample=3)
     assert rois.shape == (1, 2, 8, 50) and mask.all()
     # The mean of a linear map over the sub-rows is its value at the row centre.
     centres_y = 40.0 + (torch.arange(8) + 0.5) * 12.0

@@ -84,6 +84,7 @@ class PageDataset(Dataset):
         self.long_side, self.strict = long_side, strict
         self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train,
                                  crop_tries=crop_tries)
+        self.dense_crop = train and bool(crop) and crop_tries > 1  # the crop needs the lines' boxes
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws each epoch (call before iterating, like DistributedSampler)."""
@@ -114,10 +115,14 @@ class PageDataset(Dataset):
         # LongestMaxSize's factor, which then has nothing left to do: scale the points alike.
         pts *= max(img.shape[:2]) / max(page.width, page.height)
         self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)
-        # Each line's box as shares of the page, for the text-dense crop.
-        line_boxes = np.array([[*np.min(ln.polygon, 0), *np.max(ln.polygon, 0)] for ln in page.lines],
-                              np.float64).reshape(-1, 4) / [page.width, page.height, page.width, page.height]
-        out = self.aug(image=img, keypoints=pts, line_boxes=line_boxes)
+        extra = {}
+        if self.dense_crop and page.lines:  # each line's box, as shares of the image, from its points above
+            starts = np.cumsum([0, *sizes[: len(page.lines) - 1]])
+            line_pts = pts[: sum(sizes[: len(page.lines)])]
+            extra["line_boxes"] = np.concatenate([np.minimum.reduceat(line_pts, starts),
+                                                  np.maximum.reduceat(line_pts, starts)], axis=1) \
+                / np.tile([img.shape[1], img.shape[0]], 2)
+        out = self.aug(image=img, keypoints=pts, **extra)
         image, kp = out["image"], np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
         h, w = image.shape[:2]
         holes = erased_holes(out.get("applied_transforms", ()))

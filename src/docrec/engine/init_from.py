@@ -22,6 +22,7 @@ from torch import nn
 
 from docrec.engine.config import ConfigError
 from docrec.models.charset import Charset, normalize
+from docrec.models.fpn import LEGACY_NECK
 
 #: Model settings that change the shape or meaning of weights (``model.<key>``).
 ARCHITECTURE_KEYS = (
@@ -30,7 +31,7 @@ ARCHITECTURE_KEYS = (
     "recognition.dim_feedforward", "recognition.roi_height", "recognition.max_len",
 )
 #: What a key missing from a checkpoint's model config meant when it was written.
-LEGACY_DEFAULTS = {"neck": "fpn"}
+LEGACY_DEFAULTS = {"neck": LEGACY_NECK}
 #: Tensors with one row per charset symbol.
 VOCAB_TENSORS = ("rec_head.embed.weight", "rec_head.classifier.weight", "rec_head.classifier.bias",
                  "rec_head.ctc_head.weight", "rec_head.ctc_head.bias")

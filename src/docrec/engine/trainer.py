@@ -172,7 +172,6 @@ class StepStats:
     losses: dict[str, float]
     total: float
     grad_norm: float
-    n_micro: int
     pages: int
     wait_s: float
 
@@ -385,7 +384,7 @@ def optimizer_step(run: Run, batches) -> StepStats | None:
                 f"checkpoint: {last if last.exists() else 'none written yet'}")
     pr.step += 1
     pr.batch_in_epoch += n_micro
-    return StepStats({k: v / n_micro for k, v in zip(losses_sum, loss_vals)}, total, grad_norm, n_micro, pages, wait)
+    return StepStats({k: v / n_micro for k, v in zip(losses_sum, loss_vals)}, total, grad_norm, pages, wait)
 
 
 class Meter:

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from docrec.models.charset import Charset
 from docrec.models.docrec_model import DocRecModel
-from docrec.models.fpn import FUSED_STRIDE, build_neck
+from docrec.models.fpn import FUSED_STRIDE, LEGACY_NECK, build_neck
 from docrec.models.recognition import RecognitionHead
 from docrec.models.segmentation import SegmentationHead
 from docrec.models.stochastic_depth import build_backbone
@@ -27,8 +27,7 @@ def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
     kinds = list(cfg.get("kinds", ["printed", "handwritten"]))
     backbone = build_backbone(**cfg.get("backbone", {}))
-    # A model config without ``neck`` comes from a checkpoint written before the option: it used ``fpn``.
-    neck = build_neck(cfg.get("neck", "fpn"), backbone.out_channels, cfg.get("fpn_channels", 256))
+    neck = build_neck(cfg.get("neck", LEGACY_NECK), backbone.out_channels, cfg.get("fpn_channels", 256))
     region_kinds = list(cfg.get("region_kinds", []))
     seg_head = SegmentationHead(neck.out_channels, 1 + len(kinds), stride=FUSED_STRIDE, num_regions=len(region_kinds),
                                 **cfg.get("segmentation", {}))

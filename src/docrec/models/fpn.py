@@ -20,6 +20,8 @@ from torchvision.ops import FeaturePyramidNetwork
 FUSED_STRIDE = 4
 #: ``model.neck`` values.
 NECKS = ("light", "fpn")
+#: The neck of a model config without ``model.neck``: checkpoints written before the option used it.
+LEGACY_NECK = "fpn"
 LEVELS = ("c2", "c3", "c4", "c5")
 
 

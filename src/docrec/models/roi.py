@@ -93,24 +93,6 @@ def flatten_quads(quads: list[Tensor], device: torch.device) -> tuple[Tensor, Te
     return flat, images
 
 
-def sample_quads(
-    features: Tensor,
-    quads: list[Tensor],
-    stride: int,
-    height: int,
-    max_width: int,
-    oversample: int = 1,
-    per_column: int = 1,
-) -> tuple[Tensor, Tensor]:
-    """RoI features [N, C, height, W] and a validity mask [N, W] for the quads of each image.
-
-    ``quads[b]`` holds image b's lines in input pixels; W is the widest line's sample count.
-    """
-    flat, images = flatten_quads(quads, features.device)
-    widths = roi_widths(flat, stride, max_width, per_column=per_column)
-    return sample_lines(features, flat, images, widths, stride, height, oversample)
-
-
 def width_buckets(widths: Tensor, ratio: float = 1.5) -> list[Tensor]:
     """Indices of lines grouped by RoI width, each group's widest at most ``ratio`` x its narrowest.
 
