@@ -142,3 +142,13 @@ def test_dataset_gives_the_dense_crop_its_lines(tmp_path):
                         for i in range(len(pages))]
     assert np.mean(found[8]) > 1.5 * np.mean(found[1])
     assert found[8].count(0) < found[1].count(0)
+
+
+def test_noise_is_grey_unless_per_channel():
+    img = np.full((64, 96, 3), 128, np.uint8)
+    for per_channel, grey in ((False, True), (True, False)):
+        aug = build_augment({"noise": {"p": 1.0, "std": [0.05, 0.05], "per_channel": per_channel}}, long_side=96)
+        aug.set_random_seed(0)
+        out = aug(image=img)["image"][:64, :96].astype(int)
+        assert out.std() > 3  # noise was added
+        assert (out[..., 0] == out[..., 1]).all() == grey and (out[..., 1] == out[..., 2]).all() == grey

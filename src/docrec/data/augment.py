@@ -72,7 +72,9 @@ def _photometric(cfg: Mapping) -> list[A.BasicTransform]:
     if (c := cfg.get("blur")) and c["p"] > 0:
         t.append(A.GaussianBlur(blur_limit=tuple(c["kernel"]), p=c["p"]))
     if (c := cfg.get("noise")) and c["p"] > 0:
-        t.append(A.GaussNoise(std_range=tuple(c["std"]), p=c["p"]))
+        # per_channel false: one grey noise map for the three channels (scanner noise on paper), a third
+        # of the random draws of per-channel noise, the loader's costliest transform when it fires.
+        t.append(A.GaussNoise(std_range=tuple(c["std"]), per_channel=c.get("per_channel", False), p=c["p"]))
     if (c := cfg.get("jpeg")) and c["p"] > 0:
         t.append(A.ImageCompression(quality_range=tuple(c["quality"]), p=c["p"]))
     return t

@@ -79,6 +79,8 @@ def check_config(cfg: DictConfig) -> None:
     if _get(cfg, "data.num_workers") != "auto":
         _number(cfg, "data.num_workers", 0, integer=True)
     _number(cfg, "trainer.precise_bn_batches", 0, integer=True)
+    if OmegaConf.select(cfg, "data.aspect_ratio_group_factor") is not None:
+        _number(cfg, "data.aspect_ratio_group_factor", 0, integer=True)
     _number(cfg, "data.val_fraction", 0.0, 0.9)
     _number(cfg, "optim.lr", 0.0, lo_open=True)
     _number(cfg, "optim.weight_decay", 0.0)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from docrec.data.dataset import PageDataset, collate
 from docrec.engine.config import abs_path, data_sources
 from docrec.engine.runtime import loader_workers
-from docrec.engine.sampler import ResumableSampler, WeightedSourceSampler
+from docrec.engine.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
 from docrec.formats import load
 from docrec.pages import Page
 
@@ -92,7 +92,9 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 
 def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank: int, world: int):
-    """Training loader with a resumable sampler (weighted over sources), and an ordered validation loader."""
+    """Training loader with a resumable batch sampler (weighted over sources; whole pages grouped by
+    aspect ratio), and an ordered validation loader. The third value is the training batch sampler:
+    ``set_epoch(epoch, skip=batches)`` before each pass."""
     kinds = list(data_cfg.kinds)
     regions = list(data_cfg.get("region_kinds") or [])
     train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
@@ -105,14 +107,19 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
                                         data_cfg.get("epoch_pages"), seed, rank, world)
     else:
         sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
+    # Crops all have one size: grouping whole pages only.
+    factor = data_cfg.get("aspect_ratio_group_factor", 3)
+    groups = aspect_groups([p.width / p.height for p in splits.train], factor) if factor and not data_cfg.crop \
+        else None
+    batch_sampler = EpochBatchSampler(sampler, data_cfg.batch_size, groups)
     workers = loader_workers(data_cfg.num_workers)
     common = {"num_workers": workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
               "persistent_workers": False, "worker_init_fn": _ignore_stop_signals}
     if workers > 0:
         common["prefetch_factor"] = 4
     # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).
-    train_loader = DataLoader(train_ds, batch_size=data_cfg.batch_size, sampler=sampler, drop_last=False,
-                              generator=torch.Generator().manual_seed(seed), **common)
+    train_loader = DataLoader(train_ds, batch_sampler=batch_sampler, generator=torch.Generator().manual_seed(seed),
+                              **common)
     val_loader = DataLoader(val_ds, batch_size=data_cfg.val_batch_size, shuffle=False,
                             generator=torch.Generator().manual_seed(seed), **common)
-    return train_loader, val_loader, sampler
+    return train_loader, val_loader, batch_sampler

@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -34,11 +35,11 @@ class _EpochSampler(Sampler[int]):
         """The whole epoch's order, all ranks together (``size`` indices)."""
         raise NotImplementedError
 
-    def indices(self) -> list[int]:
-        """This rank's full index list for the current epoch."""
+    def indices(self, rank: int | None = None) -> list[int]:
+        """A rank's full index list for the current epoch (this rank's by default)."""
         order = self.order()
         order += order[: self.per_rank * self.world - self.size]
-        return order[self.rank :: self.world]
+        return order[self.rank if rank is None else rank :: self.world]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices()[self.skip :])
@@ -123,3 +124,71 @@ class WeightedSourceSampler(_EpochSampler):
         slots = torch.repeat_interleave(torch.arange(len(streams)), torch.tensor(after) - torch.tensor(before))
         slots = slots[torch.randperm(self.size, generator=_generator(self.seed, 3, self.epoch))].tolist()
         return [next(streams[s]) for s in slots]  # each source's draws in its stream's order
+
+
+def aspect_groups(aspects: Sequence[float], factor: int) -> list[int]:
+    """Each page's aspect-ratio bin (width / height), with the edges of torchvision's detection
+    references: ``2 ** linspace(-1, 1, 2 * factor + 1)``, so 2 * factor bins between 1:2 and 2:1
+    plus one below and one above (factor 3: receipts, A4 portrait, square, landscape apart)."""
+    if factor < 1:
+        raise ValueError(f"data.aspect_ratio_group_factor must be >= 1 to group (0 turns it off), got {factor}")
+    edges = 2.0 ** np.linspace(-1, 1, 2 * factor + 1)
+    return np.digitize(np.asarray(aspects, np.float64), edges).tolist()
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of an epoch sampler, resumable by batch count, optionally grouped by aspect ratio.
+
+    Without ``groups`` a batch is the next ``batch_size`` indices of the rank (what a DataLoader
+    with ``batch_size`` and ``sampler`` does). With ``groups`` (one group id per page, see
+    :func:`aspect_groups`) a batch holds pages of one group only, as torchvision's
+    ``GroupedBatchSampler`` builds them: indices go to their group's buffer in sampler order and a
+    full buffer is a batch; each group's remainder is a last, smaller batch. So whole portrait
+    and landscape pages (or receipts and forms) are not padded to one square.
+
+    The batches are a pure function of seed and epoch, so ``set_epoch(epoch, skip)`` resumes
+    after ``skip`` batches exactly. Every rank builds every rank's batches (cheap: index lists)
+    and pads its own list to the longest by repeating its first batches, so all ranks take the
+    same number of steps per epoch. The index of a weighted sampler's repeat pass
+    (``index + k * pages``) takes the group of its page.
+    """
+
+    def __init__(self, sampler: _EpochSampler, batch_size: int, groups: Sequence[int] | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sampler, self.batch_size = sampler, batch_size
+        self.groups = list(groups) if groups is not None else None
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's batches and drop the first ``skip`` of them (the ones already trained)."""
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def _batches_of(self, indices: list[int]) -> list[list[int]]:
+        bs = self.batch_size
+        if self.groups is None:
+            return [indices[i : i + bs] for i in range(0, len(indices), bs)]
+        buffers: dict[int, list[int]] = {}
+        out = []
+        for i in indices:
+            buf = buffers.setdefault(self.groups[i % len(self.groups)], [])
+            buf.append(i)
+            if len(buf) == bs:
+                out.append(buf[:])
+                buf.clear()
+        return out + [b for b in buffers.values() if b]  # remainders, in the order their groups appeared
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, none skipped."""
+        mine = self._batches_of(self.sampler.indices())
+        if self.groups is not None and self.sampler.world > 1:
+            longest = max(len(self._batches_of(self.sampler.indices(r))) for r in range(self.sampler.world))
+            mine = [mine[i % len(mine)] for i in range(longest)] if mine else mine
+        return mine
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(len(self.batches()) - self.skip, 0)

@@ -32,6 +32,7 @@ from docrec.engine.config import abs_path, check_config
 from docrec.engine.data import PageSplits, load_splits, make_loaders
 from docrec.engine.init_from import apply_init, grow_charset
 from docrec.engine.precise_bn import recalibrate_bn
+from docrec.engine.sampler import EpochBatchSampler
 from docrec.engine.runtime import (
     Runtime,
     all_reduce_mean,
@@ -137,7 +138,7 @@ class Run:
     charset: Charset
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
-    sampler: torch.utils.data.Sampler
+    sampler: EpochBatchSampler  # the training loader's batches; set_epoch(epoch, skip=batches) resumes
     raw: DocRecModel  # the model itself (``model`` is its DDP wrapper when distributed)
     model: torch.nn.Module
     ema: ModelEmaV3 | None
@@ -467,7 +468,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         while pr.step < tr.max_steps and stop.signal is None:
             if tr.max_epochs is not None and pr.epoch >= tr.max_epochs:
                 break
-            run.sampler.set_epoch(pr.epoch, skip=pr.batch_in_epoch * cfg.data.batch_size)
+            run.sampler.set_epoch(pr.epoch, skip=pr.batch_in_epoch)
             run.train_loader.dataset.set_epoch(pr.epoch)
             batches = iter(run.train_loader)
             while pr.step < tr.max_steps and stop.signal is None:
