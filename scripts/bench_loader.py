@@ -2,6 +2,7 @@
 
     python scripts/bench_loader.py [--manifest data/synthetic/train.jsonl] [--long-side 1024] [--pages 64]
         [--workers 0 1 2] [--step-ms 0 250] [--batch 4] [--augment default] [--profile] [--json PATH]
+    python scripts/bench_loader.py --padding FORMAT=PATH [FORMAT=PATH ...] [--long-side 2048] [--batch 4]
 
 Without --manifest it generates --pages synthetic pages (real size, JPEG) into a temp folder.
 The loaders are the trainer's (``docrec.engine.data.make_loaders`` with configs/data/synthetic.yaml
@@ -13,6 +14,10 @@ Reports, all on the training pipeline (augmentation on, whole pages unless --cro
 - per worker count: pages/s over one pass, after the first batch (worker start-up shown apart), the
   workers' CPU ms per page (it includes sending batches through shared memory) and the main
   process's CPU ms per page for receiving them;
+- ``--padding`` (and nothing else): the share of batch pixels that are padding when whole pages
+  of the given sets (each alone, then all mixed) are batched, without and with aspect-ratio
+  grouping (``data.aspect_ratio_group_factor`` 0 vs 3), over 3 epochs of the trainer's batch
+  sampler. Page sizes come from the annotations: no image is read.
 - per --step-ms: a training epoch whose step is simulated by sleeping that long per batch (a GPU
   busy elsewhere): the share of the loop's time spent waiting for the next batch
   (``wait / (wait + step)``, first batch excluded), per worker count.
@@ -52,8 +57,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="cProfile the single-process pipeline")
     ap.add_argument("--profile-pages", type=int, default=16)
     ap.add_argument("--cv2-threads", type=int, help="cv2.setNumThreads before the workers start (inherited)")
+    ap.add_argument("--padding", nargs="+", metavar="FORMAT=PATH",
+                    help="only the padding share of whole-page batches of these sets, ungrouped vs grouped")
     ap.add_argument("--json", type=Path, help="write the results here")
     return ap.parse_args(argv)
+
+
+def padding_share(pages: list, long_side: int, batch: int, factor: int, epochs: int = 3) -> float:
+    """Share of the pixels of whole-page batches that are padding (pages scaled to ``long_side``, each
+    padded to multiples of 32 as the pipeline does), batched by the trainer's batch sampler."""
+    from docrec.engine.sampler import EpochBatchSampler, ResumableSampler, aspect_groups
+
+    def up32(v: float) -> int:
+        return -(-round(v) // 32) * 32
+
+    dims = [(up32(p.height * long_side / max(p.width, p.height)), up32(p.width * long_side / max(p.width, p.height)))
+            for p in pages]
+    groups = aspect_groups([p.width / p.height for p in pages], factor) if factor else None
+    sampler = EpochBatchSampler(ResumableSampler(len(pages), seed=0), batch, groups)
+    real = padded = 0
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for b in sampler:
+            real += sum(dims[i][0] * dims[i][1] for i in b)
+            padded += len(b) * max(dims[i][0] for i in b) * max(dims[i][1] for i in b)
+    return 1 - real / padded
+
+
+def padding_table(args: argparse.Namespace) -> dict:
+    from docrec.formats import load
+
+    sets = {}
+    for spec in args.padding:
+        fmt, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--padding wants FORMAT=PATH, got {spec!r}")
+        sets[f"{fmt} ({Path(path).name})"] = load(fmt, Path(path), strict=False).pages
+    if len(sets) > 1:
+        sets["all mixed"] = [p for pages in list(sets.values()) for p in pages]
+    print(f"padding share of whole-page batches (long side {args.long_side}, batch {args.batch}, 3 epochs)")
+    print(f"{'set':<40} {'pages':>6} {'aspect min-max':>15} {'ungrouped':>10} {'grouped (3)':>12}")
+    out = {}
+    for name, pages in sets.items():
+        aspects = [p.width / p.height for p in pages]
+        row = {"pages": len(pages), "ungrouped": padding_share(pages, args.long_side, args.batch, 0),
+               "grouped": padding_share(pages, args.long_side, args.batch, 3)}
+        out[name] = row
+        print(f"{name:<40} {len(pages):>6} {f'{min(aspects):.2f}-{max(aspects):.2f}':>15} "
+              f"{row['ungrouped']:>10.1%} {row['grouped']:>12.1%}")
+    return out
 
 
 def load_pages(args: argparse.Namespace, tmp: list) -> list:
@@ -167,6 +219,12 @@ def wait_share(loader, step_s: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.padding:
+        result = {"padding": padding_table(args), "long_side": args.long_side, "batch": args.batch}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
     from docrec.data.dataset import collate
     from docrec.models.charset import Charset
 
