@@ -272,3 +272,12 @@ def test_a_lone_digit_taller_than_wide_keeps_a_core():
 def test_maps_of_different_sizes_are_refused():
     with pytest.raises(ValueError):
         lines_from_maps(np.zeros((4, 10, 10), np.float32), np.zeros((10, 12), np.float32))
+
+
+def test_a_given_quad_gives_the_core_computed_without_it():
+    lines = [_hooker_like_line(50, 150, 900, 30), rotated_rect(300, 80, 400, 24, 4.0), rect(10, 10, 22, 60)]
+    for poly in lines:
+        np.testing.assert_array_equal(line_core(poly, quad=line_quad(poly)), line_core(poly))
+    # build_targets computes every quad once, for the cores and the reader alike.
+    t = build_targets([(p, "hello", "printed") for p in lines], 300, 1000, KINDS, CHARSET, 16)
+    np.testing.assert_array_equal(t["line_quads"].numpy(), np.stack([line_quad(p) for p in lines]))

@@ -62,7 +62,7 @@ def _running_median(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
-              baseline: np.ndarray | None = None) -> np.ndarray | None:
+              baseline: np.ndarray | None = None, quad: np.ndarray | None = None) -> np.ndarray | None:
     """Core of a line as a polygon [K,2] float32: a band of the line's robust height, shrunk; None if none.
 
     Real annotations bulge (ascenders, a neighbour's descender) and pinch along a line, so
@@ -75,11 +75,13 @@ def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
     :func:`unclip_distance` of its half-thickness gives back a region of the robust height.
     A line shorter than it is tall (a lone digit) has no reading direction worth following:
     its core is the polygon eroded by ``shrink`` times its largest inner distance.
+    ``quad``: the polygon's :func:`line_quad`, when the caller has it (:func:`line_quads` of a
+    page's lines at once costs about what one line's does).
     """
     poly = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     if len(poly) < 3:
         return None
-    quad = line_quad(poly).astype(np.float64)
+    quad = (line_quad(poly) if quad is None else np.asarray(quad)).astype(np.float64)
     origin, along, across = quad[0], quad[1] - quad[0], quad[3] - quad[0]
     length, height = float(np.hypot(*along)), float(np.hypot(*across))
     if length < 1.0 or height < 1.0:
@@ -94,8 +96,8 @@ def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
     if not filled.any():
         return None
     xs = np.flatnonzero(filled)
-    top = local[:, xs].argmax(axis=0)
-    bottom = rows - 1 - local[::-1, xs].argmax(axis=0)
+    top = local.argmax(axis=0)[xs]  # first and last filled row of each filled column
+    bottom = rows - 1 - local[::-1].argmax(axis=0)[xs]
     thickness, centre = (bottom - top).astype(np.float64), (top + bottom) / 2.0 - 1.0
     half = 0.5 * float(np.median(thickness))
     s = xs.astype(np.float64) - 1.0

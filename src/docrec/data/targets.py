@@ -28,13 +28,14 @@ MIN_LINE_AREA = 8.0
 Line = tuple[np.ndarray, "str | None", str] | tuple[np.ndarray, "str | None", str, "np.ndarray | None"]
 
 
-def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float, baseline: np.ndarray | None = None) -> None:
+def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float, baseline: np.ndarray | None = None,
+                quad: np.ndarray | None = None) -> None:
     """OR the core of one line (:func:`docrec.geometry.line_core`) into ``core``, apart from the cores already there.
 
     Pixels touching (4-neighbours of) an earlier line's core are left out, so the cores of
     lines that touch or overlap stay separate components.
     """
-    band = line_core(polygon, shrink, baseline)
+    band = line_core(polygon, shrink, baseline, quad)
     if band is None:
         return
     height, width = core.shape
@@ -79,18 +80,20 @@ def build_targets(
     kind_index = {k: i for i, k in enumerate(kinds)}
     class_mask = np.zeros((height, width), np.uint8)
     core = np.zeros((height, width), bool)
-    read, tokens, line_kinds = [], [], []
+    kept = []
     for polygon, text, kind, *rest in lines:
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
-        baseline = rest[0] if rest else None
-        if len(poly) < 3 or abs(cv2.contourArea(poly)) < min_area:
-            continue
+        if len(poly) >= 3 and abs(cv2.contourArea(poly)) >= min_area:
+            kept.append((poly, text, kind, rest[0] if rest else None))
+    quads = line_quads([poly for poly, *_ in kept])  # all at once: the cores and the reader use them
+    read, tokens, line_kinds = [], [], []
+    for (poly, text, kind, baseline), quad in zip(kept, quads):
         k = kind_index.get(kind)
         label = IGNORE_INDEX if k is None else k + 1
         cv2.fillPoly(class_mask, [np.round(poly).astype(np.int32)], label)
-        _paint_core(core, poly, shrink, baseline)
+        _paint_core(core, poly, shrink, baseline, quad)
         if text:
-            read.append(poly)
+            read.append(quad)
             tokens.append(charset.encode(text)[:max_len])
             line_kinds.append(IGNORE_INDEX if k is None else k)
     region_index = {k: i for i, k in enumerate(region_kinds)}
@@ -113,7 +116,7 @@ def build_targets(
         "class_mask": torch.from_numpy(class_mask),  # uint8: 8x less to ship from loader workers
         "core_mask": torch.from_numpy(core_mask),
         "region_mask": torch.from_numpy(region_mask),
-        "line_quads": torch.from_numpy(line_quads(read)),
+        "line_quads": torch.from_numpy(np.asarray(read, np.float32).reshape(-1, 4, 2)),
         "line_tokens": torch.from_numpy(token_array),
         "line_kinds": torch.tensor(line_kinds, dtype=torch.int64),
     }

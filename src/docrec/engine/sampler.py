@@ -147,9 +147,9 @@ class EpochBatchSampler(Sampler[list[int]]):
     and landscape pages (or receipts and forms) are not padded to one square.
 
     The batches are a pure function of seed and epoch, so ``set_epoch(epoch, skip)`` resumes
-    after ``skip`` batches exactly. Every rank builds every rank's batches (cheap: index lists)
-    and pads its own list to the longest by repeating its first batches, so all ranks take the
-    same number of steps per epoch. The index of a weighted sampler's repeat pass
+    after ``skip`` batches exactly. Grouped, the ranks' batch counts can differ: every rank builds
+    every rank's batches (cheap: index lists) and pads its own list to the longest by repeating
+    its first batches, so all ranks take the same number of steps per epoch. The index of a weighted sampler's repeat pass
     (``index + k * pages``) takes the group of its page.
     """
 
