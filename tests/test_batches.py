@@ -103,8 +103,9 @@ def test_loader_groups_whole_pages_but_not_crops():
     assert _loader_sampler(["data.aspect_ratio_group_factor=0"], pages).groups is None
 
 
-def test_group_factor_is_checked_at_start():
-    cfg = compose_cfg(["data.aspect_ratio_group_factor=-1"])
+def test_group_factor_is_checked_at_start(toy_data):
+    cfg = compose_cfg(["data.aspect_ratio_group_factor=-1", f"data.path={toy_data / 'train.jsonl'}",
+                       f"data.val_path={toy_data / 'val.jsonl'}"])
     with pytest.raises(ConfigError, match="data.aspect_ratio_group_factor"):
         check_config(cfg)
     check_config(OmegaConf.merge(cfg, {"data": {"aspect_ratio_group_factor": 2}}))
