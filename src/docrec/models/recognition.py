@@ -165,16 +165,17 @@ class RecognitionHead(nn.Module):
         flat, images, widths = self.lines(fused, quads)
         ce_sum = ctc_sum = fused.new_zeros((), dtype=torch.float32)
         n_tokens = 0
-        for idx in width_buckets(widths, BUCKET_RATIO):
+        lengths = (tokens != self.pad_id).sum(1).tolist()  # BOS text EOS per line: one transfer for all groups
+        for group in width_buckets(widths, BUCKET_RATIO):
+            idx = torch.tensor(group, device=fused.device)
             memory, padding = self.encode_lines(fused, flat[idx], images[idx], widths[idx])
-            tok = tokens[idx.to(tokens.device)]
-            tok = tok[:, : int((tok != self.pad_id).sum(1).max())]  # this group's longest text
+            tok = tokens[idx.to(tokens.device), : max(lengths[i] for i in group)]  # this group's longest text
             text = tok[:, 1:]
             if "rec" in branches:
                 logits = self.decode(memory, padding, tok[:, :-1])
                 ce_sum = ce_sum + F.cross_entropy(logits.float().flatten(0, 1), text.flatten(), reduction="sum",
                                                   ignore_index=self.pad_id, label_smoothing=label_smoothing)
-                n_tokens += int((text != self.pad_id).sum())
+                n_tokens += sum(lengths[i] - 1 for i in group)  # the targets: text and EOS
             if "ctc" in branches:
                 is_char = (text != self.pad_id) & (text != self.eos_id)
                 target_lengths = is_char.sum(1)
@@ -197,14 +198,15 @@ class RecognitionHead(nn.Module):
         flat, images, widths = self.lines(fused, quads)
         ids: list[list[int]] = [[] for _ in range(len(widths))]
         conf = torch.zeros(len(widths), device=fused.device)
-        for idx in width_buckets(widths, BUCKET_RATIO):
+        for group in width_buckets(widths, BUCKET_RATIO):
+            idx = torch.tensor(group, device=fused.device)
             memory, padding = self.encode_lines(fused, flat[idx], images[idx], widths[idx])
             if (decoder or self.decoder_kind) == "ctc":
                 rows, c = self.ctc_greedy(memory, padding)
             else:
                 out, c = self.greedy(memory, padding, max_len)
                 rows = out.tolist()
-            for i, row in zip(idx.tolist(), rows):
+            for i, row in zip(group, rows):
                 ids[i] = row
             conf[idx] = c.float()
         return ids, conf

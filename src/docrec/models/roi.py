@@ -93,19 +93,19 @@ def flatten_quads(quads: list[Tensor], device: torch.device) -> tuple[Tensor, Te
     return flat, images
 
 
-def width_buckets(widths: Tensor, ratio: float = 1.5) -> list[Tensor]:
+def width_buckets(widths: Tensor, ratio: float = 1.5) -> list[list[int]]:
     """Indices of lines grouped by RoI width, each group's widest at most ``ratio`` x its narrowest.
 
     Reading a group pads its lines to the group's widest, not the batch's: the head's cost
     follows the sum of the line widths (within ``ratio``) rather than lines x widest line.
+    The groups are host lists (one transfer of ``widths``), so callers look up per-line host
+    values without a device sync per group.
     """
-    if widths.numel() == 0:
-        return []
-    order = torch.argsort(widths, stable=True)
-    sorted_w = widths[order].tolist()
+    w = widths.tolist()
+    order = sorted(range(len(w)), key=w.__getitem__)  # stable, as argsort(stable=True)
     groups, start = [], 0
-    for i in range(1, len(sorted_w) + 1):
-        if i == len(sorted_w) or sorted_w[i] > ratio * sorted_w[start]:
+    for i in range(1, len(order) + 1):
+        if i == len(order) or w[order[i]] > ratio * w[order[start]]:
             groups.append(order[start:i])
             start = i
     return groups
