@@ -2,6 +2,7 @@
 
     python scripts/bench_loader.py [--manifest data/synthetic/train.jsonl] [--long-side 1024] [--pages 64]
         [--workers 0 1 2] [--step-ms 0 250] [--batch 4] [--augment default] [--profile] [--json PATH]
+        [--crop H W [--crop-tries N]]
     python scripts/bench_loader.py --padding FORMAT=PATH [FORMAT=PATH ...] [--long-side 2048] [--batch 4]
 
 Without --manifest it generates --pages synthetic pages (real size, JPEG) into a temp folder.
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--step-ms", type=float, nargs="*", default=[],
                     help="simulated training-step durations for the data-wait share (e.g. 250)")
     ap.add_argument("--augment", default="default", help="configs/augment/<name>.yaml")
+    ap.add_argument("--crop-tries", type=int, default=1,
+                    help="with --crop: windows drawn per page, the one with the most whole lines kept (data.crop_tries)")
     ap.add_argument("--profile", action="store_true", help="cProfile the single-process pipeline")
     ap.add_argument("--profile-pages", type=int, default=16)
     ap.add_argument("--cv2-threads", type=int, help="cv2.setNumThreads before the workers start (inherited)")
@@ -131,7 +134,7 @@ def loaders(pages: list, charset, args: argparse.Namespace, workers: int):
 
     data_cfg = OmegaConf.load(REPO / "configs" / "data" / "synthetic.yaml")
     data_cfg.merge_with({"long_side": args.long_side, "crop": list(args.crop) if args.crop else None,
-                         "batch_size": args.batch, "num_workers": workers})
+                         "crop_tries": args.crop_tries, "batch_size": args.batch, "num_workers": workers})
     aug = augment_cfg(args.augment)
     train, _, sampler = make_loaders(PageSplits(train=pages, val=[]), charset, data_cfg, aug, 0, 0, 1)
     sampler.set_epoch(0)
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     charset = Charset.build(ln.text for p in pages for ln in p.lines)
     ds = loaders(pages, charset, args, 0).dataset
     result: dict = {"manifest": str(args.manifest), "pages": len(pages), "long_side": args.long_side,
-                    "crop": args.crop, "batch": args.batch, "augment": args.augment, "cpus": os.cpu_count(),
+                    "crop": args.crop, "crop_tries": args.crop_tries, "batch": args.batch, "augment": args.augment,
+                    "cpus": os.cpu_count(),
                     "cv2_threads": args.cv2_threads,
                     "load_avg": os.getloadavg()}
     sizes = {(p.width, p.height) for p in pages}

@@ -62,6 +62,11 @@ def test_another_architecture_is_refused_naming_the_keys():
     with pytest.raises(ConfigError, match=r"model.neck: fpn \(checkpoint\) vs light"):
         check_architecture("run/last.pt", legacy, {**TINY, "neck": "light"})
     check_architecture("run/last.pt", legacy, {**TINY, "neck": "fpn"})
+    # Before model.recognition.token_norm existed the head had no norm on its tokens.
+    normed = {**TINY, "recognition": {**TINY["recognition"], "token_norm": True}}
+    with pytest.raises(ConfigError, match=r"model.recognition.token_norm: False \(checkpoint\) vs True"):
+        check_architecture("run/last.pt", TINY, normed)
+    check_architecture("run/last.pt", TINY, {**TINY, "recognition": {**TINY["recognition"], "token_norm": False}})
     old = tiny(OLD)
     other = build_model({**TINY, "fpn_channels": 32, "region_kinds": ["form_field"]}, OLD)
     with pytest.raises(ConfigError, match="tensor neck.*has shape"):

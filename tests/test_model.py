@@ -140,6 +140,22 @@ def test_quad_sampler_pads_short_lines_and_groups_by_image():
     assert rois[1, 0, 0, 0] > 1000  # the second line was read from the second image
 
 
+def test_lines_in_any_image_order_are_read_from_their_own_image_with_or_without_host_ids():
+    feats = torch.cat([_coordinate_map(16, 16, 4), _coordinate_map(16, 16, 4) + 1000])
+    quads = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]],
+                          [[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]],
+                          [[8.0, 36.0], [40.0, 36.0], [40.0, 44.0], [8.0, 44.0]]])
+    images, widths = torch.tensor([0, 1, 0]), roi_widths(quads, 4, 32)
+    rois, mask = sample_lines(feats, quads, images, widths, 4, 8)
+    assert [bool(rois[i, 0, 0, 0] > 1000) for i in range(3)] == [False, True, False]
+    for i in range(3):  # each line as it reads alone
+        alone, _ = sample_lines(feats, quads[i : i + 1], images[i : i + 1], widths[i : i + 1], 4, 8)
+        torch.testing.assert_close(rois[i, :, :, : widths[i]], alone[0])
+    hosted, hosted_mask = sample_lines(feats, quads, images, widths, 4, 8, width=int(widths.max()),
+                                       image_ids=images.tolist())
+    assert torch.equal(hosted, rois) and torch.equal(hosted_mask, mask)
+
+
 def test_tall_lines_are_read_at_every_column_and_averaged_across_their_height():
     feats = _coordinate_map(64, 64, 4)
     # A tall handwritten line: 200 px long, 96 px high. Square cells gave 8 x 16 samples (one per
@@ -458,6 +474,31 @@ def test_cached_greedy_reads_what_prefix_decoding_reads(small_head):
 
 
 # --- packed (width-grouped) reading ------------------------------------------------------
+
+
+def test_token_norm_starts_the_roi_tokens_at_the_scale_of_the_positions(charset):
+    from docrec.models.recognition import RecognitionHead
+    rois, valid = torch.relu(torch.randn(3, 32, 8, 20)), torch.ones(3, 20, dtype=torch.bool)
+    content_rms = {}
+    for norm in (False, True):
+        torch.manual_seed(0)
+        head = RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, dim_feedforward=128,
+                               roi_max_width=64, max_len=40, token_norm=norm)
+        seen = []
+        head.encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        with torch.no_grad():
+            head.memory(rois, valid)
+        content = seen[0] - head.memory_pos[:20]  # what the encoder gets, less the fixed positions
+        content_rms[norm] = float(content.pow(2).mean().sqrt())
+    positions_rms = float(head.memory_pos.pow(2).mean().sqrt())  # 1/sqrt(2)
+    assert content_rms[False] < positions_rms / 2  # untrained tokens drown in the positions
+    assert content_rms[True] == pytest.approx(1.0, abs=0.02)
+    # A model config saved before the option has no ``token_norm``: its head had none.
+    cfg = OmegaConf.to_container(OmegaConf.load(DEFAULT_CFG))
+    cfg["backbone"]["name"] = "resnet18"
+    assert isinstance(build_model(cfg, charset).rec_head.token_norm, torch.nn.LayerNorm)
+    del cfg["recognition"]["token_norm"]
+    assert build_model(cfg, charset).rec_head.token_norm is None
 
 
 def test_width_buckets_bound_padding_and_cover_every_line():

@@ -28,10 +28,10 @@ from docrec.models.fpn import LEGACY_NECK
 ARCHITECTURE_KEYS = (
     "backbone.name", "neck", "fpn_channels", "segmentation.hidden", "recognition.d_model", "recognition.nhead",
     "recognition.conv_layers", "recognition.encoder_layers", "recognition.decoder_layers",
-    "recognition.dim_feedforward", "recognition.roi_height", "recognition.max_len",
+    "recognition.dim_feedforward", "recognition.roi_height", "recognition.max_len", "recognition.token_norm",
 )
 #: What a key missing from a checkpoint's model config meant when it was written.
-LEGACY_DEFAULTS = {"neck": LEGACY_NECK}
+LEGACY_DEFAULTS = {"neck": LEGACY_NECK, "recognition.token_norm": False}
 #: Tensors with one row per charset symbol.
 VOCAB_TENSORS = ("rec_head.embed.weight", "rec_head.classifier.weight", "rec_head.classifier.bias",
                  "rec_head.ctc_head.weight", "rec_head.ctc_head.bias")

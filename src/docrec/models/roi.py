@@ -62,25 +62,30 @@ def sample_rois(features: Tensor, quads: Tensor, widths: Tensor, width: int, str
 
 
 def sample_lines(features: Tensor, quads: Tensor, images: Tensor, widths: Tensor, stride: int, height: int,
-                 oversample: int = 1) -> tuple[Tensor, Tensor]:
+                 oversample: int = 1, *, width: int | None = None,
+                 image_ids: list[int] | None = None) -> tuple[Tensor, Tensor]:
     """RoI features [N, C, height, W] and a validity mask [N, W] of lines ``quads`` [N, 4, 2] (input
     pixels) of images ``images`` [N] of the batch ``features``, with ``widths`` [N] samples each.
 
-    W is the widest of these lines: a caller that groups lines of similar width pads little.
+    W is the widest of these lines (``width`` when the caller knows it): a caller that groups
+    lines of similar width pads little. ``image_ids``, the host copy of ``images``, spares the
+    device-to-host transfer; each run of lines of one image is sampled in one call, so lines
+    ordered by image (as :func:`flatten_quads` gives them) take one call per image.
     """
     n, c = quads.shape[0], features.shape[1]
     if n == 0:
         return features.new_zeros((0, c, height, 1)), torch.zeros((0, 1), dtype=torch.bool, device=features.device)
-    width = int(widths.max())
+    width = int(widths.max()) if width is None else width
+    ids = images.tolist() if image_ids is None else image_ids
     quads = quads.to(features.device, torch.float32)
-    if bool((images == images[0]).all()):
-        b = int(images[0])
-        rois = sample_rois(features[b : b + 1], quads, widths, width, stride, height, oversample)
-    else:
-        rois = torch.zeros((n, c, height, width), device=features.device)
-        for b in images.unique().tolist():
-            sel = (images == b).nonzero()[:, 0]
-            rois[sel] = sample_rois(features[b : b + 1], quads[sel], widths[sel], width, stride, height, oversample)
+    parts, start = [], 0
+    for i in range(1, n + 1):
+        if i == n or ids[i] != ids[start]:
+            b = ids[start]
+            parts.append(sample_rois(features[b : b + 1], quads[start:i], widths[start:i], width, stride, height,
+                                     oversample))
+            start = i
+    rois = parts[0] if len(parts) == 1 else torch.cat(parts)
     mask = torch.arange(width, device=features.device)[None] < widths[:, None]
     return rois * mask[:, None, None, :], mask
 
@@ -93,15 +98,15 @@ def flatten_quads(quads: list[Tensor], device: torch.device) -> tuple[Tensor, Te
     return flat, images
 
 
-def width_buckets(widths: Tensor, ratio: float = 1.5) -> list[list[int]]:
+def width_buckets(widths: Tensor | list[int], ratio: float = 1.5) -> list[list[int]]:
     """Indices of lines grouped by RoI width, each group's widest at most ``ratio`` x its narrowest.
 
     Reading a group pads its lines to the group's widest, not the batch's: the head's cost
     follows the sum of the line widths (within ``ratio``) rather than lines x widest line.
-    The groups are host lists (one transfer of ``widths``), so callers look up per-line host
-    values without a device sync per group.
+    The groups are host lists (one transfer of ``widths``, none when given a list), so callers look
+    up per-line host values without a device sync per group.
     """
-    w = widths.tolist()
+    w = widths.tolist() if isinstance(widths, Tensor) else list(widths)
     order = sorted(range(len(w)), key=w.__getitem__)  # stable, as argsort(stable=True)
     groups, start = [], 0
     for i in range(1, len(order) + 1):
