@@ -156,6 +156,22 @@ def test_lines_in_any_image_order_are_read_from_their_own_image_with_or_without_
     assert torch.equal(hosted, rois) and torch.equal(hosted_mask, mask)
 
 
+def test_lines_sampled_from_the_split_batch_read_and_backpropagate_as_from_the_batch():
+    feats = torch.cat([_coordinate_map(16, 16, 4), _coordinate_map(16, 16, 4) + 1000]).requires_grad_()
+    quads = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]],
+                          [[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]]])
+    images, widths = torch.tensor([0, 1]), roi_widths(quads, 4, 32)
+    weights = torch.randn(2, 2, 8, int(widths.max()))
+    rois, mask = sample_lines(feats, quads, images, widths, 4, 8)
+    (grad,) = torch.autograd.grad((rois * weights).sum(), feats)
+    per_image = feats.split(1)
+    split_rois, split_mask = sample_lines(per_image, quads, images, widths, 4, 8)
+    (split_grad,) = torch.autograd.grad((split_rois * weights).sum(), feats)
+    assert torch.equal(split_rois, rois) and torch.equal(split_mask, mask)
+    torch.testing.assert_close(split_grad, grad)
+    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0  # each image gets its own line's gradient
+
+
 def test_tall_lines_are_read_at_every_column_and_averaged_across_their_height():
     feats = _coordinate_map(64, 64, 4)
     # A tall handwritten line: 200 px long, 96 px high. Square cells gave 8 x 16 samples (one per

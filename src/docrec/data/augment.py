@@ -28,11 +28,14 @@ def _geometric(cfg: Mapping) -> list[A.BasicTransform]:
 
 
 class TextDenseCrop(A.RandomCrop):
-    """RandomCrop that draws ``tries`` windows and keeps the one holding the most whole lines.
+    """RandomCrop that draws ``tries`` windows and keeps the one whose whole lines are longest in all.
 
     Uniform crops of a page band often fall in margins or cut lines (a 256-px band of a
     generated page holds 5 readable lines on average, none in one crop of eight): the reader
-    then learns from few lines per step. The lines come as ``line_boxes`` [N, 4]
+    then learns from few lines per step. The score is the summed width of the lines wholly
+    inside, i.e. the columns the reader gets; counting lines instead favoured bands of short
+    printed lines over taller handwriting (generated pages: 17 % of the read characters
+    handwritten against 25 % on the pages; by length 21 %). The lines come as ``line_boxes`` [N, 4]
     (x0, y0, x1, y1 as shares of the image size) beside the image; ``tries=1`` is RandomCrop.
     Ties keep the first draw, so the choice stays random among equally dense windows.
     """
@@ -55,7 +58,8 @@ class TextDenseCrop(A.RandomCrop):
         for i in range(self.tries):
             cand = first if i == 0 else super().get_params_dependent_on_data(params, data)
             x0, y0, x1, y1 = cand["crop_coords"]
-            inside = ((boxes[:, 0] >= x0) & (boxes[:, 1] >= y0) & (boxes[:, 2] <= x1) & (boxes[:, 3] <= y1)).sum()
+            inside = (boxes[:, 0] >= x0) & (boxes[:, 1] >= y0) & (boxes[:, 2] <= x1) & (boxes[:, 3] <= y1)
+            inside = (boxes[inside, 2] - boxes[inside, 0]).sum()  # the line length the reader gets
             if inside > best_n:
                 best, best_n = cand, inside
         return best
