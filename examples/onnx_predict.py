@@ -97,6 +97,8 @@ class OnnxPageReader:
     def _read_chunk(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
         if self.decoder == "ctc":
             log_probs, padding = self.enc.run(["ctc_log_probs", "memory_padding"], {"fused": fused, "quads": quads})
+            # model.recognition.ctc_frames frames per column: each column's padding holds for its frames.
+            padding = np.repeat(padding, log_probs.shape[1] // padding.shape[1], axis=1)
             return self.ctc_best_path(log_probs, padding)
         padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"],
                                                  {"fused": fused, "quads": quads})

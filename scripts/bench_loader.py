@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="simulated training-step durations for the data-wait share (e.g. 250)")
     ap.add_argument("--augment", default="default", help="configs/augment/<name>.yaml")
     ap.add_argument("--crop-tries", type=int, default=1,
-                    help="with --crop: windows drawn per page, the one with the most whole lines kept (data.crop_tries)")
+                    help="with --crop: windows drawn per page, the one whose whole lines are longest kept (data.crop_tries)")
     ap.add_argument("--profile", action="store_true", help="cProfile the single-process pipeline")
     ap.add_argument("--profile-pages", type=int, default=16)
     ap.add_argument("--cv2-threads", type=int, help="cv2.setNumThreads before the workers start (inherited)")

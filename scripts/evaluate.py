@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
@@ -53,7 +53,8 @@ def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     rt = setup(cfg.device, cfg.precision, "auto")
-    model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder)
+    model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder,
+                                           OmegaConf.to_container(cfg.postprocess))
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
     sources = data_sources(d)

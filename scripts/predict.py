@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -67,7 +67,8 @@ def main(cfg: DictConfig) -> None:
     paths = find_images(input_root)
     out = abs_path(cfg.output)
     plans = output_paths(paths, input_root, out, formats)
-    model, _, train_cfg = load_model(checkpoint, cfg.weights, rt.device, cfg.decoder)
+    model, _, train_cfg = load_model(checkpoint, cfg.weights, rt.device, cfg.decoder,
+                                     OmegaConf.to_container(cfg.postprocess))
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ds = ImageFolder(paths, cfg.long_side or train_cfg["data"]["long_side"])

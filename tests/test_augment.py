@@ -120,6 +120,22 @@ def test_text_dense_crop_keeps_the_window_with_the_most_whole_lines():
     np.testing.assert_array_equal(a["image"], b["image"])
 
 
+def test_text_dense_crop_prefers_the_longest_lines_to_the_most_lines():
+    # Six 20-px fields near the top, two 260-px lines (taller, as handwriting) near the bottom: the
+    # reader gets more columns from the two, so with enough draws the band holding them wins.
+    img = np.full((1000, 300, 3), 255, np.uint8)
+    short = [np.array([[20, y], [40, y], [40, y + 12], [20, y + 12]], np.float32) for y in range(150, 270, 20)]
+    long = [np.array([[20, y], [280, y], [280, y + 40], [20, y + 40]], np.float32) for y in (740, 800)]
+    polys = short + long
+    boxes = np.array([[*p.min(0) / [300, 1000], *p.max(0) / [300, 1000]] for p in polys])
+    aug = build_augment({"enabled": False}, long_side=1000, crop=(200, 300), train=True, crop_tries=64)
+    for seed in range(10):
+        aug.set_random_seed(seed)
+        kp = np.asarray(aug(image=img, keypoints=np.concatenate(polys), line_boxes=boxes)["keypoints"]).reshape(-1, 4, 2)
+        whole = [(kp[i] >= 0).all() and (kp[i, :, 1] <= 200).all() for i in range(len(polys))]
+        assert whole[len(short):] == [True, True] and not any(whole[: len(short)])
+
+
 def test_text_dense_crop_refuses_zero_tries():
     with pytest.raises(ValueError, match="tries"):
         build_augment({"enabled": False}, long_side=100, crop=(32, 32), train=True, crop_tries=0)

@@ -64,6 +64,13 @@ def test_auto_loader_workers_follow_the_cpus_per_process(monkeypatch, cpus, loca
     assert loader_workers(3) == 3
 
 
+def test_auto_channels_last_holds_on_a_cpu_too_and_false_turns_it_off():
+    from docrec.engine.runtime import setup
+    assert setup("cpu", "auto", "auto").channels_last  # oneDNN gains too (README: 3.0 -> 2.4 s a step)
+    assert not setup("cpu", "auto", False).channels_last
+    assert setup("cpu", "auto", "auto").precision == "fp32"
+
+
 def test_num_workers_takes_auto_or_a_count(tmp_path):
     check_config(_with_data(tmp_path, ["data.num_workers=auto"]))
     with pytest.raises(ConfigError, match="data.num_workers"):

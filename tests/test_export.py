@@ -37,7 +37,7 @@ MODEL_OVERRIDES = [
     "model.backbone.name=resnet18", "model.fpn_channels=64", "model.segmentation.hidden=32",
     "model.recognition.d_model=64", "model.recognition.nhead=4", "model.recognition.dim_feedforward=128",
     "model.recognition.encoder_layers=1", "model.recognition.decoder_layers=2",
-    "model.recognition.max_len=24", "model.recognition.roi_max_width=64",
+    "model.recognition.max_len=24", "model.recognition.roi_max_width=64", "model.recognition.ctc_frames=2",
     "model.postprocess.core_threshold=0.0", "model.postprocess.min_score=0.0",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -165,12 +165,14 @@ def test_encoder_matches_pytorch(exported, n_lines):
         ref_cross_k, _ = model.rec_head.cross_cache(ref_memory)
     w = ref_memory.shape[1]  # PyTorch stops at the widest line; the graph always has roi_max_width columns
     assert memory.shape == (n_lines, 64, 64) and padding.shape == (n_lines, 64)
-    assert ctc_log_probs.shape == (n_lines, 64, len(model.charset)) and ctc_log_probs.dtype == np.float32
+    k = model.rec_head.ctc_frames  # CTC frames per column (2 here)
+    assert ctc_log_probs.shape == (n_lines, 64 * k, len(model.charset)) and ctc_log_probs.dtype == np.float32
     np.testing.assert_array_equal(padding[:, :w], ref_padding.numpy())
     assert padding[:, w:].all()
     valid = ~ref_padding.numpy()
     np.testing.assert_allclose(memory[:, :w][valid], ref_memory.numpy()[valid], atol=ATOL, rtol=0)
-    np.testing.assert_allclose(ctc_log_probs[:, :w][valid], ref_ctc.numpy()[valid], atol=ATOL, rtol=0)
+    frames = ~model.rec_head.frame_padding(ref_padding).numpy()
+    np.testing.assert_allclose(ctc_log_probs[:, : w * k][frames], ref_ctc.numpy()[frames], atol=ATOL, rtol=0)
     assert cross_k.shape[:2] == (len(model.rec_head.decoder.layers), n_lines) and cross_k.shape[3] == 64
     keys_valid = np.broadcast_to(valid[None, :, None, :, None], ref_cross_k.shape)
     np.testing.assert_allclose(cross_k[..., :w, :][keys_valid], ref_cross_k.numpy()[keys_valid], atol=ATOL, rtol=0)

@@ -439,6 +439,45 @@ def test_ctc_best_path_merges_repeats_and_drops_blanks(tiny_model):
     assert 0.99 < float(conf[0]) <= 1.0
 
 
+def _frames_head(frames: int):
+    from docrec.models.recognition import RecognitionHead
+    torch.manual_seed(0)
+    return RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, dim_feedforward=128,
+                           decoder_layers=1, roi_max_width=64, max_len=40, ctc_frames=frames)
+
+
+def test_ctc_frames_give_each_column_its_own_frames_and_read_more_characters_than_columns():
+    head = _frames_head(2)
+    memory = torch.randn(2, 5, 64)
+    logp = head.ctc_log_probs(memory)
+    assert logp.shape == (2, 10, 40)
+    changed = memory.clone()
+    changed[0, 3] += 1.0  # column 3 feeds frames 6 and 7 only
+    diff = (head.ctc_log_probs(changed) - logp).abs().amax(-1)
+    assert diff[0, 6] > 0 and diff[0, 7] > 0 and diff[0, :6].max() == 0 and diff[0, 8:].max() == 0
+    blank, a, b, c = head.pad_id, 5, 6, 7
+    # Two columns read "aab" (a blank between the a's): one frame per column could not hold it. The
+    # padded third column's frames say "c", which must not be read.
+    scores = torch.full((1, 6, 40), -10.0)
+    for t, sym in enumerate([a, blank, a, b, c, c]):
+        scores[0, t, sym] = 10.0
+    head.ctc_log_probs = lambda memory: scores.log_softmax(-1)
+    rows, _ = head.ctc_greedy(torch.zeros(1, 3, 64), torch.tensor([[False, False, True]]))
+    assert rows == [[a, a, b]]
+
+
+def test_ctc_frames_learn_texts_longer_than_the_columns_and_one_frame_keeps_the_old_weights():
+    fused = torch.randn(1, 32, 8, 16)
+    quads = [torch.tensor([[[4.0, 8.0], [20.0, 8.0], [20.0, 24.0], [4.0, 24.0]]])]  # 16 px: 4 columns
+    tokens = torch.tensor([[1, 5, 5, 6, 6, 5, 2]])  # "aabba": 5 characters, 7 frames with the blanks
+    one, two = _frames_head(1), _frames_head(2)
+    assert float(one.loss(fused, quads, tokens, branches=("ctc",))["ctc"]) == 0.0  # impossible: zero_infinity
+    loss = two.loss(fused, quads, tokens, branches=("ctc",))["ctc"]
+    loss.backward()
+    assert float(loss) > 0 and two.ctc_upsample.weight.grad.abs().sum() > 0
+    assert one.ctc_upsample is None and not any("ctc_upsample" in k for k in one.state_dict())
+
+
 # --- cached decoding --------------------------------------------------------------------
 
 

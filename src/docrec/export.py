@@ -9,8 +9,9 @@ The network is cut where its shapes stop being static tensor programs:
   (connected components, distance transforms, contours: OpenCV, not ONNX) and
   :func:`docrec.geometry.line_quad` turn the maps into line quads.
 - ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) -> memory
-  [N, roi_max_width, d], its padding mask, the CTC head's per-column log-probabilities
-  ``ctc_log_probs`` [N, roi_max_width, V] (blank = PAD) and every decoder layer's
+  [N, roi_max_width, d], its padding mask, the CTC head's log-probabilities
+  ``ctc_log_probs`` [N, roi_max_width * ctc_frames, V] (blank = PAD; a column's padding holds for its
+  ``model.recognition.ctc_frames`` frames) and every decoder layer's
   cross-attention keys and values ``cross_keys``/``cross_values`` [L, N, H, roi_max_width, d/H],
   all from one encoder pass. PyTorch
   cuts the RoI to the widest line of the batch, a data-dependent shape; here every line gets

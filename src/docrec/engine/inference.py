@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +12,33 @@ from torch.utils.data import Dataset
 
 from docrec.data.augment import build_augment
 from docrec.engine import checkpoint as ckpt
+from docrec.engine.config import ConfigError
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
 from docrec.models.charset import Charset
 from docrec.pages import Line, Page, Region, polygon_area
-from docrec.postprocess import estimate_baseline
+from docrec.postprocess import estimate_baseline, lines_from_maps
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
+#: What ``postprocess`` overrides may set: the thresholds of :func:`lines_from_maps` (not ``shrink``,
+#: which the training targets fixed).
+POSTPROCESS_KEYS = tuple(k for k in list(inspect.signature(lines_from_maps).parameters)[2:] if k != "shrink")
+
+
 def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu",
-               decoder: str | None = None):
+               decoder: str | None = None, postprocess: Mapping | None = None):
     """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw,
-    ``decoder`` (attention | ctc) overrides how the checkpoint reads lines."""
+    ``decoder`` (attention | ctc) overrides how the checkpoint reads lines, ``postprocess`` (some of
+    :data:`POSTPROCESS_KEYS`; None values keep the checkpoint's) its line-finding thresholds."""
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    postprocess = {k: v for k, v in (postprocess or {}).items() if v is not None}
+    unknown = sorted(set(postprocess) - set(POSTPROCESS_KEYS))
+    if unknown:
+        raise ConfigError(f"postprocess.{unknown[0]} is not a post-processing setting; "
+                         f"known: {', '.join(POSTPROCESS_KEYS)}")
     state = ckpt.load(path, prefer="best")
     cfg = state["config"]
     model_cfg = dict(cfg["model"])
@@ -33,6 +47,8 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     model_cfg["backbone"] = {**model_cfg["backbone"], "weights": None}  # the checkpoint holds the weights
     if decoder is not None:
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "decoder": decoder}
+    if postprocess:
+        model_cfg["postprocess"] = {**(model_cfg.get("postprocess") or {}), **postprocess}
     charset = Charset.from_dict(state["charset"])
     model = build_model(model_cfg, charset)
     sd = state["ema"] if weights == "ema" and state.get("ema") is not None else state["model"]

@@ -29,9 +29,10 @@ ARCHITECTURE_KEYS = (
     "backbone.name", "neck", "fpn_channels", "segmentation.hidden", "recognition.d_model", "recognition.nhead",
     "recognition.conv_layers", "recognition.encoder_layers", "recognition.decoder_layers",
     "recognition.dim_feedforward", "recognition.roi_height", "recognition.max_len", "recognition.token_norm",
+    "recognition.ctc_frames",
 )
 #: What a key missing from a checkpoint's model config meant when it was written.
-LEGACY_DEFAULTS = {"neck": LEGACY_NECK, "recognition.token_norm": False}
+LEGACY_DEFAULTS = {"neck": LEGACY_NECK, "recognition.token_norm": False, "recognition.ctc_frames": 1}
 #: Tensors with one row per charset symbol.
 VOCAB_TENSORS = ("rec_head.embed.weight", "rec_head.classifier.weight", "rec_head.classifier.bias",
                  "rec_head.ctc_head.weight", "rec_head.ctc_head.bias")

@@ -64,8 +64,8 @@ def setup(device: str = "auto", precision: str = "auto", channels_last: str | bo
         precision = "bf16" if dev.type == "cuda" else "fp32"
     if precision not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"trainer.precision must be auto, bf16, fp16 or fp32, got {precision!r}")
-    if channels_last == "auto":
-        channels_last = dev.type == "cuda"
+    if channels_last == "auto":  # oneDNN's convolutions gain too: a CPU training step 3.0 -> 2.4 s (README)
+        channels_last = dev.type in ("cuda", "cpu")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -101,8 +101,10 @@ class DocRecModel(nn.Module):
         """Fused map, class, core and region logits (the logits cropped to the unpadded input)."""
         h, w = images.shape[-2:]
         fused = self._fused(images)
-        class_logits, core_logits, region_logits = self.seg_head(fused)
-        return fused, class_logits[..., :h, :w], core_logits[..., :h, :w], region_logits[..., :h, :w]
+        logits = self.seg_head(fused)
+        if logits[0].shape[-2:] != (h, w):  # cropping when nothing is cut would cost a zero-filled gradient
+            logits = tuple(x[..., :h, :w] for x in logits)
+        return fused, *logits
 
     def _losses(
         self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,

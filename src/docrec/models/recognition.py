@@ -80,6 +80,7 @@ class RecognitionHead(nn.Module):
         stride: int = 4,
         decoder: str = "attention",
         token_norm: bool = False,
+        ctc_frames: int = 1,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -90,6 +91,9 @@ class RecognitionHead(nn.Module):
         if roi_column_samples < 1:
             raise ValueError(f"roi_column_samples must be >= 1, got {roi_column_samples}")
         self.roi_column_samples = roi_column_samples
+        if ctc_frames < 1:
+            raise ValueError(f"ctc_frames must be >= 1, got {ctc_frames}")
+        self.ctc_frames = ctc_frames
         self.decoder_kind = decoder
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
@@ -108,6 +112,10 @@ class RecognitionHead(nn.Module):
             d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        # CTC reads ctc_frames frames per column: at one column per 4 px, small print has ~2.4 columns per
+        # character and CTC drops narrow ones ("i", "l", "r", "."); more frames cost a linear layer, not a
+        # longer encoder (None for one frame: checkpoints written before the option).
+        self.ctc_upsample = nn.Linear(d_model, d_model * ctc_frames) if ctc_frames > 1 else None
         self.ctc_head = nn.Linear(d_model, vocab_size)
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.token_pos = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
@@ -181,8 +189,15 @@ class RecognitionHead(nn.Module):
         return self.classifier(out)
 
     def ctc_log_probs(self, memory: Tensor) -> Tensor:
-        """Per-column log-probabilities [N, W, V] of the CTC head (blank = PAD)."""
+        """Per-frame log-probabilities [N, W * ctc_frames, V] of the CTC head (blank = PAD); frames
+        ``j * ctc_frames ... (j + 1) * ctc_frames - 1`` read column j, left to right."""
+        if self.ctc_upsample is not None:
+            memory = self.ctc_upsample(memory).unflatten(-1, (self.ctc_frames, -1)).flatten(1, 2)
         return self.ctc_head(memory).float().log_softmax(-1)
+
+    def frame_padding(self, padding: Tensor) -> Tensor:
+        """The column padding [N, W] (True = pad) for the CTC frames [N, W * ctc_frames]."""
+        return padding.repeat_interleave(self.ctc_frames, dim=1) if self.ctc_frames > 1 else padding
 
     def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor, label_smoothing: float = 0.0,
              branches: tuple[str, ...] = ("rec", "ctc")) -> dict[str, Tensor]:
@@ -210,7 +225,8 @@ class RecognitionHead(nn.Module):
                 is_char = (text != self.pad_id) & (text != self.eos_id)
                 target_lengths = is_char.sum(1)
                 log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, n, V]
-                per_line = F.ctc_loss(log_probs, text.masked_fill(~is_char, self.pad_id), (~padding).sum(1),
+                per_line = F.ctc_loss(log_probs, text.masked_fill(~is_char, self.pad_id),
+                                      (~padding).sum(1) * self.ctc_frames,
                                       target_lengths, blank=self.pad_id, reduction="none", zero_infinity=True)
                 ctc_sum = ctc_sum + (per_line / target_lengths.clamp(min=1)).sum()
         out: dict[str, Tensor] = {}
@@ -246,7 +262,7 @@ class RecognitionHead(nn.Module):
         """
         logp = self.ctc_log_probs(memory)
         best, sym = logp.max(-1)
-        valid = ~padding
+        valid = ~self.frame_padding(padding)
         conf = torch.exp((best * valid).sum(1) / valid.sum(1).clamp(min=1))
         keep = valid & (sym != self.pad_id)
         keep[:, 1:] &= sym[:, 1:] != sym[:, :-1]

@@ -36,8 +36,9 @@ class SegmentationHead(nn.Module):
         """(class logits [B, C, H, W], core logits [B, H, W], region logits [B, R, H, W]) at ``stride`` x the map."""
         logits = self.out(self.trunk(fused))
         logits = F.interpolate(logits, scale_factor=self.stride, mode="bilinear", align_corners=False)
-        c = self.num_classes
-        return logits[:, :c], logits[:, c], logits[:, c + 1 :]
+        # One split, not three slices: each slice's backward zero-fills a gradient of the full-resolution logits.
+        classes, core, regions = logits.split([self.num_classes, 1, self.num_regions], dim=1)
+        return classes, core.squeeze(1), regions
 
 
 def dice_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None, eps: float = 1.0) -> Tensor:
