@@ -204,8 +204,8 @@ class RecognitionHead(nn.Module):
         """Teacher-forced character cross-entropy (``rec``) and CTC (``ctc``) of lines ``tokens`` [N, T].
 
         ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
-        (mean over lines of the loss divided by the text length). A line whose text needs
-        more columns than its RoI has contributes zero CTC loss (``zero_infinity``).
+        (mean over lines of the loss divided by the text length). A line whose text needs more
+        frames than its RoI has (columns x ``ctc_frames``) contributes zero CTC loss (``zero_infinity``).
         Lines are read in width groups (:func:`width_buckets`), each padded to its own widest
         line and longest text; the losses are those of the whole batch at once.
         Only the ``branches`` asked for are computed (a branch with loss weight 0 costs nothing).
