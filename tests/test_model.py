@@ -16,7 +16,15 @@ from docrec.data.targets import build_targets
 from docrec.metrics import corpus_cer
 from docrec.models import Charset, DocRecModel, build_model
 from docrec.models.fpn import FusedFPN, LightFPN
-from docrec.models.roi import flatten_quads, jitter_quads, quad_grid, quad_size, roi_widths, sample_lines
+from docrec.models.roi import (
+    flatten_quads,
+    jitter_quads,
+    quad_grid,
+    quad_size,
+    roi_widths,
+    sample_lines,
+    sample_rois,
+)
 
 KINDS = ["printed", "handwritten", "form_field"]
 DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
@@ -151,8 +159,7 @@ def test_lines_in_any_image_order_are_read_from_their_own_image_with_or_without_
     for i in range(3):  # each line as it reads alone
         alone, _ = sample_lines(feats, quads[i : i + 1], images[i : i + 1], widths[i : i + 1], 4, 8)
         torch.testing.assert_close(rois[i, :, :, : widths[i]], alone[0])
-    hosted, hosted_mask = sample_lines(feats, quads, images, widths, 4, 8, width=int(widths.max()),
-                                       image_ids=images.tolist())
+    hosted, hosted_mask = sample_lines(feats, quads, images.tolist(), widths, 4, 8, width=int(widths.max()))
     assert torch.equal(hosted, rois) and torch.equal(hosted_mask, mask)
 
 
@@ -161,12 +168,20 @@ def test_lines_sampled_from_the_split_batch_read_and_backpropagate_as_from_the_b
     quads = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]],
                           [[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]]])
     images, widths = torch.tensor([0, 1]), roi_widths(quads, 4, 32)
-    weights = torch.randn(2, 2, 8, int(widths.max()))
+    width = int(widths.max())
+    weights = torch.randn(2, 2, 8, width)
+    # The reference, independent of sample_lines' split: each line read alone from its own image's slice.
+    ref = torch.cat([sample_rois(feats[b : b + 1], quads[i : i + 1], widths[i : i + 1], width, 4, 8)
+                     for i, b in enumerate(images.tolist())])
+    ref = ref * (torch.arange(width)[None] < widths[:, None])[:, None, None, :]
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), feats)
     rois, mask = sample_lines(feats, quads, images, widths, 4, 8)
     (grad,) = torch.autograd.grad((rois * weights).sum(), feats)
     per_image = feats.split(1)
     split_rois, split_mask = sample_lines(per_image, quads, images, widths, 4, 8)
     (split_grad,) = torch.autograd.grad((split_rois * weights).sum(), feats)
+    torch.testing.assert_close(rois, ref)
+    torch.testing.assert_close(grad, ref_grad)
     assert torch.equal(split_rois, rois) and torch.equal(split_mask, mask)
     torch.testing.assert_close(split_grad, grad)
     assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0  # each image gets its own line's gradient

@@ -141,14 +141,13 @@ class RecognitionHead(nn.Module):
         flat, images = flatten_quads(quads, fused.device)
         return flat, images, roi_widths(flat, self.stride, self.roi_max_width, per_column=self.roi_column_samples)
 
-    def encode_lines(self, fused: Tensor, quads: Tensor, images: Tensor, widths: Tensor, *, width: int | None = None,
-                     image_ids: list[int] | None = None, per_image: tuple[Tensor, ...] | None = None
-                     ) -> tuple[Tensor, Tensor]:
+    def encode_lines(self, fused: Tensor, quads: Tensor, images: Tensor | list[int], widths: Tensor, *,
+                     width: int | None = None, per_image: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor]:
         """Memory [N, W, d] and padding [N, W] (True = pad) of lines ``quads`` of images ``images``; W = widest
-        (``width`` and ``image_ids``, host copies, spare :func:`sample_lines` a device-to-host transfer;
+        (``width`` and ``images`` as host values spare :func:`sample_lines` a device-to-host transfer;
         ``per_image``, ``fused.float().split(1)``, spares it a split)."""
         rois, valid = sample_lines(fused if per_image is None else per_image, quads, images, widths, self.stride,
-                                   self.roi_height, self.roi_oversample, width=width, image_ids=image_ids)
+                                   self.roi_height, self.roi_oversample, width=width)
         return self.memory(rois.to(fused.dtype), valid)
 
     def encoded_groups(self, fused: Tensor, quads: list[Tensor]):
@@ -157,9 +156,9 @@ class RecognitionHead(nn.Module):
 
         Two host-device transfers per call (the widths down, all groups' line indices up), none per group.
         """
-        flat, images, widths = self.lines(fused, quads)
+        flat, _, widths = self.lines(fused, quads)
         w = widths.tolist()
-        owner = [b for b, q in enumerate(quads) for _ in range(q.shape[0])]
+        owner = [b for b, q in enumerate(quads) for _ in range(q.shape[0])]  # each line's image, on the host
         groups = [sorted(g) for g in width_buckets(w, BUCKET_RATIO)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
         per_image = fused.float().split(1)  # once for all groups (see sample_lines)
@@ -167,9 +166,8 @@ class RecognitionHead(nn.Module):
         for group in groups:
             idx = order[start : start + len(group)]
             start += len(group)
-            memory, padding = self.encode_lines(fused, flat[idx], images[idx], widths[idx],
-                                                width=max(w[i] for i in group), image_ids=[owner[i] for i in group],
-                                                per_image=per_image)
+            memory, padding = self.encode_lines(fused, flat[idx], [owner[i] for i in group], widths[idx],
+                                                width=max(w[i] for i in group), per_image=per_image)
             yield group, idx, memory, padding
 
     def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
