@@ -136,8 +136,8 @@ class RecognitionHead(nn.Module):
         padding = ~valid
         return self.encoder(x, src_key_padding_mask=padding), padding
 
-    def lines(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Image b's ``quads[b]`` -> all quads [N, 4, 2], their image index [N] and RoI widths [N]."""
+    def lines(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, list[int], Tensor]:
+        """Image b's ``quads[b]`` -> all quads [N, 4, 2], their image index (host list) and RoI widths [N]."""
         flat, images = flatten_quads(quads, fused.device)
         return flat, images, roi_widths(flat, self.stride, self.roi_max_width, per_column=self.roi_column_samples)
 
@@ -156,9 +156,8 @@ class RecognitionHead(nn.Module):
 
         Two host-device transfers per call (the widths down, all groups' line indices up), none per group.
         """
-        flat, _, widths = self.lines(fused, quads)
+        flat, owner, widths = self.lines(fused, quads)
         w = widths.tolist()
-        owner = [b for b, q in enumerate(quads) for _ in range(q.shape[0])]  # each line's image, on the host
         groups = [sorted(g) for g in width_buckets(w, BUCKET_RATIO)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
         per_image = fused.float().split(1)  # once for all groups (see sample_lines)

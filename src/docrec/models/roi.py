@@ -96,12 +96,11 @@ def sample_lines(features: Tensor | Sequence[Tensor], quads: Tensor, images: Ten
     return rois * mask[:, None, None, :], mask
 
 
-def flatten_quads(quads: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per-image quads -> all quads [N, 4, 2] (float32 on ``device``) and each one's image index [N]."""
+def flatten_quads(quads: list[Tensor], device: torch.device) -> tuple[Tensor, list[int]]:
+    """Per-image quads -> all quads [N, 4, 2] (float32 on ``device``) and each one's image index, a host list
+    (from the shapes alone: what :func:`sample_lines` takes without a device-to-host transfer)."""
     flat = torch.cat([q.to(device, torch.float32) for q in quads]) if quads else torch.zeros((0, 4, 2), device=device)
-    images = torch.cat([torch.full((len(q),), b, dtype=torch.long, device=device) for b, q in enumerate(quads)]) \
-        if quads else torch.zeros(0, dtype=torch.long, device=device)
-    return flat, images
+    return flat, [b for b, q in enumerate(quads) for _ in range(q.shape[0])]
 
 
 def width_buckets(widths: Tensor | list[int], ratio: float = 1.5) -> list[list[int]]:
