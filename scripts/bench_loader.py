@@ -12,6 +12,7 @@ and the overrides given here), so worker start-up, prefetching and collation are
 Reports, all on the training pipeline (augmentation on, whole pages unless --crop):
 - single process (one torch thread, as in a worker): ms per page for ``dataset[i]`` (decode,
   augment, targets) and for ``collate``, and CPU ms per page (load-independent on a shared machine);
+  then the CPU ms per page of each stage of ``dataset[i]`` (decode, augment, targets, the rest);
 - per worker count: pages/s over one pass, after the first batch (worker start-up shown apart), the
   workers' CPU ms per page (it includes sending batches through shared memory) and the main
   process's CPU ms per page for receiving them;
@@ -174,6 +175,57 @@ def single_process(ds, collate, n: int, batch: int) -> dict:
             "cpu_ms_per_page": cpu_ms, "pages_per_cpu_s": 1000 / cpu_ms}
 
 
+def stages(ds, n: int, repeats: int = 3) -> dict:
+    """CPU ms per page of each stage of ``dataset[i]``: decoding (``read_image``), augmentation (the
+    albumentations pipeline), targets (``build_targets``) and the rest (polygon bookkeeping, clipping,
+    meta). The stages are timed by wrapping the dataset module's references; the best of ``repeats``
+    passes over the first ``n`` pages (CPU time, so other processes on the machine count little)."""
+    import docrec.data.dataset as dataset_module
+
+    spent = dict.fromkeys(("decode", "augment", "targets"), 0.0)
+
+    def timed(key, fn):
+        def wrapper(*a, **k):
+            c0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.process_time() - c0
+        return wrapper
+
+    class TimedPipeline:  # the augmentation pipeline, its calls timed (the dataset also sets its seed)
+        def __init__(self, inner) -> None:
+            self.inner, self.call = inner, timed("augment", inner)
+
+        def __call__(self, *a, **k):
+            return self.call(*a, **k)
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+    saved = dataset_module.read_image, dataset_module.build_targets, ds.aug
+    dataset_module.read_image = timed("decode", saved[0])
+    dataset_module.build_targets = timed("targets", saved[1])
+    ds.aug = TimedPipeline(saved[2])
+    best: dict | None = None
+    try:
+        for _ in range(repeats):
+            for key in spent:
+                spent[key] = 0.0
+            c0 = time.process_time()
+            for i in range(n):
+                ds[i]
+            total = time.process_time() - c0
+            row = {key: v / n * 1000 for key, v in spent.items()}
+            row["rest"] = total / n * 1000 - sum(row.values())
+            row["total"] = total / n * 1000
+            if best is None or row["total"] < best["total"]:
+                best = row
+    finally:
+        dataset_module.read_image, dataset_module.build_targets, ds.aug = saved
+    return best
+
+
 def throughput(loader) -> dict:
     """Pages/s of one pass (first batch, i.e. worker start-up, excluded) and CPU seconds per page.
 
@@ -270,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsingle process: dataset[i] {sp['getitem_ms']:.1f} ms/page (median {sp['getitem_median_ms']:.1f}), "
           f"collate {sp['collate_ms']:.1f} ms/page -> {sp['pages_per_s']:.1f} pages/s; "
           f"{sp['cpu_ms_per_page']:.1f} CPU ms/page -> {sp['pages_per_cpu_s']:.1f} pages per CPU-second", flush=True)
+
+    st = stages(ds, len(ds))
+    result["stages_cpu_ms"] = st
+    print("CPU ms per page by stage (best of 3 passes): "
+          + ", ".join(f"{key} {st[key]:.1f}" for key in ("decode", "augment", "targets", "rest", "total")), flush=True)
 
     print("\n(CPU ms/page: the workers' CPU time per page, and the main process's for receiving batches)")
     print(f"{'workers':>8} {'pages/s':>9} {'per worker':>11} {'start-up s':>11} {'worker CPU ms':>14} "

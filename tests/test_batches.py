@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from docrec.models.charset import Charset
 from docrec.engine.config import ConfigError, check_config
 from docrec.engine.data import PageSplits, make_loaders
 from docrec.engine.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
+from docrec.models.charset import Charset
 from docrec.pages import Line, Page
 from tests.conftest import compose_cfg
 

@@ -555,7 +555,7 @@ def test_token_norm_starts_the_roi_tokens_at_the_scale_of_the_positions(charset)
         head = RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, dim_feedforward=128,
                                roi_max_width=64, max_len=40, token_norm=norm)
         seen = []
-        head.encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        head.encoder.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[0]))
         with torch.no_grad():
             head.memory(rois, valid)
         content = seen[0] - head.memory_pos[:20]  # what the encoder gets, less the fixed positions

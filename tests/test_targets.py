@@ -203,10 +203,10 @@ def test_growth_follows_the_band_not_its_thickest_spot():
 
 
 def _core_components(lines, shape) -> np.ndarray:
-    core = np.zeros(shape, bool)
+    core = np.zeros(shape, np.uint8)
     for line in lines:
         _paint_core(core, *line)
-    return cv2.connectedComponents(core.astype(np.uint8), connectivity=4)[1]
+    return cv2.connectedComponents(core, connectivity=4)[1]
 
 
 def _hooker_like_line(x0: float, y0: float, length: float, height: float) -> np.ndarray:
@@ -281,3 +281,13 @@ def test_a_given_quad_gives_the_core_computed_without_it():
     # build_targets computes every quad once, for the cores and the reader alike.
     t = build_targets([(p, "hello", "printed") for p in lines], 300, 1000, KINDS, CHARSET, 16)
     np.testing.assert_array_equal(t["line_quads"].numpy(), np.stack([line_quad(p) for p in lines]))
+
+
+def test_the_median_of_line_core_is_numpys():
+    from docrec.geometry import _median
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 11, 257):
+        values = rng.normal(size=n) * 30
+        assert _median(values) == np.median(values)
+        assert _median(np.round(values)) == np.median(np.round(values))  # ties, as pixel thicknesses have

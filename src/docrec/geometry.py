@@ -52,6 +52,16 @@ def line_quads(polygons: Sequence[np.ndarray]) -> np.ndarray:
     return quad.astype(np.float32)
 
 
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D float array without its generic overhead (called twice per line per page)."""
+    n = values.size
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    part = np.partition(values, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2.0)
+
+
 def _running_median(values: np.ndarray, window: int) -> np.ndarray:
     """Median of each value's centred window (edges repeated), so bulges a window wide do not move it."""
     half = max(int(window) // 2, 0)
@@ -88,27 +98,29 @@ def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
         return None
     u, v = along / length, across / height
     # The polygon in its reading frame: s along the line, t across it (down), 1 px margin.
-    frame = np.stack([(poly - origin) @ u, (poly - origin) @ v], axis=1)
+    to_frame = np.array([[u[0], v[0]], [u[1], v[1]]])
+    frame = (poly - origin) @ to_frame
     cols, rows = int(np.ceil(length)) + 3, int(np.ceil(height)) + 3
     local = np.zeros((rows, cols), np.uint8)
     cv2.fillPoly(local, [np.round(frame + 1.0).astype(np.int32)], 1)
-    filled = local.any(axis=0)
-    if not filled.any():
+    by_column = np.ascontiguousarray(local.T)  # one copy; argmax along the last axis copies nothing
+    xs = np.flatnonzero(by_column.any(axis=1))
+    if xs.size == 0:
         return None
-    xs = np.flatnonzero(filled)
-    top = local.argmax(axis=0)[xs]  # first and last filled row of each filled column
-    bottom = rows - 1 - local[::-1].argmax(axis=0)[xs]
+    by_column = by_column[xs]
+    top = by_column.argmax(axis=1)  # first and last filled row of each filled column
+    bottom = rows - 1 - by_column[:, ::-1].argmax(axis=1)
     thickness, centre = (bottom - top).astype(np.float64), (top + bottom) / 2.0 - 1.0
-    half = 0.5 * float(np.median(thickness))
+    half = 0.5 * _median(thickness)
     s = xs.astype(np.float64) - 1.0
     trim = shrink * half
     if s[-1] - s[0] < 2.0 * half or half <= 0.0:
         return _eroded_core(poly, shrink)
     if baseline is not None and len(baseline) >= 2:
-        base = (np.asarray(baseline, dtype=np.float64).reshape(-1, 2) - origin) @ np.stack([u, v], axis=1)
+        base = (np.asarray(baseline, dtype=np.float64).reshape(-1, 2) - origin) @ to_frame
         order = np.argsort(base[:, 0], kind="stable")
         base_t = np.interp(s, base[order, 0], base[order, 1])
-        mid = base_t + float(np.median(centre - base_t))
+        mid = base_t + _median(centre - base_t)
     else:
         mid = _running_median(centre, 16.0 * half)
         k = max(int(half), 1) | 1  # smooth the median's steps a little
@@ -116,11 +128,15 @@ def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
     keep = (s >= s[0] + trim) & (s <= s[-1] - trim)
     step = max(int(half / 2), 1)
     idx = np.flatnonzero(keep)
-    idx = np.unique(np.concatenate([idx[::step], idx[-1:]]))
+    if idx.size and (idx.size - 1) % step:  # every step-th column and the last one
+        idx = np.concatenate([idx[::step], idx[-1:]])
+    else:
+        idx = idx[::step]
     core_half = (1.0 - shrink) * half
-    upper = np.stack([s[idx], mid[idx] - core_half], axis=1)
-    lower = np.stack([s[idx], mid[idx] + core_half], axis=1)[::-1]
-    band = np.concatenate([upper, lower])
+    n = idx.size
+    band = np.empty((2 * n, 2))  # the upper edge left to right, then the lower edge back
+    band[:n, 0], band[:n, 1] = s[idx], mid[idx] - core_half
+    band[n:, 0], band[n:, 1] = band[n - 1::-1, 0], mid[idx][::-1] + core_half
     return (origin + band[:, :1] * u + band[:, 1:] * v).astype(np.float32)
 
 

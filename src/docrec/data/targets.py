@@ -24,13 +24,16 @@ IGNORE_INDEX = 255
 #: Lines whose visible polygon is smaller than this (pixels^2) are dropped (crop slivers).
 MIN_LINE_AREA = 8.0
 
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
 #: (polygon, text, kind) or (polygon, text, kind, baseline [M,2] or None), in pixels of the sample.
 Line = tuple[np.ndarray, "str | None", str] | tuple[np.ndarray, "str | None", str, "np.ndarray | None"]
 
 
 def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float, baseline: np.ndarray | None = None,
                 quad: np.ndarray | None = None) -> None:
-    """OR the core of one line (:func:`docrec.geometry.line_core`) into ``core``, apart from the cores already there.
+    """OR the core of one line (:func:`docrec.geometry.line_core`) into ``core`` (uint8 [H, W], 0/1), apart from
+    the cores already there.
 
     Pixels touching (4-neighbours of) an earlier line's core are left out, so the cores of
     lines that touch or overlap stay separate components.
@@ -47,8 +50,8 @@ def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float, baseline: 
     local = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(local, [np.round(band - [x0, y0]).astype(np.int32)], 1)
     window = core[y0:y1, x0:x1]
-    taken = cv2.dilate(window.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
-    window |= (local > 0) & (taken == 0)
+    taken = cv2.dilate(window, _CROSS)
+    window |= cv2.subtract(local, taken)  # saturating: 1 where the band is and no earlier core touches
 
 
 def build_targets(
@@ -79,7 +82,7 @@ def build_targets(
     """
     kind_index = {k: i for i, k in enumerate(kinds)}
     class_mask = np.zeros((height, width), np.uint8)
-    core = np.zeros((height, width), bool)
+    core = np.zeros((height, width), np.uint8)
     kept = []
     for polygon, text, kind, *rest in lines:
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
@@ -102,7 +105,7 @@ def build_targets(
         if kind in region_index:
             cv2.fillPoly(region_mask, [np.round(np.asarray(polygon, np.float32)).astype(np.int32)],
                          region_index[kind] + 1)
-    core_mask = core.astype(np.uint8)
+    core_mask = core
     for x0, y0, x1, y1 in np.asarray(holes if holes is not None else [], np.float32).reshape(-1, 4):
         x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
         x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))

@@ -32,7 +32,6 @@ from docrec.engine.config import abs_path, check_config
 from docrec.engine.data import PageSplits, load_splits, make_loaders
 from docrec.engine.init_from import apply_init, grow_charset
 from docrec.engine.precise_bn import recalibrate_bn
-from docrec.engine.sampler import EpochBatchSampler
 from docrec.engine.runtime import (
     Runtime,
     all_reduce_mean,
@@ -42,6 +41,7 @@ from docrec.engine.runtime import (
     seed_everything,
     setup,
 )
+from docrec.engine.sampler import EpochBatchSampler
 from docrec.engine.validate import run_validation
 from docrec.models import DocRecModel, build_model
 from docrec.models.charset import Charset
