@@ -53,7 +53,7 @@ def line_quads(polygons: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _median(values: np.ndarray) -> float:
-    """``np.median`` of a 1-D float array without its generic overhead (called twice per line per page)."""
+    """``np.median`` of a 1-D float array without its generic overhead (line_core calls it twice a line)."""
     n = values.size
     k = n // 2
     if n % 2:
@@ -133,10 +133,10 @@ def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
     else:
         idx = idx[::step]
     core_half = (1.0 - shrink) * half
-    n = idx.size
+    n, along_s, centre_t = idx.size, s[idx], mid[idx]
     band = np.empty((2 * n, 2))  # the upper edge left to right, then the lower edge back
-    band[:n, 0], band[:n, 1] = s[idx], mid[idx] - core_half
-    band[n:, 0], band[n:, 1] = band[n - 1::-1, 0], mid[idx][::-1] + core_half
+    band[:n, 0], band[:n, 1] = along_s, centre_t - core_half
+    band[n:, 0], band[n:, 1] = along_s[::-1], centre_t[::-1] + core_half
     return (origin + band[:, :1] * u + band[:, 1:] * v).astype(np.float32)
 
 
