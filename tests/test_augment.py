@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from docrec.data.augment import build_augment
 
@@ -168,3 +169,35 @@ def test_noise_is_grey_unless_per_channel():
         out = aug(image=img)["image"][:64, :96].astype(int)
         assert out.std() > 3  # noise was added
         assert (out[..., 0] == out[..., 1]).all() == grey and (out[..., 1] == out[..., 2]).all() == grey
+
+
+def test_a_grey_page_is_augmented_as_one_channel_and_batched_as_three(tmp_path):
+    from omegaconf import OmegaConf
+
+    from docrec.data.dataset import PageDataset, collate
+    from docrec.models.charset import Charset
+    from docrec.pages import Line, Page
+
+    grey = np.full((200, 300), 255, np.uint8)
+    cv2.rectangle(grey, (20, 40), (260, 70), 0, -1)
+    colour = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    colour[40:70, 20:260] = (0, 0, 200)  # red ink
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    cv2.imwrite(str(tmp_path / "colour.png"), colour)
+    line = Line(id="l0", polygon=[(20, 40), (260, 40), (260, 70), (20, 70)], text="ink", kind="printed")
+    pages = [Page(image=name, width=300, height=200, lines=[line], root=tmp_path) for name in ("grey.png", "colour.png")]
+    every = {"affine": {"p": 1.0, "rotate": 2.0, "shear": 3.0, "scale": [0.9, 1.1], "translate": 0.02},
+             "perspective": {"p": 1.0, "scale": [0.01, 0.03]}, "elastic": {"p": 0.0, "alpha": 30.0, "sigma": 8.0},
+             "erase": {"p": 1.0, "holes": [1, 2], "size": [0.05, 0.1]}, "brightness_contrast": {"p": 1.0, "limit": 0.2},
+             "blur": {"p": 1.0, "kernel": [3, 5]}, "noise": {"p": 1.0, "std": [0.02, 0.06], "per_channel": False},
+             "jpeg": {"p": 1.0, "quality": [50, 95]}}
+    ds = PageDataset(pages, Charset.build(["ink"]), ["printed"], 320, augment=OmegaConf.create(every), train=True)
+    (g, _, _), (c, _, _) = ds[0], ds[1]
+    assert g.dtype == c.dtype == torch.uint8
+    assert g.shape[0] == 1 and c.shape[0] == 3  # every transform ran on one channel only
+    images, _, _ = collate([ds[0], ds[1]])
+    assert images.shape[:2] == (2, 3)
+    h, w = g.shape[1:]
+    assert torch.equal(images[0, 0, :h, :w], g[0]) and torch.equal(images[0, 2, :h, :w], g[0])  # grey, expanded
+    assert (images[0, :, h:, :] == 255).all() and (images[0, :, :, w:] == 255).all()  # padded white
+    assert not torch.equal(images[1, 0], images[1, 2])  # the colour page keeps its colours

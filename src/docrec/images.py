@@ -52,13 +52,16 @@ def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def read_image(path: Path, max_pixels: int = MAX_PIXELS, long_side: int | None = None) -> np.ndarray:
+def read_image(path: Path, max_pixels: int = MAX_PIXELS, long_side: int | None = None,
+               grey: bool = False) -> np.ndarray:
     """Decode an image to an RGB uint8 array (H, W, 3); truncated or corrupt files are refused.
 
     With ``long_side``, an image whose long side is larger is scaled down to it (area
     averaging, size as :func:`scaled_size`) while decoding: a JPEG is decoded at 1/2, 1/4
     or 1/8 scale (libjpeg's DCT scaling) where that still covers the target, and grey
     pages are resized before they are expanded to RGB. Smaller images come back as they are.
+    ``grey``: a grey page comes back as (H, W), not expanded (the training pipeline augments
+    one channel and expands it when it batches).
     """
     width, height = image_size(path, max_pixels)
     target = scaled_size(width, height, long_side) if long_side and long_side < max(width, height) else None
@@ -75,7 +78,7 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS, long_side: int | None =
                 if target is not None and im.size != target:
                     # BOX = the mean over each output pixel's footprint, like cv2.INTER_AREA.
                     im = im.resize(target, Image.Resampling.BOX)
-                # convert() copies even RGB to RGB: only grey pages need it.
-                return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+                # convert() copies even RGB to RGB: only grey pages need it, unless they stay grey.
+                return np.asarray(im if im.mode == "RGB" or (grey and im.mode == "L") else im.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None

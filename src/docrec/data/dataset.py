@@ -71,7 +71,11 @@ def hidden_share(polygon: np.ndarray, holes: np.ndarray) -> float:
 
 
 class PageDataset(Dataset):
-    """Pages -> (uint8 image tensor, targets, meta); ``train`` turns on crops and augmentation."""
+    """Pages -> (uint8 image tensor, targets, meta); ``train`` turns on crops and augmentation.
+
+    The image tensor is (3, H, W), or (1, H, W) for a grey page: it is decoded, augmented and
+    shipped as one channel, and :func:`collate` expands it (augmenting a third of the pixels).
+    """
 
     def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
                  augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
@@ -97,7 +101,7 @@ class PageDataset(Dataset):
         # A weighted sampler yields index + k * len for a page's k-th pass: same page, its own augmentation.
         page = self.pages[index % len(self.pages)]
         try:
-            img = read_image(page.image_path, self.max_pixels, long_side=self.long_side)
+            img = read_image(page.image_path, self.max_pixels, long_side=self.long_side, grey=True)
         except DataError as exc:
             # Start-up checks read headers only; a page corrupt inside fails here.
             if self.strict or len(self.pages) < 2:
@@ -149,7 +153,8 @@ class PageDataset(Dataset):
                                 regions=region_polys, region_kinds=self.region_kinds, holes=holes)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),
                 "scale": self.long_side / max(page.width, page.height), "gt_lines": gt_lines}
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), targets, meta
+        chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(chw)), targets, meta
 
 
 #: Per-pixel targets that collate pads, and their fill (ignored class / no core / no region).
@@ -165,7 +170,7 @@ def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def _paste(dst: torch.Tensor, src: torch.Tensor, fill: int) -> None:
-    """``src`` into the top-left corner of ``dst`` (same leading dims), ``fill`` in the rest."""
+    """``src`` into the top-left corner of ``dst`` (same leading dims, or one channel broadcast), ``fill`` in the rest."""
     h, w = src.shape[-2:]
     dst[..., :h, :w] = src
     dst[..., h:, :] = fill
@@ -173,7 +178,7 @@ def _paste(dst: torch.Tensor, src: torch.Tensor, fill: int) -> None:
 
 
 def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """uint8 (3, h, w) images -> one (B, 3, H, W) batch, padded white at the right and bottom."""
+    """uint8 (3, h, w) or grey (1, h, w) images -> one (B, 3, H, W) batch, padded white at the right and bottom."""
     H = max(im.shape[1] for im in images)
     W = max(im.shape[2] for im in images)
     out = _batch_buffer((len(images), 3, H, W), torch.uint8)
