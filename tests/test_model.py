@@ -148,31 +148,31 @@ def test_quad_sampler_pads_short_lines_and_groups_by_image():
     assert rois[1, 0, 0, 0] > 1000  # the second line was read from the second image
 
 
-def test_lines_in_any_image_order_are_read_from_their_own_image_with_or_without_host_ids():
+def test_lines_in_any_image_order_are_read_from_their_own_image_with_or_without_a_given_width():
     feats = torch.cat([_coordinate_map(16, 16, 4), _coordinate_map(16, 16, 4) + 1000])
     quads = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]],
                           [[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]],
                           [[8.0, 36.0], [40.0, 36.0], [40.0, 44.0], [8.0, 44.0]]])
-    images, widths = torch.tensor([0, 1, 0]), roi_widths(quads, 4, 32)
+    images, widths = [0, 1, 0], roi_widths(quads, 4, 32)
     rois, mask = sample_lines(feats, quads, images, widths, 4, 8)
     assert [bool(rois[i, 0, 0, 0] > 1000) for i in range(3)] == [False, True, False]
     for i in range(3):  # each line as it reads alone
         alone, _ = sample_lines(feats, quads[i : i + 1], images[i : i + 1], widths[i : i + 1], 4, 8)
         torch.testing.assert_close(rois[i, :, :, : widths[i]], alone[0])
-    hosted, hosted_mask = sample_lines(feats, quads, images.tolist(), widths, 4, 8, width=int(widths.max()))
-    assert torch.equal(hosted, rois) and torch.equal(hosted_mask, mask)
+    given, given_mask = sample_lines(feats, quads, images, widths, 4, 8, width=int(widths.max()))
+    assert torch.equal(given, rois) and torch.equal(given_mask, mask)
 
 
 def test_lines_sampled_from_the_split_batch_read_and_backpropagate_as_from_the_batch():
     feats = torch.cat([_coordinate_map(16, 16, 4), _coordinate_map(16, 16, 4) + 1000]).requires_grad_()
     quads = torch.tensor([[[4.0, 4.0], [60.0, 4.0], [60.0, 12.0], [4.0, 12.0]],
                           [[4.0, 20.0], [20.0, 20.0], [20.0, 28.0], [4.0, 28.0]]])
-    images, widths = torch.tensor([0, 1]), roi_widths(quads, 4, 32)
+    images, widths = [0, 1], roi_widths(quads, 4, 32)
     width = int(widths.max())
     weights = torch.randn(2, 2, 8, width)
     # The reference, independent of sample_lines' split: each line read alone from its own image's slice.
     ref = torch.cat([sample_rois(feats[b : b + 1], quads[i : i + 1], widths[i : i + 1], width, 4, 8)
-                     for i, b in enumerate(images.tolist())])
+                     for i, b in enumerate(images)])
     ref = ref * (torch.arange(width)[None] < widths[:, None])[:, None, None, :]
     (ref_grad,) = torch.autograd.grad((ref * weights).sum(), feats)
     rois, mask = sample_lines(feats, quads, images, widths, 4, 8)

@@ -103,7 +103,8 @@ def line_core(polygon: np.ndarray, shrink: float = CORE_SHRINK,
     cols, rows = int(np.ceil(length)) + 3, int(np.ceil(height)) + 3
     local = np.zeros((rows, cols), np.uint8)
     cv2.fillPoly(local, [np.round(frame + 1.0).astype(np.int32)], 1)
-    by_column = np.ascontiguousarray(local.T)  # one copy; argmax along the last axis copies nothing
+    # One transposed copy: argmax along axis 0 would copy the raster for each of the two reads below.
+    by_column = np.ascontiguousarray(local.T)
     xs = np.flatnonzero(by_column.any(axis=1))
     if xs.size == 0:
         return None

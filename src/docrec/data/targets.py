@@ -24,6 +24,7 @@ IGNORE_INDEX = 255
 #: Lines whose visible polygon is smaller than this (pixels^2) are dropped (crop slivers).
 MIN_LINE_AREA = 8.0
 
+#: 4-neighbourhood: a new core keeps off the pixels touching an earlier one.
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 #: (polygon, text, kind) or (polygon, text, kind, baseline [M,2] or None), in pixels of the sample.
@@ -82,7 +83,7 @@ def build_targets(
     """
     kind_index = {k: i for i, k in enumerate(kinds)}
     class_mask = np.zeros((height, width), np.uint8)
-    core = np.zeros((height, width), np.uint8)
+    core_mask = np.zeros((height, width), np.uint8)  # 0/1 here; the holes below make some 255
     kept = []
     for polygon, text, kind, *rest in lines:
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
@@ -94,7 +95,7 @@ def build_targets(
         k = kind_index.get(kind)
         label = IGNORE_INDEX if k is None else k + 1
         cv2.fillPoly(class_mask, [np.round(poly).astype(np.int32)], label)
-        _paint_core(core, poly, shrink, baseline, quad)
+        _paint_core(core_mask, poly, shrink, baseline, quad)
         if text:
             read.append(quad)
             tokens.append(charset.encode(text)[:max_len])
@@ -105,7 +106,6 @@ def build_targets(
         if kind in region_index:
             cv2.fillPoly(region_mask, [np.round(np.asarray(polygon, np.float32)).astype(np.int32)],
                          region_index[kind] + 1)
-    core_mask = core
     for x0, y0, x1, y1 in np.asarray(holes if holes is not None else [], np.float32).reshape(-1, 4):
         x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
         x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))

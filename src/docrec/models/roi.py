@@ -63,31 +63,30 @@ def sample_rois(features: Tensor, quads: Tensor, widths: Tensor, width: int, str
     return sampled.permute(1, 0, 2, 3)
 
 
-def sample_lines(features: Tensor | Sequence[Tensor], quads: Tensor, images: Tensor | list[int], widths: Tensor,
+def sample_lines(features: Tensor | Sequence[Tensor], quads: Tensor, images: Sequence[int], widths: Tensor,
                  stride: int, height: int, oversample: int = 1, *, width: int | None = None) -> tuple[Tensor, Tensor]:
     """RoI features [N, C, height, W] and a validity mask [N, W] of lines ``quads`` [N, 4, 2] (input
-    pixels) of images ``images`` [N] of the batch ``features``, with ``widths`` [N] samples each.
+    pixels) of images ``images`` (each line's index in the batch ``features``, a host sequence: no
+    device-to-host transfer), with ``widths`` [N] samples each.
 
     ``features`` is the batch [B, C, H, W] or its images ``features.float().split(1)``: a caller
     that samples several groups of lines splits once. (Slicing the batch per image instead costs a
     zero-filled gradient of the whole batch per slice in backward: 14 % of a CPU training step.)
 
     W is the widest of these lines (``width`` when the caller knows it): a caller that groups
-    lines of similar width pads little. ``images`` as a host list spares the device-to-host
-    transfer; each run of lines of one image is sampled in one call, so lines
-    ordered by image (as :func:`flatten_quads` gives them) take one call per image.
+    lines of similar width pads little. Each run of lines of one image is sampled in one call, so
+    lines ordered by image (as :func:`flatten_quads` gives them) take one call per image.
     """
     per_image = features.float().split(1) if isinstance(features, Tensor) else features
     n, c, device = quads.shape[0], per_image[0].shape[1], per_image[0].device
     if n == 0:
         return per_image[0].new_zeros((0, c, height, 1)), torch.zeros((0, 1), dtype=torch.bool, device=device)
     width = int(widths.max()) if width is None else width
-    ids = images.tolist() if isinstance(images, Tensor) else images
     quads = quads.to(device, torch.float32)
     parts, start = [], 0
     for i in range(1, n + 1):
-        if i == n or ids[i] != ids[start]:
-            b = ids[start]
+        if i == n or images[i] != images[start]:
+            b = images[start]
             parts.append(sample_rois(per_image[b], quads[start:i], widths[start:i], width, stride, height,
                                      oversample))
             start = i
