@@ -2,7 +2,7 @@
 
     python scripts/bench_loader.py [--manifest data/synthetic/train.jsonl] [--long-side 1024] [--pages 64]
         [--workers 0 1 2] [--step-ms 0 250] [--batch 4] [--augment default] [--profile] [--json PATH]
-        [--crop H W [--crop-tries N]]
+        [--crop H W [--crop-tries N]] [--cache]
     python scripts/bench_loader.py --padding FORMAT=PATH [FORMAT=PATH ...] [--long-side 2048] [--batch 4]
 
 Without --manifest it generates --pages synthetic pages (real size, JPEG) into a temp folder.
@@ -20,6 +20,9 @@ Reports, all on the training pipeline (augmentation on, whole pages unless --cro
   of the given sets (each alone, then all mixed) are batched, without and with aspect-ratio
   grouping (``data.aspect_ratio_group_factor`` 0 vs 3), over 3 epochs of the trainer's batch
   sampler. Page sizes come from the annotations: no image is read.
+- ``--cache``: the pages go through the page cache (``data.cache_dir``, a temporary folder): a
+  first pass stores them (its CPU ms per page shown apart) and every figure after it is of pages
+  read back from the cache, as in training from the second epoch on;
 - per --step-ms: a training epoch whose step is simulated by sleeping that long per batch (a GPU
   busy elsewhere): the share of the loop's time spent waiting for the next batch
   (``wait / (wait + step)``, first batch excluded), per worker count.
@@ -63,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cv2-threads", type=int, help="cv2.setNumThreads before the workers start (inherited)")
     ap.add_argument("--padding", nargs="+", metavar="FORMAT=PATH",
                     help="only the padding share of whole-page batches of these sets, ungrouped vs grouped")
+    ap.add_argument("--cache", action="store_true",
+                    help="read pages through the page cache (data.cache_dir), filled by a first pass")
     ap.add_argument("--json", type=Path, help="write the results here")
     return ap.parse_args(argv)
 
@@ -135,7 +140,8 @@ def loaders(pages: list, charset, args: argparse.Namespace, workers: int):
 
     data_cfg = OmegaConf.load(REPO / "configs" / "data" / "synthetic.yaml")
     data_cfg.merge_with({"long_side": args.long_side, "crop": list(args.crop) if args.crop else None,
-                         "crop_tries": args.crop_tries, "batch_size": args.batch, "num_workers": workers})
+                         "crop_tries": args.crop_tries, "batch_size": args.batch, "num_workers": workers,
+                         "cache_dir": args.cache_dir})
     aug = augment_cfg(args.augment)
     train, _, sampler = make_loaders(PageSplits(train=pages, val=[]), charset, data_cfg, aug, 0, 0, 1)
     sampler.set_epoch(0)
@@ -176,7 +182,8 @@ def single_process(ds, collate, n: int, batch: int) -> dict:
 
 
 def stages(ds, n: int, repeats: int = 3) -> dict:
-    """CPU ms per page of each stage of ``dataset[i]``: decoding (``read_image``), augmentation (the
+    """CPU ms per page of each stage of ``dataset[i]``: decoding (``read_page``: decoding and scaling, or
+    loading the scaled page from the cache), augmentation (the
     albumentations pipeline), targets (``build_targets``) and the rest (polygon bookkeeping, clipping,
     meta). The stages are timed by wrapping the dataset module's references; the best of ``repeats``
     passes over the first ``n`` pages (CPU time, so other processes on the machine count little)."""
@@ -203,8 +210,8 @@ def stages(ds, n: int, repeats: int = 3) -> dict:
         def __getattr__(self, name: str):
             return getattr(self.inner, name)
 
-    saved = dataset_module.read_image, dataset_module.build_targets, ds.aug
-    dataset_module.read_image = timed("decode", saved[0])
+    saved = dataset_module.read_page, dataset_module.build_targets, ds.aug
+    dataset_module.read_page = timed("decode", saved[0])
     dataset_module.build_targets = timed("targets", saved[1])
     ds.aug = TimedPipeline(saved[2])
     best: dict | None = None
@@ -222,7 +229,7 @@ def stages(ds, n: int, repeats: int = 3) -> dict:
             if best is None or row["total"] < best["total"]:
                 best = row
     finally:
-        dataset_module.read_image, dataset_module.build_targets, ds.aug = saved
+        dataset_module.read_page, dataset_module.build_targets, ds.aug = saved
     return best
 
 
@@ -293,16 +300,21 @@ def main(argv: list[str] | None = None) -> int:
         cv2.setNumThreads(args.cv2_threads)
     tmp: list = []
     pages = load_pages(args, tmp)
+    args.cache_dir = None
+    if args.cache:
+        tmp.append(tempfile.TemporaryDirectory())
+        args.cache_dir = tmp[-1].name
     charset = Charset.build(ln.text for p in pages for ln in p.lines)
     ds = loaders(pages, charset, args, 0).dataset
     result: dict = {"manifest": str(args.manifest), "pages": len(pages), "long_side": args.long_side,
                     "crop": args.crop, "crop_tries": args.crop_tries, "batch": args.batch, "augment": args.augment,
-                    "cpus": os.cpu_count(),
+                    "cpus": os.cpu_count(), "cache": args.cache,
                     "cv2_threads": args.cv2_threads,
                     "load_avg": os.getloadavg()}
     sizes = {(p.width, p.height) for p in pages}
     print(f"{len(pages)} pages from {args.manifest} (e.g. {min(sizes)[0]}x{min(sizes)[1]}), "
-          f"long side {args.long_side}, crop {args.crop}, batch {args.batch}, augment={args.augment}; "
+          f"long side {args.long_side}, crop {args.crop}, batch {args.batch}, augment={args.augment}, "
+          f"cache {'on' if args.cache else 'off'}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
     if args.profile:
@@ -317,6 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(prof, stream=sys.stdout).sort_stats(key).print_stats(22)
 
     ds[0]  # imports and first-call set-up are not throughput
+    if args.cache:  # fill the cache: decoding and storing, once per page
+        c0 = time.process_time()
+        for i in range(1, len(ds)):
+            ds[i]
+        cold = (time.process_time() - c0) / max(len(ds) - 1, 1) * 1000
+        result["cache_fill_cpu_ms_per_page"] = cold
+        print(f"page cache: first pass {cold:.1f} CPU ms/page (decoding and storing); the figures below read "
+              "pages back from it", flush=True)
     sp = single_process(ds, collate, len(ds), args.batch)
     result["single_process"] = sp
     print(f"\nsingle process: dataset[i] {sp['getitem_ms']:.1f} ms/page (median {sp['getitem_median_ms']:.1f}), "

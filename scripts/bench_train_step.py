@@ -40,8 +40,8 @@ short fields (5-20 % of the page width) and 20 % long lines (60-90 %); ``uniform
 width 20-80 % of the page.
 
 Model settings beside the variants: ``--neck light|fpn`` (``model.neck``; default the config's)
-and ``--bucket-ratio R`` (recognition width groups, ``docrec.models.recognition.BUCKET_RATIO``;
-0 reads every line padded to the batch's widest, as before packed reading). The model trains on
+and ``--bucket-ratio R`` (``model.recognition.width_groups``; 0 reads every line padded to the
+batch's widest, as before packed reading). The model trains on
 at most ``max_lines_per_batch`` (128) lines per batch, as configured.
 
 ``--memory`` (CUDA only): for each ``--memory-res`` (1024 1536) the largest batch whose step
@@ -83,7 +83,7 @@ from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
 from docrec.engine.runtime import Runtime, peak_bf16_flops, setup
 from docrec.engine.trainer import build_optimizer
-from docrec.models import Charset, DocRecModel, build_model, recognition
+from docrec.models import Charset, DocRecModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ["printed", "handwritten", "form_field"]
@@ -111,15 +111,17 @@ class FeatureTrunk(nn.Module):
 
 
 #: Command-line settings of the model and the synthetic pages (``main`` sets them).
-SETTINGS: dict = {"neck": None, "line_mix": "form"}
+SETTINGS: dict = {"neck": None, "line_mix": "form", "width_groups": None}
 
 
 def model_config(p_min: float = 1.0) -> dict:
-    """configs/model/default.yaml with the given keep probability (and ``--neck``)."""
+    """configs/model/default.yaml with the given keep probability (and ``--neck``, ``--bucket-ratio``)."""
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "model" / "default.yaml"), resolve=True)
     cfg["kinds"] = KINDS
     cfg["backbone"]["p_min"] = p_min
     cfg["neck"] = SETTINGS["neck"] or cfg["neck"]
+    if SETTINGS["width_groups"] is not None:
+        cfg["recognition"]["width_groups"] = SETTINGS["width_groups"]
     return cfg
 
 
@@ -591,7 +593,7 @@ def expected_saving(flops: dict, p_min: float) -> float:
 def print_flops(r: dict) -> None:
     g = r["forward_gflops"]
     print(f"\nforward GFLOPs, {r['batch']} x {r['res']}x{r['res']}, {r['lines']} lines read "
-          f"({SETTINGS['line_mix']} widths, neck {model_config()['neck']}, width groups x{recognition.BUCKET_RATIO}):")
+          f"({SETTINGS['line_mix']} widths, neck {model_config()['neck']}, width groups x{model_config()['recognition']['width_groups'] or 'inf'}):")
     for k in ("backbone", "neck", "seg_head", "rec_head"):
         print(f"  {k:<9} {g[k]:8.1f}  {g[k] / g['total']:6.1%}")
     print(f"  {'total':<9} {g['total']:8.1f}")
@@ -635,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     SETTINGS.update(neck=args.neck, line_mix=args.line_mix)
     if args.bucket_ratio is not None:
-        recognition.BUCKET_RATIO = args.bucket_ratio if args.bucket_ratio > 0 else float("inf")
+        SETTINGS["width_groups"] = args.bucket_ratio
     if args.threads:
         torch.set_num_threads(args.threads)
     rt = setup(args.device, "auto", "auto")

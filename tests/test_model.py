@@ -581,6 +581,17 @@ def test_width_buckets_bound_padding_and_cover_every_line():
     assert width_buckets(torch.zeros(0, dtype=torch.long)) == []
 
 
+def test_width_groups_option_zero_pads_every_line_to_the_widest_and_rejects_ratios_below_one(charset):
+    from docrec.models.recognition import RecognitionHead
+    kw = {"in_channels": 8, "vocab_size": len(charset), "pad_id": 0, "bos_id": 1, "eos_id": 2, "d_model": 16,
+          "nhead": 2, "dim_feedforward": 32}
+    assert RecognitionHead(**kw).width_groups == 1.25
+    assert RecognitionHead(**kw, width_groups=0).width_groups == float("inf")
+    assert RecognitionHead(**kw, width_groups=2).width_groups == 2
+    with pytest.raises(ValueError, match="width_groups"):
+        RecognitionHead(**kw, width_groups=0.5)
+
+
 def test_grouped_reading_gives_the_losses_and_reads_of_one_padded_batch(small_head, monkeypatch):
     import docrec.models.recognition as rec
     head = small_head
@@ -594,7 +605,7 @@ def test_grouped_reading_gives_the_losses_and_reads_of_one_padded_batch(small_he
                            [1, 7, 8, 2, 0, 0, 0, 0, 0], [1, 3, 3, 4, 4, 5, 6, 7, 2]])
 
     def run(ratio):
-        monkeypatch.setattr(rec, "BUCKET_RATIO", ratio)
+        monkeypatch.setattr(head, "width_groups", ratio)
         head.zero_grad()
         losses = head.loss(fused, quads, tokens, label_smoothing=0.1)
         sum(losses.values()).backward()
@@ -604,7 +615,7 @@ def test_grouped_reading_gives_the_losses_and_reads_of_one_padded_batch(small_he
         return losses, grad, reads
 
     head.eval()  # the decoder's dropout would draw other masks for other group shapes
-    grouped, one = run(1.25), run(1e9)  # 1e9: every line in one group, padded to the widest
+    grouped, one = run(1.25), run(float("inf"))  # inf: every line in one group, padded to the widest
     _, _, widths = head.lines(fused, quads)
     assert len(rec.width_buckets(widths, 1.25)) > 1
     for k in ("rec", "ctc"):

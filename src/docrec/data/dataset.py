@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from docrec.data.augment import WHITE, build_augment
+from docrec.data.cache import read_page
 from docrec.data.targets import MIN_LINE_AREA, build_targets
-from docrec.images import MAX_PIXELS, read_image
+from docrec.images import MAX_PIXELS
 from docrec.pages import DataError, Page
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ class PageDataset(Dataset):
     def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
                  augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
                  max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0, strict: bool = True,
-                 region_kinds: Sequence[str] = (), crop_tries: int = 1) -> None:
+                 region_kinds: Sequence[str] = (), crop_tries: int = 1, cache_dir: str | None = None) -> None:
         self.pages = list(pages)
+        self.cache_dir = cache_dir  # decoded, scaled pages kept there (docrec.data.cache); None: decode each time
         self.charset, self.kinds, self.train = charset, list(kinds), train
         self.region_kinds = list(region_kinds)
         self.max_len, self.max_pixels, self.seed, self.epoch = max_len, max_pixels, seed, 0
@@ -101,7 +103,8 @@ class PageDataset(Dataset):
         # A weighted sampler yields index + k * len for a page's k-th pass: same page, its own augmentation.
         page = self.pages[index % len(self.pages)]
         try:
-            img = read_image(page.image_path, self.max_pixels, long_side=self.long_side, grey=True)
+            img = read_page(page.image_path, self.max_pixels, long_side=self.long_side, grey=True,
+                            cache_dir=self.cache_dir)
         except DataError as exc:
             # Start-up checks read headers only; a page corrupt inside fails here.
             if self.strict or len(self.pages) < 2:
@@ -115,7 +118,7 @@ class PageDataset(Dataset):
                   + [r.polygon for r in regions])
         sizes = [len(s) for s in shapes]
         pts = np.array([p for s in shapes for p in s], np.float32).reshape(-1, 2)
-        # read_image already scaled a larger page to long_side (cheaper while decoding), by
+        # read_page already scaled a larger page to long_side (cheaper while decoding), by
         # LongestMaxSize's factor, which then has nothing left to do: scale the points alike.
         pts *= max(img.shape[:2]) / max(page.width, page.height)
         self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)

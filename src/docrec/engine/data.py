@@ -97,11 +97,12 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     ``set_epoch(epoch, skip=batches)`` before each pass."""
     kinds = list(data_cfg.kinds)
     regions = list(data_cfg.get("region_kinds") or [])
+    cache_dir = str(abs_path(str(data_cfg.cache_dir))) if data_cfg.get("cache_dir") else None
     train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
                            data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions,
-                           crop_tries=data_cfg.get("crop_tries", 1))
+                           crop_tries=data_cfg.get("crop_tries", 1), cache_dir=cache_dir)
     val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
-                         data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions)
+                         data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions, cache_dir=cache_dir)
     if splits.sources:
         sampler = WeightedSourceSampler([s.n_train for s in splits.sources], [s.weight for s in splits.sources],
                                         data_cfg.get("epoch_pages"), seed, rank, world)

@@ -25,6 +25,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from docrec.data.cache import cache_usage
 from docrec.data.dataset import collate, normalize
 from docrec.engine import checkpoint as ckpt
 from docrec.engine import tb
@@ -581,6 +582,7 @@ def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed,
         f"{len(splits.train)} train / {len(splits.val)} val pages, "
         f"{len(splits.skipped)} skipped; charset {len(charset)} symbols\n"
         f"{sources}"
+        f"{_cache_line(cfg.data.get('cache_dir'))}"
         f"  checks    {health['pages_without_lines']} pages without lines (background only), "
         f"{health['empty_text_lines']} lines without text (segmented, not read), "
         f"{health['val_chars_outside_charset']} validation characters outside the charset (read as UNK)\n"
@@ -589,6 +591,13 @@ def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed,
         f"  run dir   {run_dir}{f'  (resumed at step {step})' if resumed else ''}",
         flush=True,
     )
+
+
+def _cache_line(cache_dir) -> str:
+    if not cache_dir:
+        return ""
+    entries, size = cache_usage(abs_path(str(cache_dir)))
+    return f"  cache     {abs_path(str(cache_dir))}: {entries} decoded pages stored ({size / 2**30:.2f} GiB)\n"
 
 
 def _print_end(reason, step, metrics, best, cfg, ckpt_dir, run_dir) -> None:

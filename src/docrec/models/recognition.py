@@ -13,7 +13,7 @@ from docrec.models.roi import flatten_quads, roi_widths, sample_lines, width_buc
 #: How a line is read at inference: the attention decoder (greedy) or the CTC head (one parallel pass).
 DECODERS = ("attention", "ctc")
 #: Lines are read in groups whose widest is at most this many times their narrowest (padding <= 20 %).
-BUCKET_RATIO = 1.25
+WIDTH_GROUPS = 1.25
 #: The loss (``loss_weights`` key) that trains each decoder.
 DECODER_LOSS = {"attention": "rec", "ctc": "ctc"}
 
@@ -81,6 +81,7 @@ class RecognitionHead(nn.Module):
         decoder: str = "attention",
         token_norm: bool = False,
         ctc_frames: int = 1,
+        width_groups: float = WIDTH_GROUPS,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -94,6 +95,9 @@ class RecognitionHead(nn.Module):
         if ctc_frames < 1:
             raise ValueError(f"ctc_frames must be >= 1, got {ctc_frames}")
         self.ctc_frames = ctc_frames
+        if width_groups < 0 or 0 < width_groups < 1:
+            raise ValueError(f"width_groups must be 0 (every line padded to the widest) or >= 1, got {width_groups}")
+        self.width_groups = width_groups if width_groups > 0 else math.inf
         self.decoder_kind = decoder
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
@@ -158,7 +162,7 @@ class RecognitionHead(nn.Module):
         """
         flat, owner, widths = self.lines(fused, quads)
         w = widths.tolist()
-        groups = [sorted(g) for g in width_buckets(w, BUCKET_RATIO)]  # by index = by image
+        groups = [sorted(g) for g in width_buckets(w, self.width_groups)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
         per_image = fused.float().split(1)  # once for all groups (see sample_lines)
         start = 0
