@@ -23,6 +23,7 @@
 #   generate          400 synthetic pages with 16 workers (in the background, into /tmp; not sent back)
 #   pytest_gpu        pytest -m gpu (tests/test_gpu.py)
 #   bench_loader      scripts/bench_loader.py --workers 1 8 on the generated pages
+#   bench_loader_cached   the same pages read back from the page cache (data.cache_dir), 1 worker
 #   bench_train_step  scripts/bench_train_step.py --device cuda --res 1024 --batch 16 (eager variants)
 #   bench_memory      scripts/bench_train_step.py --device cuda --memory
 #   train             python train.py on the generated pages, steps sized to the time left; final metrics
@@ -146,6 +147,8 @@ else
 fi
 section bench_loader 60 $PY scripts/bench_loader.py ${MANIFEST[@]+"${MANIFEST[@]}"} --pages 96 --long-side 1024 \
   --workers 1 "$WORKERS" --step-ms 250 --json "$OUT/bench_loader.json"
+section bench_loader_cached 40 $PY scripts/bench_loader.py ${MANIFEST[@]+"${MANIFEST[@]}"} --pages 96 --long-side 1024 \
+  --workers 1 --cache --json "$OUT/bench_loader_cached.json"
 
 # ---- training-step benchmark (eager variants) and memory ----------------------------------------
 if (( CUDA )); then
@@ -203,7 +206,7 @@ fi
 # ---- summary -------------------------------------------------------------------------------------
 {
   echo
-  for f in bench_loader bench_train_step bench_memory bench_train_step_compiled; do
+  for f in bench_loader bench_loader_cached bench_train_step bench_memory bench_train_step_compiled; do
     [ -f "$LOGS/$f.log" ] && { echo "--- $f"; grep -v -E "^(  round|  res [0-9]+ batch)" "$LOGS/$f.log" | tail -n 22; }
   done
   echo "total $(( $(date +%s) - T0 ))s of ${BUDGET}s"

@@ -8,7 +8,8 @@ times that at 2048); later reads load it back. The entry's name hashes the image
 modification time with the scale, so an edited image, or another ``long_side``, is decoded again.
 Entries are written atomically (a temporary file renamed), so workers and DDP ranks may share a
 folder, and a half-written entry is never read. A damaged entry is decoded again and rewritten;
-a folder that cannot be written leaves training to decode every time (logged once).
+a folder that cannot be written (full, read-only) leaves training to decode every time (logged once
+per loader process).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Part of every entry's name: bump it when the stored pixels would change (decoding, scaling).
 CACHE_VERSION = 1
-_unwritable: set[str] = set()  # folders already reported, per process
+_unwritable: set[str] = set()  # cache folders that failed a write: not written again by this process
 
 
 def cache_entry(cache_dir: str | Path, path: str | Path, long_side: int | None, grey: bool) -> Path:
@@ -63,12 +64,13 @@ def read_page(path: str | Path, max_pixels: int = MAX_PIXELS, long_side: int | N
     except (OSError, ValueError, EOFError) as exc:  # truncated or foreign file
         log.warning("%s: unreadable cache entry of %s (%s): decoding again", entry, path, exc)
     img = read_image(path, max_pixels, long_side=long_side, grey=grey)
-    _store(entry, img)
+    if str(cache_dir) not in _unwritable:
+        _store(entry, img, str(cache_dir))
     return img
 
 
-def _store(entry: Path, img: np.ndarray) -> None:
-    """Write ``img`` to ``entry`` atomically; a failure is logged once per folder and training goes on."""
+def _store(entry: Path, img: np.ndarray, root: str) -> None:
+    """Write ``img`` to ``entry`` atomically; after a failure (logged) this process stops writing to ``root``."""
     tmp = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -80,10 +82,8 @@ def _store(entry: Path, img: np.ndarray) -> None:
     except OSError as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        root = str(entry.parent.parent)
-        if root not in _unwritable:
-            _unwritable.add(root)
-            log.warning("page cache %s cannot be written (%s): pages are decoded every time", root, exc)
+        _unwritable.add(root)
+        log.warning("page cache %s cannot be written (%s): pages not stored yet are decoded every time", root, exc)
 
 
 def cache_usage(cache_dir: str | Path) -> tuple[int, int]:
