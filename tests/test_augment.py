@@ -1,5 +1,6 @@
 """Augmentation moves image and polygons together; seeds make it a pure function."""
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
@@ -169,6 +170,29 @@ def test_noise_is_grey_unless_per_channel():
         out = aug(image=img)["image"][:64, :96].astype(int)
         assert out.std() > 3  # noise was added
         assert (out[..., 0] == out[..., 1]).all() == grey and (out[..., 1] == out[..., 2]).all() == grey
+
+
+def test_scan_noise_has_the_asked_spread_saturates_and_repeats_with_its_seed():
+    from docrec.data.augment import ScanNoise
+
+    def noisy(img, seed, per_channel=False, std=0.04):
+        aug = A.Compose([ScanNoise(std_range=(std, std), per_channel=per_channel, p=1.0)])
+        aug.set_random_seed(seed)
+        return aug(image=img)["image"]
+
+    grey = np.full((256, 200), 128, np.uint8)
+    out = noisy(grey, 0)
+    assert out.dtype == np.uint8 and out.shape == grey.shape
+    d = out.astype(float) - 128
+    assert abs(d.std() - 0.04 * 255) < 0.2 and abs(d.mean()) < 0.1  # sigma is a share of 255
+    assert np.array_equal(out, noisy(grey, 0)) and not np.array_equal(out, noisy(grey, 1))
+    paper = noisy(np.full((64, 64), 250, np.uint8), 0, std=0.1)
+    ink = noisy(np.full((64, 64), 5, np.uint8), 0, std=0.1)
+    assert (paper == 255).mean() > 0.2 and paper.min() > 100  # saturates at white, no wrap-around to black
+    assert (ink == 0).mean() > 0.2 and ink.max() < 155
+    colour = np.full((64, 64, 3), 128, np.uint8)
+    shared, own = noisy(colour, 0), noisy(colour, 0, per_channel=True)
+    assert np.array_equal(shared[..., 0], shared[..., 2]) and not np.array_equal(own[..., 0], own[..., 2])
 
 
 def test_a_grey_page_is_augmented_as_one_channel_and_batched_as_three(tmp_path):
