@@ -594,10 +594,12 @@ def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed,
 
 
 def _cache_line(cache_dir) -> str:
+    """The start-up line of the page cache (``data.cache_dir``), or nothing when it is off."""
     if not cache_dir:
         return ""
-    entries, size = cache_usage(abs_path(str(cache_dir)))
-    return f"  cache     {abs_path(str(cache_dir))}: {entries} decoded pages stored ({size / 2**30:.2f} GiB)\n"
+    root = abs_path(str(cache_dir))
+    entries, size = cache_usage(root)
+    return f"  cache     {root}: {entries} decoded pages stored ({size / 2**30:.2f} GiB)\n"
 
 
 def _print_end(reason, step, metrics, best, cfg, ckpt_dir, run_dir) -> None:
