@@ -14,6 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from docrec.data.cache import cache_usage
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.trainer import TrainingError, train
 from docrec.pages import DataError
@@ -183,11 +184,14 @@ def test_ddp_two_processes_on_cpu(toy_data, tmp_path):
          *TINY, *_data(toy_data), "trainer.max_steps=40", "trainer.val_every=2", "trainer.log_every=1",
          # Early stopping is decided on rank 0: the other rank must stop at the same step, not hang.
          "trainer.early_stop.enabled=true", "trainer.early_stop.patience=1", "trainer.monitor=val/raw/e2e_f1",
-         f"hydra.run.dir={run_dir}"],
+         # Both ranks share one page cache: entries written atomically, whichever rank comes first.
+         f"data.cache_dir={tmp_path / 'pages'}", f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "world=2" in out and out.count("docrec | early stop") == 1  # summaries from rank 0 only
+    assert f"cache     {tmp_path / 'pages'}: 0 decoded pages stored" in out
+    assert cache_usage(tmp_path / "pages")[0] == 8 and not list((tmp_path / "pages").rglob("*.tmp"))
     assert "did not improve in 1 validations at step 4" in out
     assert len(list((run_dir / "tb").iterdir())) == 1  # one writer
     assert ckpt.load(run_dir / "checkpoints" / "last.pt")["step"] == 4
