@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -190,7 +191,8 @@ def test_ddp_two_processes_on_cpu(toy_data, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "world=2" in out and out.count("docrec | early stop") == 1  # summaries from rank 0 only
-    assert f"cache     {tmp_path / 'pages'}: 0 decoded pages stored" in out
+    # Rank 1 may store pages before rank 0 prints its summary: the count is not fixed.
+    assert len(re.findall(rf"cache     {re.escape(str(tmp_path / 'pages'))}: \d+ decoded pages stored", out)) == 1
     assert cache_usage(tmp_path / "pages")[0] == 8 and not list((tmp_path / "pages").rglob("*.tmp"))
     assert "did not improve in 1 validations at step 4" in out
     assert len(list((run_dir / "tb").iterdir())) == 1  # one writer
