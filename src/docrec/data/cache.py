@@ -38,6 +38,8 @@ def cache_entry(cache_dir: str | Path, path: str | Path, long_side: int | None, 
         st = os.stat(path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from None
     ident = f"{CACHE_VERSION}|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{long_side}|{int(grey)}"
     key = hashlib.sha1(ident.encode()).hexdigest()
     return Path(cache_dir) / key[:2] / f"{key}.npy"
