@@ -591,9 +591,9 @@ def expected_saving(flops: dict, p_min: float) -> float:
 
 
 def print_flops(r: dict) -> None:
-    g = r["forward_gflops"]
+    g, cfg = r["forward_gflops"], model_config()
     print(f"\nforward GFLOPs, {r['batch']} x {r['res']}x{r['res']}, {r['lines']} lines read "
-          f"({SETTINGS['line_mix']} widths, neck {model_config()['neck']}, width groups x{model_config()['recognition']['width_groups'] or 'inf'}):")
+          f"({SETTINGS['line_mix']} widths, neck {cfg['neck']}, width groups x{cfg['recognition']['width_groups'] or 'inf'}):")
     for k in ("backbone", "neck", "seg_head", "rec_head"):
         print(f"  {k:<9} {g[k]:8.1f}  {g[k] / g['total']:6.1%}")
     print(f"  {'total':<9} {g['total']:8.1f}")

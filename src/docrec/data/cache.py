@@ -40,7 +40,8 @@ def cache_entry(cache_dir: str | Path, path: str | Path, long_side: int | None, 
         raise DataError(f"{path}: image file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
-    ident = f"{CACHE_VERSION}|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{long_side}|{int(grey)}"
+    # abspath, not resolve(): no syscall per path component on every read (a link's target gets its own entry).
+    ident = f"{CACHE_VERSION}|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{long_side}|{int(grey)}"
     key = hashlib.sha1(ident.encode()).hexdigest()
     return Path(cache_dir) / key[:2] / f"{key}.npy"
 
@@ -90,5 +91,5 @@ def _store(entry: Path, img: np.ndarray, root: str) -> None:
 
 def cache_usage(cache_dir: str | Path) -> tuple[int, int]:
     """(entries, bytes) stored in ``cache_dir`` (0, 0 when it does not exist yet)."""
-    files = [f for f in Path(cache_dir).glob("*/*.npy") if f.is_file()]
-    return len(files), sum(f.stat().st_size for f in files)
+    sizes = [f.stat().st_size for f in Path(cache_dir).glob("*/*.npy")]
+    return len(sizes), sum(sizes)
