@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     # the single-process numbers show a worker's cost. (With more OpenMP threads than idle cores,
     # the tensor copies in collate run tens of times slower.)
     torch.set_num_threads(1)
+    from docrec.engine.data import keep_freed_memory
+
+    keep_freed_memory()  # as each loader worker does
     if args.cv2_threads is not None:
         import cv2
 

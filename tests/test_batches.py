@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -109,3 +113,32 @@ def test_group_factor_is_checked_at_start(toy_data):
     with pytest.raises(ConfigError, match="data.aspect_ratio_group_factor"):
         check_config(cfg)
     check_config(OmegaConf.merge(cfg, {"data": {"aspect_ratio_group_factor": 2}}))
+
+
+_SAMPLE_FAULTS = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from docrec.engine.data import keep_freed_memory
+    assert keep_freed_memory()
+def sample():  # a page's worth of arrays, allocated, touched and freed, as a loader does per sample
+    arrays = [np.ones((1024, 1024 + 64 * i), np.uint8) for i in range(6)]
+    return sum(int(a[0, 0]) for a in arrays)
+for _ in range(3):
+    sample()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    sample()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_loader_workers_reuse_freed_page_memory_instead_of_faulting_it_back():
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _SAMPLE_FAULTS, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip())
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 1000  # ~6 MiB of fresh pages a sample, faulted in again and again
+    assert kept < default / 20

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from docrec.engine.trainer import build_optimizer
+from docrec.engine.trainer import build_optimizer, load_optimizer_state
 from docrec.models import Charset, build_model
 from tests.test_model import TINY
 
@@ -52,3 +54,32 @@ def test_model_embedding_and_positional_parameters_are_not_decayed():
             assert decay[id(p)] == 0.0, name
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(decay[id(m.weight)] == 0.05 for m in convs)
+
+
+def test_the_optimizer_is_fused_and_resumes_a_state_saved_by_the_loop_kernel():
+    torch.manual_seed(0)
+    toy = _Toy()
+    opt = build_optimizer(toy, OPTIM)
+    assert all(g["fused"] for g in opt.param_groups)
+    # A state written by AdamW's default loop (checkpoints from before), three steps in.
+    loop_model = _Toy()
+    loop_model.load_state_dict(toy.state_dict())
+    loop = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in
+                              build_optimizer(loop_model, OPTIM).param_groups], lr=1e-3)
+    assert not any(g["fused"] for g in loop.param_groups)
+    grads = [[torch.randn_like(p) for p in loop_model.parameters()] for _ in range(4)]
+
+    def step(model, optimizer, gs):
+        for p, g in zip(model.parameters(), gs):
+            p.grad = g.clone()
+        optimizer.step()
+
+    for gs in grads[:3]:
+        step(loop_model, loop, gs)
+    toy.load_state_dict(loop_model.state_dict())
+    load_optimizer_state(opt, copy.deepcopy(loop.state_dict()))  # as read back from a checkpoint
+    assert all(g["fused"] for g in opt.param_groups)
+    step(loop_model, loop, grads[3])
+    step(toy, opt, grads[3])
+    for a, b in zip(toy.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from docrec.data.targets import IGNORE_INDEX, _paint_core, build_targets
-from docrec.geometry import CORE_SHRINK, line_core, line_quad, unclip_distance
+from docrec.data.targets import IGNORE_INDEX, build_targets, core_mask
+from docrec.geometry import CORE_SHRINK, line_core, line_cores, line_quad, unclip_distance
 from docrec.models import Charset, lines_from_maps
 
 KINDS = ("printed", "handwritten", "form_field")
@@ -203,9 +203,9 @@ def test_growth_follows_the_band_not_its_thickest_spot():
 
 
 def _core_components(lines, shape) -> np.ndarray:
-    core = np.zeros(shape, np.uint8)
-    for line in lines:
-        _paint_core(core, *line)
+    """Connected components of the cores of ``lines`` (polygon, shrink[, baseline]), painted together."""
+    core = core_mask(shape, [line[0] for line in lines], [line[2] if len(line) > 2 else None for line in lines],
+                     shrink=lines[0][1])
     return cv2.connectedComponents(core, connectivity=4)[1]
 
 
@@ -283,11 +283,53 @@ def test_a_given_quad_gives_the_core_computed_without_it():
     np.testing.assert_array_equal(t["line_quads"].numpy(), np.stack([line_quad(p) for p in lines]))
 
 
-def test_the_median_of_line_core_is_numpys():
-    from docrec.geometry import _median
+def test_the_medians_of_line_cores_are_numpys():
+    from docrec.geometry import _ragged_medians
 
     rng = np.random.default_rng(0)
-    for n in (1, 2, 3, 10, 11, 257):
-        values = rng.normal(size=n) * 30
-        assert _median(values) == np.median(values)
-        assert _median(np.round(values)) == np.median(np.round(values))  # ties, as pixel thicknesses have
+    counts = np.array([1, 2, 3, 10, 11, 257])
+    for values in (rng.normal(size=counts.sum()) * 30, np.round(rng.normal(size=counts.sum()) * 30)):  # ties too
+        runs = np.split(values, np.cumsum(counts)[:-1])
+        np.testing.assert_array_equal(_ragged_medians(values, counts), [np.median(np.round(r, 6)) for r in runs])
+
+
+def test_the_moving_averages_of_line_cores_are_numpys():
+    from docrec.geometry import _ragged_moving_average
+
+    rng = np.random.default_rng(1)
+    counts, radius = np.array([1, 2, 5, 40, 7]), np.array([0, 3, 1, 4, 9])
+    values = rng.normal(size=counts.sum())
+    runs = np.split(values, np.cumsum(counts)[:-1])
+    expected = np.concatenate([np.convolve(np.pad(run, r, mode="edge"), np.ones(2 * r + 1) / (2 * r + 1), mode="valid")
+                               for run, r in zip(runs, radius)])
+    np.testing.assert_allclose(_ragged_moving_average(values, counts, radius), expected, rtol=0, atol=1e-12)
+
+
+def test_a_monotone_run_is_its_own_running_median():
+    from docrec.geometry import _running_median
+
+    rng = np.random.default_rng(2)
+    run = np.cumsum(rng.integers(0, 3, 60)).astype(np.float64)  # with ties
+    for window in (3, 16, 200):
+        np.testing.assert_array_equal(_running_median(run, window), run)
+        np.testing.assert_array_equal(_running_median(run[::-1], window), run[::-1])
+
+
+def test_the_cores_of_a_page_at_once_are_those_of_each_line_alone():
+    xs = np.linspace(20, 580, 57)
+    base_y = 200 + 60 * np.sin((xs - 20) / 560 * np.pi)
+    curved = np.concatenate([np.stack([xs, base_y - 24], axis=1), np.stack([xs, base_y + 8], axis=1)[::-1]])
+    wavy_top = np.stack([xs, 100 - 6 * np.sin(xs / 25)], axis=1)  # centres up and down: the per-line median
+    wavy = np.concatenate([wavy_top, np.stack([xs, 130 + 6 * np.sin(xs / 40)], axis=1)[::-1]])
+    trapezoid = np.array([[50, 400], [550, 390], [550, 440], [50, 420]], np.float64)
+    lines = [(rect(10, 10, 190, 30), None), (rotated_rect(300, 80, 400, 24, 4.0), None),
+             (_hooker_like_line(50, 150, 900, 30), None), (curved, np.stack([xs, base_y], axis=1)),
+             (rect(50, 10, 58, 40), None), (wavy, None), (trapezoid, None), (np.zeros((2, 2)), None),
+             (rect(5, 5, 5.5, 5.5), None), (curved, np.array([[300.0, 250.0]]))]  # one baseline point: none
+    together = line_cores([p for p, _ in lines], CORE_SHRINK, [b for _, b in lines])
+    for (poly, base), band in zip(lines, together):
+        alone = line_core(poly, CORE_SHRINK, base)
+        assert (alone is None) == (band is None)
+        if band is not None:
+            np.testing.assert_allclose(band, alone, atol=1e-4)
+    assert [b is None for b in together] == [False] * 7 + [True, True, False]

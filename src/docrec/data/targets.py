@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from docrec.geometry import CORE_SHRINK, line_core, line_quads
+from docrec.geometry import CORE_SHRINK, line_cores, line_quads
 
 if TYPE_CHECKING:  # the models package imports this module; the charset is only duck-typed here
     from docrec.models.charset import Charset
@@ -31,28 +31,36 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 Line = tuple[np.ndarray, "str | None", str] | tuple[np.ndarray, "str | None", str, "np.ndarray | None"]
 
 
-def _paint_core(core: np.ndarray, polygon: np.ndarray, shrink: float, baseline: np.ndarray | None = None,
-                quad: np.ndarray | None = None) -> None:
-    """OR the core of one line (:func:`docrec.geometry.line_core`) into ``core`` (uint8 [H, W], 0/1), apart from
-    the cores already there.
+def core_mask(shape: tuple[int, int], polygons: Sequence[np.ndarray],
+              baselines: Sequence[np.ndarray | None] | None = None, quads: np.ndarray | None = None,
+              shrink: float = CORE_SHRINK) -> np.ndarray:
+    """uint8 [H, W] mask, 1 on the core of each line (:func:`docrec.geometry.line_cores`), each apart from the
+    lines before it.
 
-    Pixels touching (4-neighbours of) an earlier line's core are left out, so the cores of
-    lines that touch or overlap stay separate components.
+    A pixel of a line's core that touches (is, or is a 4-neighbour of) a pixel of an earlier
+    line's core band is left out, so the cores of lines that touch or overlap stay separate
+    components: each band is painted with its line's number into one label image, earlier
+    lines on top, and a pixel is kept where no smaller number lies within its cross. The label
+    image covers the bands' bounding box only.
     """
-    band = line_core(polygon, shrink, baseline, quad)
-    if band is None:
-        return
-    height, width = core.shape
-    x0, y0 = np.floor(band.min(axis=0)).astype(int) - 1
-    x1, y1 = np.ceil(band.max(axis=0)).astype(int) + 2
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    mask = np.zeros(shape, np.uint8)
+    bands = [np.round(b).astype(np.int32) for b in line_cores(polygons, shrink, baselines, quads) if b is not None]
+    if not bands:
+        return mask
+    corners = np.concatenate(bands)
+    x0, y0 = np.maximum(corners.min(axis=0) - 1, 0)
+    x1, y1 = np.minimum(corners.max(axis=0) + 2, (shape[1], shape[0]))
     if x1 <= x0 or y1 <= y0:
-        return
-    local = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(local, [np.round(band - [x0, y0]).astype(np.int32)], 1)
-    window = core[y0:y1, x0:x1]
-    taken = cv2.dilate(window, _CROSS)
-    window |= cv2.subtract(local, taken)  # saturating: 1 where the band is and no earlier core touches
+        return mask
+    n = len(bands)  # labels 0 .. n - 1, n where no band lies
+    owner = np.full((y1 - y0, x1 - x0), n, np.uint8 if n < 255 else np.uint16 if n < 65535 else np.float32)
+    for label in range(n - 1, -1, -1):
+        cv2.fillPoly(owner, [bands[label] - (x0, y0)], label)
+    # Kept: the smallest label within the cross (erode) is the pixel's own, and the pixel has one.
+    kept = cv2.bitwise_and(cv2.compare(cv2.erode(owner, _CROSS), owner, cv2.CMP_EQ),
+                           cv2.compare(owner, float(n), cv2.CMP_LT))
+    mask[y0:y1, x0:x1] = cv2.bitwise_and(kept, 1)
+    return mask
 
 
 def build_targets(
@@ -83,19 +91,18 @@ def build_targets(
     """
     kind_index = {k: i for i, k in enumerate(kinds)}
     class_mask = np.zeros((height, width), np.uint8)
-    core_mask = np.zeros((height, width), np.uint8)  # 0/1 here; the holes below make some 255
     kept = []
     for polygon, text, kind, *rest in lines:
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
         if len(poly) >= 3 and abs(cv2.contourArea(poly)) >= min_area:
             kept.append((poly, text, kind, rest[0] if rest else None))
     quads = line_quads([poly for poly, *_ in kept])  # all at once: the cores and the reader use them
+    cores = core_mask((height, width), [poly for poly, *_ in kept], [base for *_, base in kept], quads, shrink)
     read, tokens, line_kinds = [], [], []
-    for (poly, text, kind, baseline), quad in zip(kept, quads):
+    for (poly, text, kind, _), quad in zip(kept, quads):
         k = kind_index.get(kind)
         label = IGNORE_INDEX if k is None else k + 1
         cv2.fillPoly(class_mask, [np.round(poly).astype(np.int32)], label)
-        _paint_core(core_mask, poly, shrink, baseline, quad)
         if text:
             read.append(quad)
             tokens.append(charset.encode(text)[:max_len])
@@ -110,14 +117,14 @@ def build_targets(
         x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
         x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
         class_mask[y0:y1, x0:x1] = IGNORE_INDEX
-        core_mask[y0:y1, x0:x1] = IGNORE_INDEX
+        cores[y0:y1, x0:x1] = IGNORE_INDEX
     t = max((len(ids) for ids in tokens), default=2)
     token_array = np.full((len(tokens), t), charset.pad_id, np.int64)
     for i, ids in enumerate(tokens):
         token_array[i, : len(ids)] = ids
     return {
         "class_mask": torch.from_numpy(class_mask),  # uint8: 8x less to ship from loader workers
-        "core_mask": torch.from_numpy(core_mask),
+        "core_mask": torch.from_numpy(cores),  # 0/1, 255 under the holes
         "region_mask": torch.from_numpy(region_mask),
         "line_quads": torch.from_numpy(np.asarray(read, np.float32).reshape(-1, 4, 2)),
         "line_tokens": torch.from_numpy(token_array),
