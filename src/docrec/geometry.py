@@ -139,9 +139,9 @@ def line_cores(polygons: Sequence[np.ndarray], shrink: float = CORE_SHRINK,
     its core is the polygon eroded by ``shrink`` times its largest inner distance.
 
     All lines are computed together (a page's lines cost a few NumPy calls, not a few per
-    line), apart from those two per-line cases: a line with no baseline whose centres are not
-    all equal (the running median), and a compact one (the erosion). ``quads``: the
-    polygons' :func:`line_quads`, when the caller has them.
+    line), apart from those two per-line cases: a line with no baseline whose centres go up and
+    down (its running median; a monotone run is its own), and a compact one (the erosion).
+    ``quads``: the polygons' :func:`line_quads`, when the caller has them.
     """
     n_lines = len(polygons)
     out: list[np.ndarray | None] = [None] * n_lines
