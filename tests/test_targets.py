@@ -334,6 +334,7 @@ def test_the_cores_of_a_page_at_once_are_those_of_each_line_alone():
             np.testing.assert_allclose(band, alone, atol=1e-4)
     assert [b is None for b in together] == [False] * 7 + [True, True, False]
 
+
 def test_a_page_of_more_than_255_lines_keeps_every_core_apart():
     # 20 columns x 16 rows of short lines, each touching the line below: 320 labels need 16 bits.
     lines = [rect(10 + 60 * c, 10 + 12 * r, 60 + 60 * c, 22 + 12 * r) for c in range(20) for r in range(16)]

@@ -61,6 +61,17 @@ def _running_median(values: np.ndarray, window: int) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
 
 
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each run of ``counts`` elements begins when the runs are laid one after the other."""
+    return np.cumsum(counts) - counts
+
+
+def _in_frames(points: np.ndarray, who: np.ndarray, origin: np.ndarray, u: np.ndarray, v: np.ndarray):
+    """(s, t) of each point [P, 2] in the reading frame of its line ``who``: ``s`` along ``u``, ``t`` across."""
+    rel = points - origin[who]
+    return (rel * u[who]).sum(1), (rel * v[who]).sum(1)
+
+
 def _ragged_medians(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``np.median`` of each run of ``values`` (runs of ``counts`` > 0 elements, one after the other), at once,
     the values rounded to 1e-6 (pixels here: far below what a mask shows).
@@ -73,14 +84,14 @@ def _ragged_medians(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     groups = np.repeat(np.arange(counts.size, dtype=np.float64), counts)
     low = float(values.min())
     ordered = values[np.argsort(groups * (float(values.max()) - low + 1.0) + (values - low))]
-    starts, k = np.cumsum(counts) - counts, counts // 2
+    starts, k = _starts(counts), counts // 2
     return (ordered[starts + k - (counts % 2 == 0)] + ordered[starts + k]) / 2.0
 
 
 def _ragged_moving_average(values: np.ndarray, counts: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Mean of each value's window of ``2 radius + 1`` values of its run, the run's ends repeated past them
     (``np.convolve(np.pad(run, r, mode="edge"), np.ones(2 r + 1) / (2 r + 1), mode="valid")`` of each run)."""
-    starts = np.cumsum(counts) - counts
+    starts = _starts(counts)
     prefix = np.concatenate(([0.0], np.cumsum(values)))
     run = np.repeat(np.arange(counts.size), counts)
     pos, r, n, at = _ragged_arange(counts), radius[run], counts[run], starts[run]
@@ -92,7 +103,7 @@ def _ragged_moving_average(values: np.ndarray, counts: np.ndarray, radius: np.nd
 
 def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     """0..n-1 for each n of ``counts``, concatenated."""
-    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(int(counts.sum())) - np.repeat(_starts(counts), counts)
 
 
 def _columns(frame: np.ndarray, owner: np.ndarray, nxt: np.ndarray, vstart: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -111,7 +122,7 @@ def _columns(frame: np.ndarray, owner: np.ndarray, nxt: np.ndarray, vstart: np.n
     # Each line's columns, first to last, in one array: the outline's crossings reduced into their column.
     first = np.ceil(np.minimum.reduceat(s0, vstart))
     width = np.floor(np.maximum.reduceat(s0, vstart)) - first + 1
-    base = np.cumsum(width) - width - first
+    base = _starts(width) - first
     at = (base[owner[edge]] + s).astype(np.int64)
     top, bottom = np.full(int(width.sum()), np.inf), np.full(int(width.sum()), -np.inf)
     np.minimum.at(top, at, t)
@@ -165,12 +176,11 @@ def line_cores(polygons: Sequence[np.ndarray], shrink: float = CORE_SHRINK,
     # Every vertex in its line's reading frame: s along the line, t across it (down).
     sizes = np.array([len(polys[i]) for i in valid])
     owner = np.repeat(np.arange(valid.size), sizes)
-    rel = np.concatenate([polys[i] for i in valid]) - origin[owner]
-    frame = np.stack([(rel * u[owner]).sum(1), (rel * v[owner]).sum(1)], axis=1)
+    frame = np.stack(_in_frames(np.concatenate([polys[i] for i in valid]), owner, origin, u, v), axis=1)
+    vstart = _starts(sizes)
     nxt = np.arange(len(frame)) + 1
-    ends = np.cumsum(sizes)
-    nxt[ends - 1] = ends - sizes  # each polygon closes on its first vertex
-    line, s, top, bottom = _columns(frame, owner, nxt, ends - sizes)
+    nxt[vstart + sizes - 1] = vstart  # each polygon closes on its first vertex
+    line, s, top, bottom = _columns(frame, owner, nxt, vstart)
     if len(s) == 0:
         return out
     counts = np.bincount(line, minlength=valid.size)
@@ -178,7 +188,7 @@ def line_cores(polygons: Sequence[np.ndarray], shrink: float = CORE_SHRINK,
     half = np.zeros(valid.size)
     has = counts > 0
     half[has] = 0.5 * _ragged_medians(thickness, counts[has])
-    starts = np.cumsum(counts) - counts
+    starts = _starts(counts)
     last = starts + np.maximum(counts, 1) - 1
     s_first, s_last = s[np.minimum(starts, len(s) - 1)], s[np.minimum(last, len(s) - 1)]  # of lines that have columns
     compact = has & ((s_last - s_first < 2.0 * half) | (half <= 0.0))
@@ -221,7 +231,7 @@ def line_cores(polygons: Sequence[np.ndarray], shrink: float = CORE_SHRINK,
     m = np.bincount(band_line, minlength=valid.size)
     core_half = ((1.0 - shrink) * half)[band_line]
     # The upper edge left to right, then the lower edge back: per line, 2 m points.
-    first = np.cumsum(m) - m
+    first = _starts(m)
     at = _ragged_arange(m[m > 0])
     upper = 2 * first[band_line] + at
     lower = 2 * first[band_line] + 2 * m[band_line] - 1 - at
@@ -244,15 +254,16 @@ def _follow_baselines(baselines: Sequence[np.ndarray | None], valid: np.ndarray,
     pts = [np.asarray(baselines[valid[j]], dtype=np.float64).reshape(-1, 2) for j in rows]
     sizes = np.array([len(p) for p in pts])
     who = np.repeat(rows, sizes)
-    rel = np.concatenate(pts) - origin[who]
-    bs, bt = (rel * u[who]).sum(1), (rel * v[who]).sum(1)
+    bs, bt = _in_frames(np.concatenate(pts), who, origin, u, v)
     lo = min(float(bs.min()), float(s.min()))
     span = max(float(bs.max()), float(s.max())) - lo + 1.0
-    order = np.lexsort((bs, who))  # each line's baseline by s (stable, as np.interp wants it sorted)
-    bs, bt, bkey = bs[order], bt[order], who[order] * span + (bs[order] - lo)
+    # One key per point and per column: lines apart by more than any span, ``s`` in order within a line.
+    bkey = who * span + (bs - lo)
+    order = np.argsort(bkey, kind="stable")  # each line's baseline by s, as np.interp wants it
+    bs, bt, bkey = bs[order], bt[order], bkey[order]
     first = np.zeros(valid.size, np.int64)
     count = np.zeros(valid.size, np.int64)
-    first[rows], count[rows] = np.cumsum(sizes) - sizes, sizes
+    first[rows], count[rows] = _starts(sizes), sizes
     at = np.searchsorted(bkey, line * span + (s - lo), side="right")
     left = np.clip(at - 1, first[line], first[line] + count[line] - 1)
     right = np.clip(at, first[line], first[line] + count[line] - 1)

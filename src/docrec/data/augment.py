@@ -71,9 +71,10 @@ class ScanNoise(A.GaussNoise):
     Albumentations draws the map in float64, converts it to float32 and adds it to the page in
     floats (6.6 ms for a 1024x791 grey page, 12 ms in colour; 3.2 and 3.8 ms here). This draws it
     rounded into int16 (``cv2.randn``, seeded from the pipeline's generator) and adds it with
-    ``cv2.add``, saturating to 0-255 as the float path clips. The page is uint8, so rounding the noise first gives the same values as
-    rounding the sum. ``per_channel=False`` adds one map to every channel (scanner noise on paper).
-    uint8 pages only (the training pipeline's); ``noise_scale_factor`` is not used.
+    ``cv2.add``, saturating to 0-255 as the float path clips. The page is uint8, so rounding the
+    noise first gives the same values as rounding the sum. ``per_channel=False`` adds one map to
+    every channel (scanner noise on paper). uint8 pages only (the training pipeline's);
+    ``noise_scale_factor`` is not used.
     """
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:

@@ -96,8 +96,9 @@ def build_targets(
         poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 2)
         if len(poly) >= 3 and abs(cv2.contourArea(poly)) >= min_area:
             kept.append((poly, text, kind, rest[0] if rest else None))
-    quads = line_quads([poly for poly, *_ in kept])  # all at once: the cores and the reader use them
-    cores = core_mask((height, width), [poly for poly, *_ in kept], [base for *_, base in kept], quads, shrink)
+    polys = [poly for poly, *_ in kept]
+    quads = line_quads(polys)  # all at once: the cores and the reader use them
+    cores = core_mask((height, width), polys, [base for *_, base in kept], quads, shrink)
     read, tokens, line_kinds = [], [], []
     for (poly, text, kind, _), quad in zip(kept, quads):
         k = kind_index.get(kind)
