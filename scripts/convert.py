@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if not result.pages and not result.skipped:
-        print(f"error: {args.input}: no {args.format} annotation files found", file=sys.stderr)
+        left = f" ({result.notes(args.format)[-1]})" if result.left else ""
+        print(f"error: {args.input}: no {args.format} annotation files found{left}", file=sys.stderr)
         return 2
     try:
         write(result.pages, args.to, args.out)
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(out_dir not in p.image_path.resolve().parents for p in result.pages):
         print(f"note: image paths in {args.out} lead outside its folder; read it with --allow-outside-root "
               "(training: data.allow_outside_root=true), or write it inside the dataset folder")
+    for note in result.notes(args.format):
+        print(note)
     if result.skipped:
         print(f"skipped {len(result.skipped)} page(s):")
         for source, reason in result.skipped:

@@ -69,6 +69,8 @@ def main(cfg: DictConfig) -> None:
                    allow_outside_root=src.allow_outside_root, max_pixels=src.max_pixels, limit=cfg.max_pages)
         for source, why in res.skipped:
             log.warning("skipped %s: %s", source, why)
+        for note in res.notes(src.format):
+            log.info("%s: %s", path, note)
         pages += res.pages
         groups += [src.name] * len(res.pages) if sources else []
         n_skipped += len(res.skipped)

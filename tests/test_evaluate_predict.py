@@ -150,6 +150,12 @@ def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):
         texts += [ln.text for ln in page.lines]
     assert int(summary[2]) == total > 0
     assert any(texts)  # the round trip is checked on real text, not only on empty lines
+    # The folder as predict left it (PAGE + ALTO + JSON + overlays) reads back with each XML reader,
+    # each taking its own files and counting the other's.
+    for fmt, other in (("pagexml", "alto"), ("alto", "PcGts")):
+        res = load(fmt, out, allow_outside_root=True)
+        assert len(res.pages) == 8 and [root for _, root in res.left] == [other] * 8
+        assert sum(len(p.lines) for p in res.pages) == total
 
 
 def test_postprocess_overrides_take_the_checkpoints_other_values_and_refuse_unknown_keys(trained):

@@ -256,8 +256,8 @@ def test_alto_image_falls_back_to_the_xml_stem(tmp_path):
     ({"body": '<TextBlock ID="nb"/>'}, "TextBlock id=nb: neither Shape/Polygon nor HPOS"),
     ({"body": '<TextBlock ID="w" HPOS="0" VPOS="0" WIDTH="wide" HEIGHT="5"/>'},
      "TextBlock id=w: attribute WIDTH='wide' is not a number"),
-    ({"source": "<sourceImageInformation><fileName>/etc/page.jpg</fileName></sourceImageInformation>"},
-     "path '/etc/page.jpg' escapes"),
+    ({"source": "<sourceImageInformation><fileName>../../etc/page.jpg</fileName></sourceImageInformation>"},
+     "path '../../etc/page.jpg' escapes"),
 ])
 def test_alto_errors_name_file_and_element(tmp_path, kwargs, message):
     image(tmp_path / "page.jpg")
@@ -426,9 +426,10 @@ def test_lenient_skips_bad_pages_and_reports_each(tmp_path):
     assert [(Path(s).name, m.split(": ", 1)[1]) for s, m in result.skipped] == [
         ("b_outside.xml", ("line 'far': polygon point (500, 1) lies outside the 200x100 page "
                           "(more than 8 px beyond its edge)")),
-        ("c_alto.xml", "not PAGE-XML: root element is <alto>, expected <PcGts>"),
     ]
     assert seen == [s for s, _ in result.skipped]
+    # The ALTO file is not a bad PAGE page: it is another format's, left and counted.
+    assert result.left == [(tmp_path / "c_alto.xml", "alto")]
 
 
 # --- convert.py -------------------------------------------------------------------------------
@@ -471,9 +472,9 @@ def test_convert_lenient_lists_skipped_pages(tmp_path):
     assert run.returncode == 0, run.stderr
     lines = [ln for ln in run.stdout.splitlines() if not ln.startswith("note: image paths")]
     assert lines[0] == f"wrote {out}: 1 pages, 2 regions, 3 lines (0 with empty text), 31 characters"
-    assert lines[1] == "skipped 2 page(s):"
-    assert lines[2].startswith(f"  {tmp_path / 'b_outside.xml'}: line 'far'")
-    assert lines[3] == f"  {tmp_path / 'c_alto.xml'}: not PAGE-XML: root element is <alto>, expected <PcGts>"
+    assert lines[1] == f"left 1 file(s) that are not pagexml (1 <alto>), e.g. {tmp_path / 'c_alto.xml'}"
+    assert lines[2] == "skipped 1 page(s):"
+    assert lines[3].startswith(f"  {tmp_path / 'b_outside.xml'}: line 'far'")
     assert json.loads(out.read_text(encoding="utf-8"))["image"] == "../page.png"
 
 

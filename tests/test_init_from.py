@@ -10,6 +10,7 @@ from docrec.engine.init_from import check_architecture, grow_charset, transfer
 from docrec.models import build_model
 from docrec.models.charset import Charset
 from docrec.models.stochastic_depth import build_backbone
+from tests.conftest import REPO
 from tests.test_model import TINY, batch
 
 OLD = Charset.build(["hello world", "42"])
@@ -113,7 +114,30 @@ def test_cpu_runs_are_told_their_measured_speed_and_eta():
     short = cpu_speed_note(cpu, 3.3, 900)
     assert short == "cpu: 3.3 s per step measured, 900 steps to go: about 50 min"
     long = cpu_speed_note(cpu, 12.0, 60000)
-    assert "about 200.0 h" in long and "experiment=cpu" in long
+    assert "about 200.0 h" in long and "sized for a GPU; without one, `experiment=cpu`" in long
+    # Already on experiment=cpu: the machine is slower than the experiment assumes, not the config wrong.
+    busy = cpu_speed_note(cpu, 9.0, 1260, experiments=["cpu", "finetune_funsd"])
+    assert busy.startswith("cpu: 9.0 s per step measured, 1260 steps to go: about 3.1 h. experiment=cpu is sized "
+                           "for about an hour on 2 idle cores: this machine is slower")
+    assert "sized for a GPU" not in busy
+
+
+def test_the_experiments_of_a_hydra_run_are_read_from_its_choices(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from docrec.engine.runtime import hydra_choices
+
+    assert hydra_choices("experiment") == []  # outside a Hydra run
+    for overrides, expected in ((["experiment=cpu"], ["cpu"]), (["trainer.max_steps=3"], []),
+                                (["experiment=[cpu,finetune_funsd]", "seed=1"], ["cpu", "finetune_funsd"])):
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            assert hydra_choices("experiment") == expected
+        finally:
+            HydraConfig.instance().cfg = None
 
 
 @pytest.mark.slow

@@ -21,14 +21,19 @@ class ConfigError(ValueError):
     """An impossible or missing config value; the message names the key."""
 
 
-#: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value.
+#: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value, except
+#: that a source with its own ``path`` holds its validation pages out of them unless it sets ``val_path``.
 SOURCE_READER_KEYS = ("format", "path", "val_path", "val_fraction", "kind", "strict", "allow_outside_root",
                       "limit_pages", "max_val_pages")
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
-    """``data.sources`` with every omitted reader key filled from the data group ([] without sources)."""
+    """``data.sources`` with every omitted reader key filled from the data group ([] without sources).
+
+    ``val_path`` is inherited only by a source that takes the group's ``path`` too: another
+    folder's pages are validated on pages of their own (``val_fraction``), never on the group's.
+    """
     sources = data_cfg.get("sources")
     if sources is None:
         return []
@@ -43,6 +48,8 @@ def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
             raise ConfigError(f"data.sources[{i}].{min(unknown)}: unknown key (a source takes name, weight, "
                               f"{', '.join(SOURCE_READER_KEYS)})")
         full = {k: data_cfg.get(k) for k in SOURCE_READER_KEYS}
+        if "path" in src:
+            full["val_path"] = None
         full.update(name=None, weight=1.0, max_pixels=data_cfg.get("max_pixels"))
         full.update(OmegaConf.to_container(src, resolve=True))
         out.append(OmegaConf.create(full))

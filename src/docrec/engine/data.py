@@ -52,6 +52,8 @@ def _read_split(src, key: str, skipped: list[tuple[str, str]]) -> tuple[list[Pag
     def read(path: str, limit: int | None) -> list[Page]:
         res = load(src.format, abs_path(path), strict=src.strict, on_skip=report, limit=limit, **opts)
         skipped.extend(res.skipped)
+        for note in res.notes(src.format):
+            log.info("%s: %s", path, note)
         return res.pages
 
     train = read(src.path, src.limit_pages)

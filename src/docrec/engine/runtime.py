@@ -135,15 +135,39 @@ def loader_workers(value: int | str) -> int:
 CPU_ETA_NOTE_HOURS = 2.0
 
 
-def cpu_speed_note(rt: Runtime, seconds_per_step: float, remaining_steps: int) -> str | None:
-    """What a CPU run prints once its first steps are measured: speed, ETA, and when the config is
-    GPU-sized (ETA over ``CPU_ETA_NOTE_HOURS``), the experiment sized for a CPU. None on a GPU."""
+def cpu_speed_note(rt: Runtime, seconds_per_step: float, remaining_steps: int,
+                   experiments: list[str] | tuple[str, ...] = ()) -> str | None:
+    """What a CPU run prints once its first steps are measured: speed, ETA, and when the ETA is over
+    ``CPU_ETA_NOTE_HOURS``, what to do: ``experiment=cpu`` when the run is not on it (the config is
+    sized for a GPU), else that the machine is slower than that experiment assumes. None on a GPU."""
     if rt.device.type != "cpu":
         return None
     eta_h = seconds_per_step * remaining_steps / 3600
     eta = f"{eta_h:.1f} h" if eta_h >= 1 else f"{eta_h * 60:.0f} min"
     note = f"cpu: {seconds_per_step:.1f} s per step measured, {remaining_steps} steps to go: about {eta}"
-    if eta_h > CPU_ETA_NOTE_HOURS:
-        note += (". This config is sized for a GPU; without one, `experiment=cpu` (ResNet-18, a slim "
-                 "reader, about an hour on 2 cores) shows the network learn")
-    return note
+    if eta_h <= CPU_ETA_NOTE_HOURS:
+        return note
+    if "cpu" in experiments:
+        return note + (". experiment=cpu is sized for about an hour on 2 idle cores: this machine is slower "
+                       "(other processes on its cores? `top` shows them), or trainer.max_steps was raised")
+    return note + (". This config is sized for a GPU; without one, `experiment=cpu` (ResNet-18, a slim "
+                   "reader, about an hour on 2 cores) shows the network learn")
+
+
+def hydra_choices(group: str) -> list[str]:
+    """The options of a config group this Hydra run composed (``experiment=[cpu,finetune]`` gives
+    both: Hydra records a list of options among the overrides only); [] outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not HydraConfig.initialized():
+        return []
+    hc = HydraConfig.get()
+    choice = hc.runtime.choices.get(group)
+    if isinstance(choice, str):
+        return [choice]
+    for override in OverridesParser.create().parse_overrides(list(hc.overrides.task)):
+        if override.key_or_group == group and not override.is_delete():
+            value = override.value()
+            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return []

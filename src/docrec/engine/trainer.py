@@ -38,6 +38,7 @@ from docrec.engine.runtime import (
     all_reduce_mean,
     broadcast_str,
     cpu_speed_note,
+    hydra_choices,
     peak_bf16_flops,
     seed_everything,
     setup,
@@ -433,7 +434,7 @@ class SpeedNote:
             self.t0 = time.perf_counter()
         elif self.steps == 1 + SPEED_STEPS and run.rt.is_main:
             note = cpu_speed_note(run.rt, (time.perf_counter() - self.t0) / SPEED_STEPS,
-                                  run.cfg.trainer.max_steps - run.progress.step)
+                                  run.cfg.trainer.max_steps - run.progress.step, hydra_choices("experiment"))
             if note:
                 bar.write(note)
                 log.info(note)

@@ -2,20 +2,26 @@
 
 ``load(fmt, path)`` is the one entry point: it finds the annotation files under ``path``
 (a file or a folder searched recursively), reads each, checks its image header, and in
-lenient mode skips bad pages, reporting every skip.
+lenient mode skips bad pages, reporting every skip. In a folder, the XML formats take the
+files whose root element is theirs (PAGE ``PcGts``, ALTO ``alto``) and count the others they
+leave; a file named directly is read whatever its root, so a wrong one is an error.
+
+Images of XML annotations are looked up as the field's tools export them (:func:`locate_image`),
+inside the folder the user passed, which is the boundary no image path may leave.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TextIO
 
 from docrec.images import MAX_PIXELS, image_size
@@ -27,10 +33,23 @@ FORMATS = ("manifest", "pagexml", "alto", "funsd", "sroie")
 
 @dataclass
 class LoadResult:
-    """Pages read, and (source, message) for every page skipped in lenient mode."""
+    """Pages read, (source, message) for every page skipped in lenient mode, the files of another
+    format left in a folder, and how images were found when not beside their annotation."""
 
     pages: list[Page] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    left: list[tuple[Path, str]] = field(default_factory=list)  # (file, its root element) not of this format
+    found: dict[str, list[tuple[str, Path]]] = field(default_factory=dict)  # rule -> (annotation, image)
+
+    def notes(self, fmt: str) -> list[str]:
+        """One line per image rule used beyond "beside the annotation" and one for the files left."""
+        out = [f"{len(hits)} image(s) found {rule}, e.g. {hits[0][0]} -> {hits[0][1]}"
+               for rule, hits in self.found.items()]
+        if self.left:
+            roots = Counter(root for _, root in self.left)
+            kinds = ", ".join(f"{n} <{root}>" for root, n in sorted(roots.items()))
+            out.append(f"left {len(self.left)} file(s) that are not {fmt} ({kinds}), e.g. {self.left[0][0]}")
+        return out
 
 
 @dataclass
@@ -38,11 +57,17 @@ class ReadOptions:
     """Options every reader accepts."""
 
     kind: str | None = None  # kind for lines/regions the format cannot classify (None: reader default)
-    allow_outside_root: bool = False  # allow image paths that escape the annotation's folder
+    allow_outside_root: bool = False  # allow image paths that escape ``root``
     check_images: bool = True  # open each image header: exists, readable, size matches
     max_pixels: int = MAX_PIXELS
+    # The folder the user passed: image paths may not leave it, and images are looked up in it
+    # last (None: each annotation's own folder).
+    root: Path | None = None
     # Lenient mode: a reader of many pages per file (the manifest) reports a bad record here and goes on.
     on_error: Callable[[str, str], None] | None = None
+    # (rule, annotation, image) of an image found by a rule other than "beside the annotation".
+    on_found: Callable[[str, str, Path], None] | None = None
+    _names: dict[str, list[Path]] | None = field(default=None, repr=False)  # file name -> files under root
 
 
 def _module(fmt: str):
@@ -70,11 +95,17 @@ def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str
         if on_skip is not None:
             on_skip(source, str(exc))
 
-    opts = ReadOptions(**options, on_error=None if strict else skip)
+    def found(rule: str, source: str, image: Path) -> None:
+        result.found.setdefault(rule, []).append((source, image))
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    for source in mod.find(path):
+    opts = ReadOptions(**options, root=export_root(path), on_error=None if strict else skip, on_found=found)
+    files = mod.find(path)
+    if path.is_dir() and getattr(mod, "ROOT_ELEMENT", None):
+        files = of_root(files, mod.ROOT_ELEMENT, result.left)
+    for source in files:
         if limit is not None and len(result.pages) >= limit:
             break
         try:
@@ -103,6 +134,144 @@ def iter_files(path: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
         yield path
         return
     yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+#: What precedes an XML file's root element: declaration, processing instructions, comments, DOCTYPE.
+_PROLOG = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE(?:[^\[>]|\[.*?\])*>)", re.DOTALL)
+_START_TAG = re.compile(rb"\s*<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
+_SNIFF_BYTES = 64 * 1024
+
+
+def root_element(file: Path) -> str | None:
+    """The local name of an XML file's root element, from its first bytes; None when they do not
+    show one (not XML, truncated, another encoding): such a file is left to the reader to judge."""
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError:
+        return None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        head = head.decode("utf-16", errors="ignore").encode("utf-8")
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    pos = 0
+    while m := _PROLOG.match(head, pos):
+        pos = m.end()
+    m = _START_TAG.match(head, pos)
+    return m.group(2).decode("ascii") if m else None
+
+
+def of_root(files: Iterator[Path], name: str, left: list[tuple[Path, str]]) -> Iterator[Path]:
+    """The files whose root element is ``name`` (or cannot be told: the reader judges those);
+    the others are appended to ``left`` with their root element."""
+    for file in files:
+        root = root_element(file)
+        if root is None or root == name:
+            yield file
+        else:
+            left.append((file, root))
+
+
+def export_root(path: Path) -> Path:
+    """The folder no image path may leave: the folder passed (a file's own folder), or the one
+    above it when that holds a ``mets.xml``: the top of a Transkribus export (``doc/page/``) or of
+    an OCR-D workspace (one file group's folder), where the images are."""
+    folder = path if path.is_dir() else path.parent
+    return folder.parent if (folder.parent / "mets.xml").is_file() else folder
+
+
+#: The rules of :func:`locate_image`, in the order they are tried, as notes name them.
+IMAGE_RULES = ("beside the annotation", "in the annotation's parent folder (Transkribus page/, OCR-D)",
+               "in the folder passed", "by file name under the folder passed")
+
+
+def _foreign(name: str) -> PurePosixPath | PureWindowsPath | None:
+    """An image name stored as an absolute path or URL (of this machine or another), else None."""
+    name = name.removeprefix("file://")
+    if re.match(r"[A-Za-z]:[\\/]", name) or "\\" in name:
+        return PureWindowsPath(name)
+    return PurePosixPath(name) if name.startswith("/") else None
+
+
+def _inside(path: Path, base: Path) -> bool:
+    path = path.resolve()
+    return path == base or base in path.parents
+
+
+def locate_image(file: Path, name: str, opts: ReadOptions, missing_ok: bool = False) -> Path | None:
+    """The image an XML annotation ``file`` names, looked up as exports lay it out.
+
+    A relative ``name`` is tried beside the annotation, then in its parent folder (Transkribus
+    writes ``page/x.xml`` for ``x.jpg``; OCR-D names images from the workspace), then in
+    ``opts.root`` (the folder passed). An absolute one is taken as it is when it exists here.
+    Failing those (a path from another machine, a moved folder), its file name alone is looked up
+    in those folders, then anywhere under the root; two files of that name there are an error
+    naming both. Every path must stay inside the root (unless ``allow_outside_root``): a relative
+    path that leaves it is refused outright. ``opts.on_found`` hears of every image not found
+    beside the annotation. Nothing found: None with ``missing_ok``, else an error naming the
+    places looked (with ``check_images=False``, the path beside the annotation).
+    """
+    base = (opts.root or file.parent).resolve()
+    source = str(file)
+
+    def allowed(path: Path) -> bool:
+        return opts.allow_outside_root or _inside(path, base)
+
+    def escapes() -> DataError:
+        return DataError(f"{source}: image: path {name!r} escapes the dataset root {base} "
+                         "(pass allow_outside_root=True / --allow-outside-root to permit it)")
+
+    # (folder, index of its rule), nearest first; a folder outside the boundary is not searched.
+    folders = {file.parent: 0}
+    for folder, rule in ((file.parent.parent, 1), (opts.root, 2)):
+        if folder is not None and folder not in folders and allowed(folder):
+            folders[folder] = rule
+
+    def hit(rule: int, path: Path) -> Path:
+        if rule and opts.on_found is not None:
+            opts.on_found(IMAGE_RULES[rule], source, path)
+        return path
+
+    foreign = _foreign(name)
+    if foreign is None:
+        if not allowed(file.parent / name):
+            raise escapes()
+        for folder, rule in folders.items():
+            if allowed(folder / name) and (folder / name).is_file():
+                return hit(rule, folder / name)
+    else:
+        here = Path(str(foreign))
+        if here.is_absolute() and here.is_file():
+            if not allowed(here):
+                raise escapes()
+            return here
+    stem = foreign.name if foreign is not None else PurePosixPath(name).name
+    for folder in folders:
+        if (folder / stem).is_file():
+            return hit(3, folder / stem)
+    matches = [m for m in _names_under(base, opts).get(stem, []) if allowed(m)]
+    if len(matches) > 1:
+        raise DataError(f"{source}: image {name!r}: its file name matches {len(matches)} files under {base}: "
+                        f"{matches[0]} and {matches[1]}; keep one, or give the image's path relative to the XML")
+    if matches:
+        return hit(3, matches[0])
+    if missing_ok:
+        return None
+    if not opts.check_images:
+        return file.parent / (stem if foreign is not None else name)
+    looked = ", ".join(str(f) for f in folders)
+    raise DataError(f"{source}: image {name!r}: image file not found (looked in {looked} and for {stem!r} "
+                    f"anywhere under {base}; pass the export's top folder, which holds the images)")
+
+
+def _names_under(base: Path, opts: ReadOptions) -> dict[str, list[Path]]:
+    """Every file under ``base`` by file name, built once per load."""
+    if opts._names is None:
+        names: dict[str, list[Path]] = {}
+        for folder, _, files in os.walk(base):
+            for f in files:
+                names.setdefault(f, []).append(Path(folder) / f)
+        opts._names = {k: sorted(v) for k, v in names.items()}
+    return opts._names
 
 
 def header_size(image: Path, source: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:

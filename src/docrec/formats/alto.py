@@ -16,9 +16,11 @@ Reading:
 * Order: blocks in document order; lines in the order of the ``ReadingOrder`` (the ``REF`` of
   its ``ElementRef`` and groups, nested groups flattened in document order) for the lines it
   lists, the others after them in document order.
-* Image: ``Description/sourceImageInformation/fileName`` relative to the XML's folder (escaping
-  paths refused unless ``allow_outside_root``); when it is a bare file name that is absent, or
-  there is none, an image with the XML's stem beside it (``page.xml`` -> ``page.jpg``).
+* Image: ``Description/sourceImageInformation/fileName`` looked up as exports lay it out
+  (:func:`~docrec.formats.locate_image`: beside the XML, in its parent folder, in the folder
+  passed, then by file name; paths leaving the folder passed are refused unless
+  ``allow_outside_root``); when there is none, or nothing of that name is found, an image with
+  the XML's stem beside it (``page.xml`` -> ``page.jpg``).
 * ``MeasurementUnit`` must be ``pixel``: mm10 and inch1200 need a resolution ALTO files rarely
   carry, and a missing unit means mm10 to the standard.
 * One ``Layout/Page`` per file; ids missing from the file (ALTO makes them optional) become
@@ -49,13 +51,14 @@ names) and a confidence outside [0, 1].
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from xml.etree.ElementTree import Element, SubElement
 
 from docrec import __version__
-from docrec.formats import ReadOptions, box_polygon, integer_polygon, iter_files, relative_image
+from docrec.formats import ReadOptions, box_polygon, integer_polygon, iter_files, locate_image, relative_image
 from docrec.formats.ids import document_ids, report
 from docrec.formats.xml import (
     confidence_value,
@@ -70,7 +73,7 @@ from docrec.formats.xml import (
     write_xml,
     xml_value,
 )
-from docrec.pages import DataError, Line, Page, Point, Region, polygon_area, resolve_image
+from docrec.pages import DataError, Line, Page, Point, Region, polygon_area
 
 NAMESPACES = (
     "http://www.loc.gov/standards/alto/ns-v4#",
@@ -84,6 +87,10 @@ KIND_TAG = "docrec:kind"
 _TAG_PREFIX = {"kind": "kind", "block": "block_type", "line": "line_type"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".jp2")
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+
+#: The root element of an ALTO file: in a folder, :func:`docrec.formats.load` takes the files that have it.
+ROOT_ELEMENT = "alto"
 
 
 def find(path: Path) -> Iterator[Path]:
@@ -130,16 +137,14 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
 
 def _image(root: Element, ns: str, file: Path, opts: ReadOptions) -> str:
     name = (root.findtext(q(ns, "Description/sourceImageInformation/fileName")) or "").strip()
-    if name:
-        path = resolve_image(file.parent, name, str(file), opts.allow_outside_root)
-        if path.exists() or Path(name).name != name:
-            return name
+    if name and (path := locate_image(file, name, opts, missing_ok=True)) is not None:
+        return os.path.relpath(path, file.parent)
     for suffix in IMAGE_SUFFIXES:
         for candidate in (file.with_suffix(suffix), file.with_suffix(suffix.upper())):
             if candidate.is_file():
                 return candidate.name
-    if name:
-        return name  # the image check reports it missing, under the name the file gives
+    if name:  # not found: the error names where it was looked for
+        return os.path.relpath(locate_image(file, name, opts), file.parent)
     raise DataError(f"{file}: no Description/sourceImageInformation/fileName and no image "
                     f"{file.stem}.* beside it")
 

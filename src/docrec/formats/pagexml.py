@@ -21,8 +21,9 @@ Reading:
   else document order. When every line carries ``docrec {order:N;}`` (the writer adds it when
   the page's line order interleaves regions, which PAGE's nesting cannot hold), the page's
   lines follow it.
-* ``Page/@imageFilename`` is resolved against the XML's folder; paths escaping it are refused
-  unless ``allow_outside_root``.
+* ``Page/@imageFilename`` is looked up as exports lay it out (:func:`~docrec.formats.locate_image`:
+  beside the XML, in its parent folder, in the folder passed, then by file name); paths leaving
+  the folder passed are refused unless ``allow_outside_root``.
 
 Writing (2019-07-15): regions and lines in the page's order with ``readingOrder`` in
 ``@custom``, a ``ReadingOrder`` group, coordinates rounded to whole pixels (the schema allows only
@@ -39,6 +40,7 @@ names the checkpoint when one is given.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -46,7 +48,7 @@ from pathlib import Path
 from xml.etree.ElementTree import Element, SubElement
 
 from docrec import __version__
-from docrec.formats import ReadOptions, integer_polygon, iter_files, relative_image
+from docrec.formats import ReadOptions, integer_polygon, iter_files, locate_image, relative_image
 from docrec.formats.ids import document_ids, report
 from docrec.formats.xml import (
     confidence_value,
@@ -60,7 +62,7 @@ from docrec.formats.xml import (
     write_xml,
     xml_value,
 )
-from docrec.pages import KINDS, DataError, Line, Page, Point, Region, resolve_image
+from docrec.pages import KINDS, DataError, Line, Page, Point, Region
 
 NS_2013 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
 NS_2017 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2017-07-15"
@@ -86,9 +88,43 @@ _GROUPS = {"OrderedGroup", "UnorderedGroup", "OrderedGroupIndexed", "UnorderedGr
            "RegionRef", "RegionRefIndexed"}
 
 
+#: The root element of a PAGE file: in a folder, :func:`docrec.formats.load` takes the files that have it.
+ROOT_ELEMENT = "PcGts"
+
+
+#: METS (an OCR-D workspace's ``mets.xml``) and the MIME type of its PAGE files.
+_METS, _XLINK = "http://www.loc.gov/METS/", "http://www.w3.org/1999/xlink"
+PAGE_MIMETYPE = "application/vnd.prima.page+xml"
+
+
 def find(path: Path) -> Iterator[Path]:
-    """The .xml files under ``path``; a file that is not PAGE is refused by :func:`read`."""
+    """The .xml files under ``path``; a file that is not PAGE is refused by :func:`read`.
+
+    An OCR-D workspace (a folder with a ``mets.xml``) holds one PAGE file group per processing
+    step, the same pages each time: with more than one, the user names the group by passing its
+    folder, and the workspace stays the boundary for its images (:func:`~docrec.formats.export_root`).
+    """
+    if path.is_dir() and (path / "mets.xml").is_file():
+        groups = page_groups(path / "mets.xml")
+        if len(groups) > 1:
+            listed = ", ".join(f"{use} ({len(files)} files in {min(f.parent for f in files)})"
+                               for use, files in groups.items())
+            raise DataError(f"{path / 'mets.xml'}: an OCR-D workspace with {len(groups)} PAGE file groups: "
+                            f"{listed}; pass the folder of the one to read")
     return iter_files(path, (".xml",))
+
+
+def page_groups(mets: Path) -> dict[str, list[Path]]:
+    """The PAGE files of a METS file by file group (``@USE``), paths resolved against its folder."""
+    root, _ = parse_root(mets, "mets", (_METS,), "METS")
+    groups: dict[str, list[Path]] = {}
+    for grp in root.iter(f"{{{_METS}}}fileGrp"):
+        files = [mets.parent / loc.get(f"{{{_XLINK}}}href", "")
+                 for f in grp.findall(f"{{{_METS}}}file") if f.get("MIMETYPE") == PAGE_MIMETYPE
+                 for loc in f.findall(f"{{{_METS}}}FLocat")]
+        if files:
+            groups[grp.get("USE") or grp.get("ID") or "?"] = files
+    return groups
 
 
 def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
@@ -102,7 +138,7 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
     image = page_el.get("imageFilename")
     if not image:
         raise DataError(f"{where}: missing imageFilename")
-    resolve_image(file.parent, image, str(file), opts.allow_outside_root)
+    image = os.path.relpath(locate_image(file, image, opts), file.parent)
     width, height = integer(page_el, "imageWidth", where), integer(page_el, "imageHeight", where)
 
     default_kind = opts.kind or "printed"
