@@ -175,7 +175,8 @@ def test_init_from_a_smoke_run_on_pages_with_new_symbols(toy_data, tmp_path, cap
     torch.testing.assert_close(new["model"]["rec_head.embed.weight"].shape[0], len(new["charset"]["chars"]) + 4)
 
 
-@pytest.mark.parametrize("experiment", ["finetune_funsd", "finetune_handwriting", "[cpu,finetune_funsd]"])
+@pytest.mark.parametrize("experiment", ["finetune", "finetune_funsd", "finetune_handwriting", "[cpu,finetune_funsd]",
+                                        "[cpu,finetune]"])
 def test_finetune_experiments_compose_mix_synthetic_pages_and_freeze_norms(experiment, tmp_path):
     from docrec.engine.config import check_config, data_sources
     from tests.conftest import compose_cfg
@@ -189,3 +190,7 @@ def test_finetune_experiments_compose_mix_synthetic_pages_and_freeze_norms(exper
     assert [s["name"] for s in sources][1] == "synthetic" and sources[0]["weight"] == 3 * sources[1]["weight"]
     assert cfg.model.backbone.norm == "frozen" and cfg.model.backbone.frozen_stages == 1
     assert cfg.optim.lr < compose_cfg([]).optim.lr * 1.01
+    # Real pages are augmented (geometric + photometric) even on experiment=cpu, which keeps none,
+    # and the backbone moves slower than the heads.
+    assert cfg.augment.enabled and cfg.augment.affine.p > 0 and cfg.augment.brightness_contrast.p > 0
+    assert 0 < cfg.optim.backbone_lr_scale < 1

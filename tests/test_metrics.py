@@ -17,7 +17,9 @@ from docrec.metrics import (
     detection_prf,
     line_accuracy,
     match_lines,
+    page_text,
     polygon_iou,
+    reading_order,
     segmentation_iou,
     wer,
 )
@@ -278,6 +280,13 @@ EXPECTED = {
     # handwritten: GT 3, pred 1, both 1 -> 1/3.
     "seg_iou/background": 3 / 4, "seg_iou/printed": 2 / 3, "seg_iou/handwritten": 1 / 3,
     "seg_miou": (3 / 4 + 2 / 3 + 1 / 3) / 3,
+    # Bags of words: p1 predicts Hello world Total 4Z noise, holds Hello world Total 42 Jean (3 hits);
+    # p2 predicts and holds Name: Marie Curie (3 hits): 6 of 8 on both sides.
+    "bow_precision": 6 / 8, "bow_recall": 6 / 8, "bow_f1": 6 / 8,
+    # Page text in reading order: p1 "Hello world noise Total 4Z" (noise shares Hello's row, right of it)
+    # against "Hello world Total 42 Jean": delete "noise " (6), Z->2 (1), insert " Jean" (5) = 12 over 25;
+    # p2 both "Name: Marie Curie" (17 characters; the second box sits low but within the row).
+    "page_cer": 12 / 42,
 }  # fmt: skip
 
 
@@ -314,6 +323,7 @@ def test_page_evaluator_optional_inputs():
         "n_pages": 1, "n_gt_lines": 0, "n_pred_lines": 0,
         "det_precision": 1.0, "det_recall": 1.0, "det_f1": 1.0,
         "e2e_precision": 1.0, "e2e_recall": 1.0, "e2e_f1": 1.0,
+        "bow_precision": 1.0, "bow_recall": 1.0, "bow_f1": 1.0, "page_cer": 0.0,
     }  # fmt: skip
 
 
@@ -363,3 +373,32 @@ def test_baseline_deviation_is_in_line_heights_and_only_where_both_have_baseline
     ev2 = PageEvaluator()
     ev2.update([{**p, "baseline": None} for p in pred], gt)
     assert "baseline_dev" not in ev2.compute()
+
+
+def test_page_metrics_do_not_depend_on_how_the_lines_are_cut():
+    # FUNSD cuts a row per entity; a detector reads the physical line: "Date:" matches nothing (IoU
+    # 0.30), yet the page's words and its text in reading order are the same.
+    gt = [{"polygon": rect(0, 0, 40, 10), "text": "Date:"}, {"polygon": rect(50, 1, 120, 11), "text": "12/03/98"},
+          {"polygon": rect(0, 30, 80, 40), "text": "To: Lab"}]
+    pred = [{"polygon": rect(0, 0, 120, 11), "text": "Date: 12/03/98"}, {"polygon": rect(0, 30, 80, 40), "text": "To:  Lab"}]
+    ev = PageEvaluator()
+    ev.update(pred, gt)
+    result = ev.compute()
+    assert result["det_recall"] == pytest.approx(2 / 3) and result["e2e_recall"] == 0.0
+    assert result["bow_f1"] == 1.0 and result["page_cer"] == 0.0
+    # The order lines are listed in does not count, their place does; a missing word costs recall
+    # and its characters: "Date: To: Lab" against "Date: 12/03/98 To: Lab" is 9 deletions over 22.
+    ev = PageEvaluator()
+    ev.update([{"polygon": rect(0, 30, 80, 40), "text": "To: Lab"}, {"polygon": rect(0, 0, 120, 11), "text": "Date:"}], gt)
+    result = ev.compute()
+    assert (result["bow_precision"], result["bow_recall"]) == (1.0, pytest.approx(3 / 4))
+    assert result["page_cer"] == pytest.approx(9 / 22)
+
+
+def test_reading_order_is_rows_top_to_bottom_then_left_to_right():
+    lines = [{"polygon": rect(60, 22, 90, 32)}, {"polygon": rect(0, 0, 50, 10)}, {"polygon": rect(0, 21, 50, 31)},
+             {"polygon": rect(60, 2, 100, 12)}, {"polygon": rect(0, 60, 10, 70)}]
+    assert reading_order(lines) == [1, 3, 2, 0, 4]
+    assert reading_order([]) == []
+    assert page_text([{"polygon": rect(50, 0, 90, 10), "text": " b  c"}, {"polygon": rect(0, 0, 40, 10), "text": "a"},
+                      {"polygon": rect(0, 20, 40, 30), "text": " "}]) == "a b c"

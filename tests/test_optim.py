@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -83,3 +84,19 @@ def test_the_optimizer_is_fused_and_resumes_a_state_saved_by_the_loop_kernel():
     step(toy, opt, grads[3])
     for a, b in zip(toy.parameters(), loop_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_backbone_learns_at_its_own_rate_when_asked_and_every_parameter_has_one_group():
+    model = build_model(TINY, Charset.build(["ab"]))
+    same = build_optimizer(model, OPTIM)
+    assert len(same.param_groups) == 2 and {g["lr"] for g in same.param_groups} == {1e-3}
+    opt = build_optimizer(model, OmegaConf.merge(OPTIM, {"backbone_lr_scale": 0.1}))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert {lr_of[id(p)] for p in model.backbone.parameters() if p.requires_grad} == {1e-4}
+    assert {lr_of[id(p)] for p in model.rec_head.parameters()} == {1e-3}
+    assert _decay_of(opt) == _decay_of(same)  # the same decay per parameter
+    # The schedule scales every group alike: the ratio holds at every step.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    sched.step()
+    assert sorted({g["lr"] for g in opt.param_groups}) == [pytest.approx(5e-5), pytest.approx(5e-4)]

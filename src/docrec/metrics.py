@@ -30,6 +30,13 @@ the kind of region holding the line (``form_field``: lines given with ``region``
 - ``baseline_dev``: over matched pairs that both have a baseline, the mean distance of the
   predicted baseline from the GT one, in GT line heights (:func:`baseline_deviation`);
 - ``cer``, ``wer``, ``line_acc``: recognition on GT lines (``gt_line_preds``);
+- ``bow_precision``, ``bow_recall``, ``bow_f1``: bag of words per page: the page's predicted
+  words (``str.split()`` of every predicted line, NFC) against its GT words as multisets, hits
+  summed over pages; no line has to match, so a dataset that cuts lines per entity (FUNSD) and
+  a detector that cuts physical lines are scored alike;
+- ``page_cer``: the page's predicted text against its GT text, each side's lines put in the
+  same geometric reading order (:func:`reading_order`) and joined by spaces; edits over GT
+  characters, summed over pages. Cutting a line in two costs nothing; a wrong order costs;
 - ``seg_miou`` and ``seg_iou/<class>``: segmentation, over all pixels of all pages.
 
 Breakdowns: precisions go by the PREDICTED kind (of all lines predicted as handwritten,
@@ -81,6 +88,48 @@ def word_edits(pred: str, ref: str) -> tuple[int, int]:
     """(Levenshtein distance, reference length) in whitespace-separated words, after NFC."""
     pred_words, ref_words = normalize_text(pred).split(), normalize_text(ref).split()
     return Levenshtein.distance(pred_words, ref_words), len(ref_words)
+
+
+def page_words(texts: Iterable[str]) -> Counter[str]:
+    """The multiset of words of a page's lines (NFC, ``str.split()``)."""
+    return Counter(w for t in texts for w in normalize_text(t).split())
+
+
+def bow_counts(pred_texts: Iterable[str], gt_texts: Iterable[str]) -> tuple[int, int, int]:
+    """(hits, predicted words, GT words) of one page's bags of words."""
+    pred, gt = page_words(pred_texts), page_words(gt_texts)
+    return sum((pred & gt).values()), sum(pred.values()), sum(gt.values())
+
+
+def page_text(lines: Sequence[Any]) -> str:
+    """A page's text: its lines' texts in :func:`reading_order`, joined by single spaces."""
+    views = [_view(x) for x in lines]
+    return " ".join(" ".join(normalize_text(views[i].text).split()) for i in reading_order(views)
+                    if views[i].text.strip())
+
+
+def reading_order(lines: Sequence[Any]) -> list[int]:
+    """Indices of lines (anything with a ``polygon``) top to bottom, rows left to right.
+
+    A line joins the current row when its vertical centre lies above the row's first line's
+    centre plus half that line's height; rows are sorted by x. The same rule on both sides of
+    a comparison, so neither side's own order (FUNSD lists entities, not reading order) counts.
+    """
+    boxes = []
+    for i, line in enumerate(lines):
+        pts = np.asarray(_view(line).polygon, dtype=float)
+        y0, y1 = pts[:, 1].min(), pts[:, 1].max()
+        boxes.append(((y0 + y1) / 2, y1 - y0, pts[:, 0].min(), i))
+    boxes.sort()
+    order, row, limit = [], [], -math.inf
+    for cy, h, x0, i in boxes:
+        if row and cy > limit:
+            order += [j for _, j in sorted(row)]
+            row = []
+        if not row:
+            limit = cy + h / 2
+        row.append((x0, i))
+    return order + [j for _, j in sorted(row)]
 
 
 def _error_rate(distance: float, length: float) -> float:
@@ -359,6 +408,13 @@ class PageEvaluator:
             self.confusion.update(pred_class_map, gt_class_map)
             self._seg_pages += 1
         self._n["pages", None] += 1
+        hits, n_pred_words, n_gt_words = bow_counts((p.text for p in preds), (g.text for g in gts))
+        self._n["bow_hits", None] += hits
+        self._n["bow_pred", None] += n_pred_words
+        self._n["bow_gt", None] += n_gt_words
+        page_dist, page_len = char_edits(page_text(preds), page_text(gts))
+        self._n["page_dist", None] += page_dist
+        self._n["page_len", None] += page_len
         for p in preds:
             self._add("pred", p.groups)
         for g in gts:
@@ -418,6 +474,10 @@ class PageEvaluator:
         for prefix in ("det", "e2e"):
             p, r, f = detection_prf(n[f"{prefix}_hit_gt", None], n["pred", None], n["gt", None])
             out |= {f"{prefix}_precision": p, f"{prefix}_recall": r, f"{prefix}_f1": f}
+        if n["pages", None]:
+            p, r, f = detection_prf(n["bow_hits", None], n["bow_pred", None], n["bow_gt", None])
+            out |= {"bow_precision": p, "bow_recall": r, "bow_f1": f,
+                    "page_cer": _error_rate(n["page_dist", None], n["page_len", None])}
         if n["kind_pairs", None]:
             out["kind_acc"] = n["kind_same", None] / n["kind_pairs", None]
         if n["bl_pairs", None]:

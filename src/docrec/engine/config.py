@@ -91,6 +91,7 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "data.val_fraction", 0.0, 0.9)
     _number(cfg, "optim.lr", 0.0, lo_open=True)
     _number(cfg, "optim.weight_decay", 0.0)
+    _number(cfg, "optim.backbone_lr_scale", 0.0)
     _number(cfg, "optim.warmup_steps", 0, integer=True)
     _number(cfg, "trainer.ema.decay", 0.0, 1.0)
     _number(cfg, "model.label_smoothing", 0.0, 0.999)

@@ -65,20 +65,28 @@ def _no_decay(module: torch.nn.Module, name: str, p: torch.nn.Parameter) -> bool
 
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on norms, biases, embeddings and positional parameters.
+    """AdamW; no weight decay on norms, biases, embeddings and positional parameters. With
+    ``cfg.backbone_lr_scale`` other than 1, the backbone's parameters get groups of their own at
+    ``lr * backbone_lr_scale`` (a fine-tune keeps its pretrained features and moves its heads).
 
     PyTorch's fused AdamW (a kernel per device over all tensors) where the parameters live on a CPU or a
     CUDA device, instead of its default loop over the ~280 tensors of the default model: on the CPU a step
     of the optimizer takes 17-22 ms instead of 72-86 (31 M parameters, one thread)."""
-    decay, no_decay, seen = [], [], set()
+    scale = float(cfg.get("backbone_lr_scale", 1.0))
+    backbone = getattr(model, "backbone", None)
+    slow = {id(p) for p in backbone.parameters()} if scale != 1.0 and backbone is not None else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {(d, b): [] for b in (False, True) for d in (True, False)}
+    seen = set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if p.requires_grad and id(p) not in seen:  # a shared (tied) parameter goes in one group
                 seen.add(id(p))
-                (no_decay if _no_decay(module, name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
+                groups[not _no_decay(module, name, p), id(p) in slow].append(p)
+    params = [p for ps in groups.values() for p in ps]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * (scale if b else 1.0)}
+                    for (decay, b), ps in groups.items() if ps or not b]
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
@@ -551,7 +559,7 @@ def _close_writer(run: Run, metrics: dict[str, float]) -> None:
         return
     cfg = run.cfg
     final = {f"hparam/{k.replace('/', '_')}": v for k, v in metrics.items()
-             if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "seg_miou")}
+             if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "bow_f1", "page_cer", "seg_miou")}
     hp = {"p_min": cfg.model.backbone.p_min, "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size,
           "long_side": cfg.data.long_side, "backbone": cfg.model.backbone.name, "seed": cfg.seed,
           "ema_decay": cfg.trainer.ema.decay, "label_smoothing": cfg.model.label_smoothing,
@@ -563,7 +571,7 @@ def _close_writer(run: Run, metrics: dict[str, float]) -> None:
 def _fmt(metrics: dict[str, float]) -> str:
     """The headline metrics over all sources (``val/<weights>/<metric>``)."""
     keys = [k for k in metrics if k.count("/") == 2 and k.split("/")[-1] in (
-        "cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1", "seg_miou")]
+        "cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1", "bow_f1", "page_cer", "seg_miou")]
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
 
 
