@@ -10,7 +10,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from docrec.formats import load
 from docrec.pages import Line, Page
-from docrec.realdata import REALDATA, SETS, SPLIT_FILE, _group, _stem, available, draw_split, read_set, split_pages
+from docrec.realdata import (
+    SETS,
+    SPLIT_FILE,
+    _group,
+    _stem,
+    available,
+    draw_split,
+    read_set,
+    split_pages,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realdata
