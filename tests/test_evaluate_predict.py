@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 KINDS = ["printed", "handwritten"]
 REGION_KINDS = ["form_field"]
 TABLE_ROWS = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "cer", "wer",
-              "line_acc", "seg_miou"]
+              "line_acc", "seg_miou", "bow_f1", "page_cer"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -102,7 +102,13 @@ def test_evaluate_prints_table_and_writes_results(trained, tmp_path):
     for page in pages:
         assert len(page["gt_recognition"]) == page["metrics"]["n_gt_lines"] == 3
         assert len(page["lines"]) == page["metrics"]["n_pred_lines"]
+        # Each GT line's length at the evaluation scale, what scripts/cer_by_columns.py divides.
+        assert all(0 < ln["length_px"] <= 320 * 1.01 for ln in page["gt_recognition"])
     assert sum(p["metrics"]["n_pred_lines"] for p in pages) == metrics["n_pred_lines"]
+    assert 0.0 <= metrics["bow_f1"] <= 1.0 and metrics["page_cer"] >= 0.0
+    by_columns = subprocess.run([sys.executable, "scripts/cer_by_columns.py", str(tmp_path / "eval" / "pages.jsonl")],
+                                cwd=REPO, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert by_columns.startswith("2 pages\n") and "columns/char" in by_columns
 
 
 def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):

@@ -402,3 +402,20 @@ def test_reading_order_is_rows_top_to_bottom_then_left_to_right():
     assert reading_order([]) == []
     assert page_text([{"polygon": rect(50, 0, 90, 10), "text": " b  c"}, {"polygon": rect(0, 0, 40, 10), "text": "a"},
                       {"polygon": rect(0, 20, 40, 30), "text": " "}]) == "a b c"
+
+
+def test_cer_by_columns_buckets_lines_by_the_columns_each_character_gets():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("cer_by_columns", REPO / "scripts" / "cer_by_columns.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # 40 px / 4 px a column / 5 characters = 2 columns each; 120 px for 5 = 6 columns each.
+    records = [{"gt_recognition": [{"gt": "Hello", "pred": "Hel", "length_px": 40.0},
+                                   {"gt": "World", "pred": "World", "length_px": 120.0},
+                                   {"gt": "", "pred": "x", "length_px": 50.0}]}]
+    by_cols, _ = mod.tables(records, stride=4.0)
+    rows = {r.split()[0]: r.split()[1:] for r in by_cols.splitlines()[1:]}
+    assert rows == {"2.0-2.5": ["1", "5", "40.0%"], ">=": ["6.0", "1", "5", "0.0%"]}
