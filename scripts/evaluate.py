@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
 from docrec.engine.config import abs_path, data_sources
+from docrec.engine.data import worker_dies_with
 from docrec.engine.inference import load_model
 from docrec.engine.runtime import loader_workers, setup
 from docrec.engine.validate import run_validation
@@ -81,7 +83,8 @@ def main(cfg: DictConfig) -> None:
     region_kinds = list(model.region_kinds)
     ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
                      max_pixels=d.max_pixels, region_kinds=region_kinds)
-    loader = DataLoader(ds, batch_size=d.val_batch_size, num_workers=loader_workers(d.num_workers), collate_fn=collate)
+    loader = DataLoader(ds, batch_size=d.val_batch_size, num_workers=loader_workers(d.num_workers), collate_fn=collate,
+                        worker_init_fn=worker_dies_with(os.getpid()))
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True,

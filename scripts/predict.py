@@ -13,6 +13,7 @@ written when an output would replace an input file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from docrec import __version__
 from docrec.data.dataset import normalize, pad_images
 from docrec.engine.config import ConfigError, abs_path
+from docrec.engine.data import worker_dies_with
 from docrec.engine.inference import ImageFolder, find_images, load_model, to_page
 from docrec.engine.runtime import loader_workers, setup
 from docrec.engine.tb import draw_lines
@@ -72,7 +74,8 @@ def main(cfg: DictConfig) -> None:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ds = ImageFolder(paths, cfg.long_side or train_cfg["data"]["long_side"])
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=loader_workers(cfg.num_workers), collate_fn=_collate)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=loader_workers(cfg.num_workers), collate_fn=_collate,
+                        worker_init_fn=worker_dies_with(os.getpid()))
     n_lines, done = 0, 0
     with torch.no_grad(), tqdm(total=len(paths), desc="predict", disable=len(paths) < 2) as bar:
         for images, metas in loader:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,88 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_continues(toy_data, tmp_
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"resumed at step {step}" in res.stdout
     assert ckpt.load(last)["step"] == step + 2
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still exist and are not zombies."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc (prctl PR_SET_PDEATHSIG)")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_a_killed_run_leaves_no_loader_worker_behind(toy_data, tmp_path, sig):
+    run = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train.py"), *TINY, *_data(toy_data), "data.num_workers=2",
+            "trainer.max_steps=400", "trainer.ckpt_every=1", "trainer.val_every=1000", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    workers: set[int] = set()
+    while time.time() < deadline and proc.poll() is None and not (last.exists() and len(workers) >= 2):
+        workers |= _children(proc.pid)
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the run never started its loader workers"
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+    time.sleep(3)  # PyTorch's own watchdog looks every 5 s, and never while a worker is blocked on its pipe
+    assert not _alive(workers), f"loader workers left behind: {sorted(_alive(workers))}"
+
+
+def test_a_worker_whose_parent_is_gone_exits_at_once():
+    # A child told that its parent is another pid (one that died before the call) must exit, not live on.
+    script = "import os; from docrec.engine.data import die_with_parent; die_with_parent(os.getppid() + 10**6); print(1)"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1 and run.stdout == ""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc (prctl PR_SET_PDEATHSIG)")
+@pytest.mark.parametrize("dies_with_parent", [True, False])
+def test_a_child_that_ignores_sigterm_dies_with_its_killed_parent_only_when_asked(tmp_path, dies_with_parent):
+    # A blocked loader worker in miniature: it ignores SIGTERM and never looks at its parent. Without
+    # die_with_parent it outlives a parent killed with SIGKILL (the control); with it, it dies at once.
+    ready = tmp_path / "ready"
+    child = ("import os, signal, time\n"
+             + ("from docrec.engine.data import die_with_parent\ndie_with_parent(os.getppid())\n" if dies_with_parent else "")
+             + f"signal.signal(signal.SIGTERM, signal.SIG_IGN)\nopen({str(ready)!r}, 'w').close()\ntime.sleep(120)\n")
+    parent = ("import subprocess, sys, time\n"
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\nprint(c.pid, flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert ready.exists()
+        proc.kill()
+        proc.wait(timeout=30)
+        time.sleep(3)
+        assert bool(_alive({pid})) is not dies_with_parent
+    finally:
+        if _alive({pid}):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):

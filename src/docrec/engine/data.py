@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 
@@ -107,13 +109,46 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def _init_worker(worker_id: int) -> None:
-    """A loader worker keeps freed memory (:func:`keep_freed_memory`) and leaves SIGTERM/SIGINT to the main
-    process, which saves a checkpoint and then stops it.
+#: Linux's prctl option that has the kernel signal a process when the thread that started it exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> bool:
+    """Have the kernel SIGKILL this process when ``parent`` (the process that started it) dies,
+    however it dies: a loader worker of a run killed with ``kill -9`` or by the OOM killer can
+    otherwise sleep forever, holding its memory, its queue's pipe full. Linux only (``prctl``);
+    elsewhere it returns False and a killed run's children must be stopped by hand. A parent that
+    died before the call is caught too: this process exits at once.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:
+        os._exit(1)
+    return True
+
+
+def worker_dies_with(parent: int) -> functools.partial:
+    """A loader's ``worker_init_fn`` that has each worker die with ``parent`` (predict, evaluate)."""
+    return functools.partial(_die_with, parent=parent)
+
+
+def _die_with(worker_id: int, parent: int) -> None:
+    die_with_parent(parent)
+
+
+def _init_worker(worker_id: int, parent: int) -> None:
+    """A loader worker dies with the process that started it (:func:`die_with_parent`), keeps freed
+    memory (:func:`keep_freed_memory`) and leaves SIGTERM/SIGINT to the main process, which saves a
+    checkpoint and then stops it.
 
     Schedulers and terminals signal the whole process group; a worker dying first would crash
     the main process before it could save.
     """
+    die_with_parent(parent)
     keep_freed_memory()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -143,7 +178,7 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     batch_sampler = EpochBatchSampler(sampler, data_cfg.batch_size, groups)
     workers = loader_workers(data_cfg.num_workers)
     common = {"num_workers": workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
-              "persistent_workers": False, "worker_init_fn": _init_worker}
+              "persistent_workers": False, "worker_init_fn": functools.partial(_init_worker, parent=os.getpid())}
     if workers > 0:
         common["prefetch_factor"] = 4
     # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).
