@@ -34,7 +34,7 @@ def _where(source: str, element: str) -> str:
 def _points(raw, source: str, element: str, min_points: int, what: str) -> list[Point]:
     try:
         pts = [(float(x), float(y)) for x, y in raw]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"{_where(source, element)}: {what} is not a list of [x, y] pairs ({exc})") from None
     if len(pts) < min_points:
         raise DataError(f"{_where(source, element)}: {what} has {len(pts)} point(s), needs at least {min_points}")

@@ -55,15 +55,24 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
     """Pages of one manifest; errors name the file and its line number."""
     root = file.parent
     try:
-        fh = open(file, encoding="utf-8")  # noqa: SIM115 - open errors are reported apart from parse errors
+        fh = open(file, "rb")  # noqa: SIM115 - open errors are reported apart from parse errors
     except OSError as exc:
         raise DataError(f"{file}: cannot open manifest ({exc})") from None
     with fh:
-        for lineno, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
+        # A record at most MAX_LINE_BYTES long is read at a time, so a file without newlines cannot fill memory.
+        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), 1):
             source = f"{file}:{lineno}"
             try:
+                if len(raw) > MAX_LINE_BYTES:
+                    while raw and not raw.endswith(b"\n"):  # the rest of the record, skipped in lenient mode
+                        raw = fh.readline(MAX_LINE_BYTES + 1)
+                    raise DataError(f"{source}: record of more than {MAX_LINE_BYTES:,} bytes is too large")
+                try:
+                    text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{source}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+                if not text.strip():
+                    continue
                 yield _record(text, root, source, opts)
             except DataError as exc:
                 if opts is None or opts.on_error is None:

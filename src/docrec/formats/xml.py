@@ -42,6 +42,8 @@ def parse(file: Path) -> Element:
         raise DataError(f"{file}: malformed XML at line {line}, column {col + 1}: {reason}") from None
     except OSError as exc:
         raise DataError(f"{file}: cannot read ({exc.strerror or exc})") from None
+    except (LookupError, UnicodeError, ValueError) as exc:  # e.g. encoding="UTF-9" in the declaration
+        raise DataError(f"{file}: cannot decode the XML ({exc})") from None
     return tree.getroot()
 
 
