@@ -8,7 +8,8 @@ CTC needs a frame per character (two for a doubled one): a line of ``n`` charact
 table buckets lines by that figure; a CER that climbs as the columns per character fall says the
 reader's resolution caps it. The second table is how often each glyph is read against how often
 the ground truth holds it (1.00: as often), narrowest first: narrow glyphs that vanish are the
-same cap seen per character.
+same cap seen per character. The last line splits the CER by case: ignoring it, and on lines
+whose letters are mostly capitals (forms and receipts) against the others.
 """
 
 from __future__ import annotations
@@ -34,16 +35,25 @@ def bucket(columns_per_char: float) -> str:
     return f">= {BUCKETS[-1]:.1f}"
 
 
-def tables(records: list[dict], stride: float) -> tuple[str, str]:
-    """(CER by columns per character, glyph read/held ratios) over every GT line of ``records``."""
+CAPS_SHARE = 0.8  # a line is "all caps" when this share of its letters are capitals
+
+
+def tables(records: list[dict], stride: float) -> tuple[str, str, str]:
+    """(CER by columns per character, glyph read/held ratios, CER by case) over the GT lines of ``records``
+    that hold text (evaluate also counts what is read on empty ones)."""
     rows: dict[str, list[int]] = {}
     held, read = Counter(), Counter()
+    case = Counter()  # edits and lengths: all, ignoring case, all-caps lines
     for page in records:
         for ln in page["gt_recognition"]:
             gt, pred = ln["gt"], ln["pred"]
             if not gt or "length_px" not in ln:
                 continue
             dist, length = char_edits(pred, gt)
+            letters = [c for c in gt if c.isalpha()]
+            caps = bool(letters) and sum(c.isupper() for c in letters) >= CAPS_SHARE * len(letters)
+            case.update({"dist": dist, "len": length, "nocase": char_edits(pred.lower(), gt.lower())[0],
+                         "caps_dist": dist if caps else 0, "caps_len": length if caps else 0})
             row = rows.setdefault(bucket(ln["length_px"] / stride / len(gt)), [0, 0, 0])
             row[0] += 1
             row[1] += length
@@ -58,7 +68,15 @@ def tables(records: list[dict], stride: float) -> tuple[str, str]:
             lines.append(f"{label:>13}{n:>7}{chars:>8}{100 * dist / max(chars, 1):>7.1f}%")
     glyphs = [g for g in GLYPHS if held[g] >= 20]
     ratio = "  ".join(f"{g} {read[g] / held[g]:.2f}" for g in glyphs)
-    return "\n".join(lines), f"glyphs read / held (>= 20 held): {ratio}"
+
+    def rate(d: float, n: float) -> str:
+        return f"{100 * d / n:.1f} %" if n else "-"
+
+    by_case = (f"CER {rate(case['dist'], case['len'])}, ignoring case {rate(case['nocase'], case['len'])}; "
+               f"all-caps lines ({rate(case['caps_len'], case['len'])} of the characters) "
+               f"{rate(case['caps_dist'], case['caps_len'])}, the others "
+               f"{rate(case['dist'] - case['caps_dist'], case['len'] - case['caps_len'])}")
+    return "\n".join(lines), f"glyphs read / held (>= 20 held): {ratio}", by_case
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stride", type=float, default=4.0, help="input pixels per reader column (default 4)")
     args = ap.parse_args(argv)
     records = [json.loads(line) for path in args.pages for line in path.read_text(encoding="utf-8").splitlines()]
-    by_cols, glyphs = tables(records, args.stride)
-    print(f"{len(records)} pages\n{by_cols}\n{glyphs}")
+    by_cols, glyphs, by_case = tables(records, args.stride)
+    print(f"{len(records)} pages\n{by_cols}\n{glyphs}\n{by_case}")
 
 
 if __name__ == "__main__":

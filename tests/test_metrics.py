@@ -416,6 +416,12 @@ def test_cer_by_columns_buckets_lines_by_the_columns_each_character_gets():
     records = [{"gt_recognition": [{"gt": "Hello", "pred": "Hel", "length_px": 40.0},
                                    {"gt": "World", "pred": "World", "length_px": 120.0},
                                    {"gt": "", "pred": "x", "length_px": 50.0}]}]
-    by_cols, _ = mod.tables(records, stride=4.0)
+    by_cols, _, by_case = mod.tables(records, stride=4.0)
     rows = {r.split()[0]: r.split()[1:] for r in by_cols.splitlines()[1:]}
     assert rows == {"2.0-2.5": ["1", "5", "40.0%"], ">=": ["6.0", "1", "5", "0.0%"]}
+    # 2 edits over 10 characters; no line is mostly capitals.
+    assert by_case == "CER 20.0 %, ignoring case 20.0 %; all-caps lines (0.0 % of the characters) -, the others 20.0 %"
+    _, _, by_case = mod.tables([{"gt_recognition": [{"gt": "TOTAL", "pred": "total", "length_px": 40.0},
+                                                     {"gt": "Due", "pred": "Due", "length_px": 40.0}]}], 4.0)
+    assert by_case == ("CER 62.5 %, ignoring case 0.0 %; all-caps lines (62.5 % of the characters) 100.0 %, "
+                       "the others 0.0 %")
