@@ -99,8 +99,8 @@ def test_one_file_of_a_transkribus_export_reads_when_the_export_has_its_mets(tmp
     assert page.image_path.resolve() == (root / "doc" / "0000.jpg").resolve()
     # Without it the boundary is the folder passed, and the error says what to pass.
     (root / "doc" / "mets.xml").unlink()
-    with pytest.raises(DataError, match=r"0000\.xml: image '0000\.jpg': image file not found \(looked in .*page"
-                                        r".*pass the export's top folder"):
+    with pytest.raises(DataError, match=r"0000\.xml: image '0000\.jpg': image file not found \(looked beside it, "
+                                        r"in its parent folder, in .*page and .*pass the export's top folder"):
         load("pagexml", root / "doc" / "page" / "0000.xml")
     assert len(load("pagexml", root / "doc").pages) == 2
 

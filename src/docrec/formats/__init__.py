@@ -118,6 +118,10 @@ def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str
         for page in pages:
             try:
                 if opts.check_images:
+                    if getattr(mod, "ROOT_ELEMENT", None) and not page.image_path.is_file():
+                        raise DataError(f"{page.source}: image {page.image_path.name!r}: image file not found "
+                                        f"(looked beside it, in its parent folder, in {opts.root} and for its file "
+                                        "name under that; pass the export's top folder, which holds the images)")
                     check_image(page, opts.max_pixels)
             except DataError as exc:
                 if strict:
@@ -256,11 +260,7 @@ def locate_image(file: Path, name: str, opts: ReadOptions, missing_ok: bool = Fa
         return hit(3, matches[0])
     if missing_ok:
         return None
-    if not opts.check_images:
-        return file.parent / (stem if foreign is not None else name)
-    looked = ", ".join(str(f) for f in folders)
-    raise DataError(f"{source}: image {name!r}: image file not found (looked in {looked} and for {stem!r} "
-                    f"anywhere under {base}; pass the export's top folder, which holds the images)")
+    return file.parent / (stem if foreign is not None else name)  # the image check says it is missing
 
 
 def _names_under(base: Path, opts: ReadOptions) -> dict[str, list[Path]]:

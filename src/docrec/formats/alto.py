@@ -143,7 +143,7 @@ def _image(root: Element, ns: str, file: Path, opts: ReadOptions) -> str:
         for candidate in (file.with_suffix(suffix), file.with_suffix(suffix.upper())):
             if candidate.is_file():
                 return candidate.name
-    if name:  # not found: the error names where it was looked for
+    if name:  # not found: the image check says so
         return os.path.relpath(locate_image(file, name, opts), file.parent)
     raise DataError(f"{file}: no Description/sourceImageInformation/fileName and no image "
                     f"{file.stem}.* beside it")
