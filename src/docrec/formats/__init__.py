@@ -211,8 +211,8 @@ def locate_image(file: Path, name: str, opts: ReadOptions, missing_ok: bool = Fa
     in those folders, then anywhere under the root; two files of that name there are an error
     naming both. Every path must stay inside the root (unless ``allow_outside_root``): a relative
     path that leaves it is refused outright. ``opts.on_found`` hears of every image not found
-    beside the annotation. Nothing found: None with ``missing_ok``, else an error naming the
-    places looked (with ``check_images=False``, the path beside the annotation).
+    beside the annotation. Nothing found: None with ``missing_ok``, else the path beside the
+    annotation, which :func:`load`'s image check reports missing with the places looked.
     """
     base = (opts.root or file.parent).resolve()
     source = str(file)
