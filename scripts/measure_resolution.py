@@ -56,9 +56,9 @@ import numpy as np
 from docrec.formats import load
 from docrec.geometry import line_quad
 from docrec.pages import DataError
+from docrec.realdata import REALDATA
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
 
 STRIDE = 4  # the fused feature map the recognition RoI reads
 ROI_ROWS = 8  # feature rows the RoI samples across a line

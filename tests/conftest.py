@@ -8,7 +8,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
 
 
 def compose_cfg(overrides: list[str] | None = None):

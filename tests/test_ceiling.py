@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from docrec.realdata import REALDATA
 from docrec.synth.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
 MIN_F1 = 0.97
 
 _spec = importlib.util.spec_from_file_location("target_ceiling", REPO / "scripts" / "target_ceiling.py")

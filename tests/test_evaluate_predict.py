@@ -16,7 +16,8 @@ from lxml import etree
 
 from docrec.engine.trainer import train
 from docrec.formats import load
-from tests.conftest import REALDATA, REPO, compose_cfg, make_toy_pages
+from docrec.realdata import REALDATA
+from tests.conftest import REPO, compose_cfg, make_toy_pages
 from tests.test_alto_write import SCHEMA as ALTO_SCHEMA
 from tests.test_pagexml_write import SCHEMA as PAGE_SCHEMA
 

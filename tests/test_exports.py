@@ -19,7 +19,8 @@ from docrec.formats import IMAGE_RULES, load, root_element
 from docrec.formats import alto as alto_fmt
 from docrec.formats import pagexml as page_fmt
 from docrec.pages import DataError, Line, Page, Region
-from tests.conftest import REALDATA, REPO, compose_cfg, make_toy_pages
+from docrec.realdata import REALDATA
+from tests.conftest import REPO, compose_cfg, make_toy_pages
 
 PARENT, BY_NAME = IMAGE_RULES[1], IMAGE_RULES[3]
 

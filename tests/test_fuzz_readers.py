@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from docrec.formats import load
 from docrec.pages import DataError
-from tests.conftest import REALDATA
+from docrec.realdata import REALDATA
 
 FIX = Path(__file__).parent / "fixtures" / "formats"
 #: (format, annotation file, files beside it the reader needs, where they go relative to the annotation)

@@ -14,9 +14,9 @@ import pytest
 from docrec.formats import manifest
 from docrec.geometry import line_quad
 from docrec.pages import Line, Page
+from docrec.realdata import REALDATA
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
 
 
 def _load_script():

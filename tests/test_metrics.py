@@ -396,9 +396,8 @@ def test_page_metrics_do_not_depend_on_how_the_lines_are_cut():
 
 
 def test_reading_order_is_rows_top_to_bottom_then_left_to_right():
-    lines = [{"polygon": rect(60, 22, 90, 32)}, {"polygon": rect(0, 0, 50, 10)}, {"polygon": rect(0, 21, 50, 31)},
-             {"polygon": rect(60, 2, 100, 12)}, {"polygon": rect(0, 60, 10, 70)}]
-    assert reading_order(lines) == [1, 3, 2, 0, 4]
+    polygons = [rect(60, 22, 90, 32), rect(0, 0, 50, 10), rect(0, 21, 50, 31), rect(60, 2, 100, 12), rect(0, 60, 10, 70)]
+    assert reading_order(polygons) == [1, 3, 2, 0, 4]
     assert reading_order([]) == []
     assert page_text([{"polygon": rect(50, 0, 90, 10), "text": " b  c"}, {"polygon": rect(0, 0, 40, 10), "text": "a"},
                       {"polygon": rect(0, 20, 40, 30), "text": " "}]) == "a b c"

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from docrec.formats import integer_polygon, load, pagexml
 from docrec.formats.ids import document_ids, is_ncname
 from docrec.pages import Line, Page, Region
+from docrec.realdata import REALDATA
 from tests.strategies import box, pages
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas"
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def page2019_schema():

@@ -13,8 +13,7 @@ import pytest
 
 from docrec.formats import load
 from docrec.pages import DataError, page_stats
-
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from docrec.realdata import REALDATA
 
 pytestmark = pytest.mark.realdata
 

@@ -55,7 +55,7 @@ def test_the_split_manifests_read_back_with_the_pages_they_list(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed (a benchmark anchor only)")
-def test_tesseract_lines_are_scored_with_the_page_metrics(tmp_path):
+def test_tesseract_reads_a_rendered_page_and_its_cut_out_lines(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_tesseract", REPO / "scripts" / "bench_tesseract.py")

@@ -104,20 +104,20 @@ def bow_counts(pred_texts: Iterable[str], gt_texts: Iterable[str]) -> tuple[int,
 def page_text(lines: Sequence[Any]) -> str:
     """A page's text: its lines' texts in :func:`reading_order`, joined by single spaces."""
     views = [_view(x) for x in lines]
-    return " ".join(" ".join(normalize_text(views[i].text).split()) for i in reading_order(views)
-                    if views[i].text.strip())
+    return " ".join(" ".join(normalize_text(views[i].text).split())
+                    for i in reading_order([v.polygon for v in views]) if views[i].text.strip())
 
 
-def reading_order(lines: Sequence[Any]) -> list[int]:
-    """Indices of lines (anything with a ``polygon``) top to bottom, rows left to right.
+def reading_order(polygons: Sequence[PolygonLike]) -> list[int]:
+    """Indices of line polygons top to bottom, rows left to right.
 
     A line joins the current row when its vertical centre lies above the row's first line's
     centre plus half that line's height; rows are sorted by x. The same rule on both sides of
     a comparison, so neither side's own order (FUNSD lists entities, not reading order) counts.
     """
     boxes = []
-    for i, line in enumerate(lines):
-        pts = np.asarray(_view(line).polygon, dtype=float)
+    for i, polygon in enumerate(polygons):
+        pts = np.asarray(polygon, dtype=float)
         y0, y1 = pts[:, 1].min(), pts[:, 1].max()
         boxes.append(((y0 + y1) / 2, y1 - y0, pts[:, 0].min(), i))
     boxes.sort()

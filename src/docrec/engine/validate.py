@@ -33,12 +33,6 @@ def _to_page(polygon, scale: float) -> list[list[float]]:
     return [[round(float(x) / scale, 1), round(float(y) / scale, 1)] for x, y in polygon]
 
 
-def _length(polygon) -> float:
-    """A line's length along its reading direction (the long side of its rotated box), in the pixels given."""
-    (_, _), (w, h), _ = cv2.minAreaRect(np.asarray(polygon, dtype=np.float32))
-    return float(max(w, h))
-
-
 class _Tally:
     """Everything validation counts over a set of pages; ``metrics()`` gives the flat dict."""
 
@@ -122,8 +116,9 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
                 record = {"source": meta["source"], "image": meta["image"], "metrics": page_eval.compute(),
                           "lines": [{**ln, "polygon": _to_page(ln["polygon"], meta["scale"])}
                                     for ln in pred["lines"]],
-                          "gt_recognition": [{"gt": g, "pred": p, "length_px": round(_length(ln["polygon"]), 1)}
-                                             for g, p, ln in zip(gt_texts, rec_texts, meta["gt_lines"])]}
+                          # length_px: the width along the reading direction of the box the reader samples.
+                          "gt_recognition": [{"gt": g, "pred": p, "length_px": round(float(w), 1)} for g, p, w in
+                                             zip(gt_texts, rec_texts, (quads[i][:, 1] - quads[i][:, 0]).norm(dim=1))]}
                 result.pages.append(record if group is None else {"source_name": group, **record})
             if len(result.samples) < num_samples:
                 result.samples.append((images_u8[i].permute(1, 2, 0).numpy(), meta["gt_lines"], pred["lines"]))

@@ -103,8 +103,9 @@ def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str
         raise DataError(f"{path}: no such file or folder")
     opts = ReadOptions(**options, root=export_root(path), on_error=None if strict else skip, on_found=found)
     files = mod.find(path)
-    if path.is_dir() and getattr(mod, "ROOT_ELEMENT", None):
-        files = of_root(files, mod.ROOT_ELEMENT, result.left)
+    xml_root = getattr(mod, "ROOT_ELEMENT", None)  # the XML formats' root element: images looked up by rules
+    if path.is_dir() and xml_root:
+        files = of_root(files, xml_root, result.left)
     for source in files:
         if limit is not None and len(result.pages) >= limit:
             break
@@ -118,7 +119,7 @@ def load(fmt: str, path: str | Path, strict: bool = True, on_skip: Callable[[str
         for page in pages:
             try:
                 if opts.check_images:
-                    if getattr(mod, "ROOT_ELEMENT", None) and not page.image_path.is_file():
+                    if xml_root and not page.image_path.is_file():
                         raise DataError(f"{page.source}: image {page.image_path.name!r}: image file not found "
                                         f"(looked beside it, in its parent folder, in {opts.root} and for its file "
                                         "name under that; pass the export's top folder, which holds the images)")
@@ -151,9 +152,16 @@ def root_element(file: Path) -> str | None:
     show one (not XML, truncated, another encoding): such a file is left to the reader to judge."""
     try:
         with open(file, "rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
+            head = fh.read(4096)  # enough for a declaration and a short comment; the rest only when not
+            name = _root_in(head)
+            if name is None and len(head) == 4096:
+                name = _root_in(head + fh.read(_SNIFF_BYTES - 4096))
+            return name
     except OSError:
         return None
+
+
+def _root_in(head: bytes) -> str | None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         head = head.decode("utf-16", errors="ignore").encode("utf-8")
     head = head.removeprefix(b"\xef\xbb\xbf")
@@ -161,7 +169,8 @@ def root_element(file: Path) -> str | None:
     while m := _PROLOG.match(head, pos):
         pos = m.end()
     m = _START_TAG.match(head, pos)
-    return m.group(2).decode("ascii") if m else None
+    # A name that runs to the end of what was read may be cut short: not told.
+    return m.group(2).decode("ascii") if m and m.end() < len(head) else None
 
 
 def of_root(files: Iterator[Path], name: str, left: list[tuple[Path, str]]) -> Iterator[Path]:

@@ -81,8 +81,6 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
 
 
 def _record(text: str, root: Path, source: str, opts: ReadOptions | None) -> Page:
-    if len(text) > MAX_LINE_BYTES:
-        raise DataError(f"{source}: record of {len(text):,} bytes is too large")
     try:
         obj = json.loads(text, parse_int=_bounded_int)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
