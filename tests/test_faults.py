@@ -18,6 +18,7 @@ from PIL import Image
 
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.data import load_splits
+from docrec.engine.runtime import alive_pids, child_pids
 from docrec.engine.trainer import data_health
 from docrec.formats import load
 from docrec.images import image_size, read_image
@@ -54,32 +55,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_continues(toy_data, tmp_
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"resumed at step {step}" in res.stdout
     assert ckpt.load(last)["step"] == step + 2
-
-
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.add(int(stat.parent.name))
-    return out
-
-
-def _alive(pids: set[int]) -> set[int]:
-    """Those of ``pids`` that still exist and are not zombies."""
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
+    assert not list(last.parent.glob(".*.tmp")), "the resumed run removes the partial checkpoint files"
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc (prctl PR_SET_PDEATHSIG)")
@@ -94,14 +70,14 @@ def test_a_killed_run_leaves_no_loader_worker_behind(toy_data, tmp_path, sig):
     deadline = time.time() + 240
     workers: set[int] = set()
     while time.time() < deadline and proc.poll() is None and not (last.exists() and len(workers) >= 2):
-        workers |= _children(proc.pid)
+        workers |= child_pids(proc.pid)
         time.sleep(0.2)
     assert len(workers) >= 2, "the run never started its loader workers"
     proc.send_signal(sig)
     code = proc.wait(timeout=120)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
     time.sleep(3)  # PyTorch's own watchdog looks every 5 s, and never while a worker is blocked on its pipe
-    assert not _alive(workers), f"loader workers left behind: {sorted(_alive(workers))}"
+    assert not alive_pids(workers), f"loader workers left behind: {sorted(alive_pids(workers))}"
 
 
 def test_a_worker_whose_parent_is_gone_exits_at_once():
@@ -132,9 +108,9 @@ def test_a_child_that_ignores_sigterm_dies_with_its_killed_parent_only_when_aske
         proc.kill()
         proc.wait(timeout=30)
         time.sleep(3)
-        assert bool(_alive({pid})) is not dies_with_parent
+        assert bool(alive_pids({pid})) is not dies_with_parent
     finally:
-        if _alive({pid}):
+        if alive_pids({pid}):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -4,6 +4,7 @@ another exception, never a hang, never memory beyond a bound."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tracemalloc
@@ -35,6 +36,8 @@ NASTY = [b"NaN", b"nan", b"inf", b"-inf", b"1e309", b"-1e309", b"-5", b"9" * 400
          b'id="r1"', b'ID="b1"', b"<TextLine/>", b"<String/>"]
 NUMBER = re.compile(rb"-?\d+(?:\.\d+)?")
 MAX_BYTES = 64 << 20  # a few-KB file may not make a reader allocate more than this
+#: Examples per reader: a few hundred in `make test`; scripts/bench_faults.py --fuzz-scale runs more.
+SCALE = max(1, int(os.environ.get("DOCREC_FUZZ_SCALE", "1")))
 
 
 @st.composite
@@ -102,7 +105,7 @@ def test_a_mutated_file_reads_or_fails_naming_itself(name, tmp_path_factory):
     seed_bytes = seed.read_bytes()
     load(fmt, seed)  # the seed itself reads
 
-    @settings(max_examples=150, deadline=5000, derandomize=True, database=None,
+    @settings(max_examples=150 * SCALE, deadline=5000, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=mutated(seed_bytes))
     def check(data: bytes) -> None:
@@ -125,7 +128,7 @@ def test_a_mutated_manifest_reads_or_fails_naming_itself(tmp_path):
     seed = _manifest_seed(tmp_path)
     target = tmp_path / "m.jsonl"
 
-    @settings(max_examples=150, deadline=5000, derandomize=True, database=None,
+    @settings(max_examples=150 * SCALE, deadline=5000, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=mutated(seed.read_bytes()))
     def check(data: bytes) -> None:
@@ -150,7 +153,7 @@ def test_mutated_real_files_read_or_fail_naming_themselves(fmt, seed, tmp_path_f
     rel = image.name if fmt in ("alto", "pagexml") else f"../{image.parent.name}/{image.name}"
     target = _layout(tmp_path_factory.mktemp(fmt), src, {image: rel})
 
-    @settings(max_examples=40, deadline=10000, derandomize=True, database=None,
+    @settings(max_examples=40 * SCALE, deadline=10000, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=mutated(src.read_bytes()))
     def check(data: bytes) -> None:

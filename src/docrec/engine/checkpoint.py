@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
@@ -45,6 +46,18 @@ def save_atomic(state: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_partial(folder: str | Path) -> list[Path]:
+    """Delete the temp files :func:`save_atomic` leaves when the process is killed mid-write
+    (``.NAME.XXXX.tmp``; never read as checkpoints, each as large as one); returns those removed.
+    Call it only from the run that owns ``folder``, before it saves."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.pt.*.tmp")):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def resolve(path: str | Path, prefer: str = "last") -> Path:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -171,3 +172,29 @@ def hydra_choices(group: str) -> list[str]:
             value = override.value()
             return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     return []
+
+
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def alive_pids(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still exist and are not zombies (Linux /proc)."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive

@@ -244,6 +244,10 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
               ckpt.TopK(run_dir / "checkpoints", cfg.trainer.save_top_k, cfg.trainer.monitor_mode))
     if resume:
         restore(run, resume)
+    if rt.is_main:
+        torn = ckpt.remove_partial(run.ckpt_dir)
+        if torn:
+            log.info("removed %d partial checkpoint file(s) a killed run left in %s", len(torn), run.ckpt_dir)
     run.peak_flops = peak_bf16_flops(rt.device)
     if run.peak_flops:  # counted in eager mode, before compilation hides the operators
         run.step_flops = measure_step_flops(run) * cfg.trainer.grad_accum

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,13 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
         if (not isinstance(raw, list) or len(raw) != 4
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
             raise DataError(f"{file}: {where}: box must be [x0, y0, x1, y1] numbers, got {raw!r}")
-        out, grown = widen_box(*raw, width, height)
+        try:
+            coords = [float(v) for v in raw]
+        except OverflowError:
+            coords = [math.inf]
+        if not all(math.isfinite(v) for v in coords):
+            raise DataError(f"{file}: {where}: box coordinates must be finite numbers, got {str(raw)[:80]}")
+        out, grown = widen_box(*coords, width, height)
         widened += grown
         return out
 
