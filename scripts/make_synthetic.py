@@ -1,7 +1,9 @@
-"""Generate the synthetic default dataset (printed, handwritten and form pages) and its manifests.
+"""Generate the synthetic default dataset (printed, handwritten, form and receipt pages) and its manifests.
 
     python scripts/make_synthetic.py --out data/synthetic --pages 5000 --seed 0 [--workers N]
     python scripts/make_synthetic.py --previews data/samples      # one annotated preview per page type
+    python scripts/make_synthetic.py --contact-sheet data/samples/contact_sheet.png \
+        [--real form=PAGE.png receipt=PAGE.jpg handwritten=PAGE.jpg]   # every type x process, real pages beside
 
 Writes DIR/images/NNNNN.jpg, DIR/train.jsonl and DIR/val.jsonl; the same seed gives the same
 files whatever the number of workers. Prints the rate and the disk size at the end.
@@ -14,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from docrec.synth import generate, write_previews
+from docrec.synth import PAGE_TYPES, generate, write_contact_sheet, write_previews
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,9 +29,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val-fraction", type=float, default=0.05, help="share of pages in val.jsonl (default 0.05)")
     ap.add_argument("--scale", type=float, default=1.0, help="page resolution factor (1.0: a 150-200 dpi scan)")
     ap.add_argument("--previews", type=Path, help="write one annotated preview PNG per page type to this folder")
+    ap.add_argument("--contact-sheet", type=Path, help="write a PNG of every page type through each of its "
+                    "print and scan processes, a row per type")
+    ap.add_argument("--real", nargs="+", default=[], metavar="TYPE=IMAGE",
+                    help="with --contact-sheet: a real page to show at the end of that type's row")
     args = ap.parse_args(argv)
-    if args.out is None and args.previews is None:
-        ap.error("give --out (a dataset) and/or --previews (sample images)")
+    if args.out is None and args.previews is None and args.contact_sheet is None:
+        ap.error("give --out (a dataset) and/or --previews / --contact-sheet (sample images)")
+    bad = [r for r in args.real if "=" not in r or r.split("=", 1)[0] not in PAGE_TYPES]
+    if bad:
+        ap.error(f"--real takes TYPE=IMAGE with TYPE one of {', '.join(PAGE_TYPES)}; got {' '.join(bad)}")
     return args
 
 
@@ -39,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.previews is not None:
         for path in write_previews(args.previews, seed=args.seed):
             print(path)
+    if args.contact_sheet is not None:
+        real = dict(r.split("=", 1) for r in args.real)
+        print(write_contact_sheet(args.contact_sheet, seed=args.seed, real=real))
     if args.out is None:
         return 0
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
 
@@ -11,7 +12,7 @@ import pytest
 
 from docrec.formats import load
 from docrec.pages import polygon_area
-from docrec.synth import fonts, make_page, render, text
+from docrec.synth import degrade, fonts, make_page, render, text
 from docrec.synth.generate import generate, is_val
 from docrec.synth.preview import draw
 from docrec.synth.text import LOCALES, TextSource
@@ -22,7 +23,7 @@ SCALE = 0.5  # ~90 dpi pages: every feature, a quarter of the pixels
 @pytest.fixture(scope="module")
 def pages():
     """Two pages of each type at test scale."""
-    return [make_page(seed, 0, page_type=t, scale=SCALE) for t in ("printed", "handwritten", "form") for seed in (0, 1)]
+    return [make_page(seed, 0, page_type=t, scale=SCALE) for t in ("printed", "handwritten", "form", "receipt") for seed in (0, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +97,12 @@ def test_kinds_by_page_type(pages):
         fields = [r for r in page.regions if r.kind == "form_field"]
         assert fields
         for ln in page.lines:
-            # A value is handwritten inside a form_field region; labels are printed outside them.
-            assert (regions[ln.region].kind == "form_field") == (ln.kind == "handwritten")
+            # A value is handwritten (or typed) inside a form_field region; labels are printed outside them.
+            if regions[ln.region].kind != "form_field":
+                assert ln.kind == "printed"
         assert all(any(ln.region == r.id for ln in page.lines) for r in fields)
+    for page in by_type["receipt"]:
+        assert {ln.kind for ln in page.lines} == {"printed"}
 
 
 def test_every_line_polygon_has_ink_under_it(pages):
@@ -186,3 +190,99 @@ def test_text_uses_only_characters_the_fonts_can_honour():
     allowed = set(string.ascii_letters + string.digits + text.CODE_PUNCT + " !?;$£€°àâçèéêëîïôùûÀÂÇÉÈÊÎÔ")
     chars = {ch for s in _texts(2) for ch in s}
     assert chars <= allowed, "".join(sorted(chars - allowed))
+
+
+# ---- fonts, print and scan processes, receipts, capitals
+
+def test_font_catalogue_has_the_faces_and_their_licences():
+    printed = [f for f in fonts.FONTS if f.style != "hand"]
+    assert len(printed) >= 150 and len({f.family for f in printed}) >= 40
+    assert {f.style for f in printed} == {"serif", "sans", "mono"}
+    assert sum(f.style == "mono" for f in printed) >= 30  # typewriter, till and code faces
+    assert any(f.bold for f in printed) and any(f.italic for f in printed)
+    readme = (fonts.FONT_DIR / "README.md").read_text()
+    for folder in {f.path.split("/")[0] for f in fonts.FONTS}:
+        assert list((fonts.FONT_DIR / folder).glob("copyright*")), f"{folder} has no licence file"
+        assert f"`{folder}/`" in readme, f"{folder} is not listed in data/fonts/README.md"
+    assert all((fonts.FONT_DIR / f.path).stat().st_size < 5 << 20 for f in fonts.FONTS)
+
+
+def test_bold_headings_come_from_the_body_font_family():
+    rng = np.random.default_rng(0)
+    body = next(f for f in fonts.FONTS if f.family == "texgyretermes" and not f.bold and not f.italic)
+    assert {fonts.choose(rng, "serif", bold=True, like=body).family for _ in range(20)} == {"texgyretermes"}
+
+
+@pytest.mark.parametrize("process", degrade.PROCESSES)
+def test_every_process_keeps_the_page_size_and_the_ink_under_each_line(process):
+    # One printed page's ink through each process: same size, uint8, text still darker than the paper.
+    seed = 4
+    page = make_page(seed, 0, page_type="printed", scale=SCALE)
+    rng = np.random.default_rng(seed)
+    ink = np.ones((page.image.shape[0], page.image.shape[1], 3), np.float32)
+    for ln in page.lines:
+        cv2.fillPoly(ink, [np.round(np.asarray(ln.polygon)).astype(np.int32)], (0.1, 0.1, 0.1))
+    still = cv2.getRotationMatrix2D((0, 0), 0.0, 1.0)
+    out = degrade.scan(ink, still, rng, process, dpi=175 * SCALE)
+    assert out.shape[:2] == ink.shape[:2] and out.dtype == np.uint8
+    grey = out if out.ndim == 2 else cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    if process == "fax":
+        assert set(np.unique(grey)) <= {0, 255}  # binarised
+    for ln in page.lines:
+        mask = np.zeros(grey.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(np.asarray(ln.polygon)).astype(np.int32)], 1)
+        assert grey[mask > 0].mean() < np.median(grey) - 40, (process, ln.text)
+
+
+def test_processes_follow_their_mix_per_page_type():
+    rng = np.random.default_rng(0)
+    for page_type, mix in degrade.PROCESS_MIX.items():
+        drawn = Counter(degrade.choose_process(page_type, rng) for _ in range(2000))
+        assert set(drawn) == set(mix)
+        for name, share in mix.items():
+            assert abs(drawn[name] / 2000 - share) < 0.05, (page_type, name, drawn)
+    with pytest.raises(ValueError, match="unknown process 'inkjet'"):
+        degrade.scan(np.ones((8, 8, 3), np.float32), np.eye(2, 3), rng, "inkjet")
+
+
+def test_receipts_are_narrow_capital_rolls_with_prices():
+    for seed in range(6):
+        page = make_page(seed, 0, page_type="receipt", scale=SCALE)
+        h, w = page.image.shape[:2]
+        assert w * 25.4 / (175 * SCALE) < 90 and h > w  # 58 or 80 mm wide (at 150-200 dpi)
+        assert all(ln.kind == "printed" for ln in page.lines) and len(page.lines) >= 8
+        texts = [ln.text for ln in page.lines]
+        assert sum(t == t.upper() for t in texts) >= 0.7 * len(texts), texts
+        assert sum(bool(re.search(r"\d+[.,]\d\d", t)) for t in texts) >= 3, texts  # prices and totals
+        assert max(y for ln in page.lines for _, y in ln.polygon) <= h  # trimmed below the last line, not through it
+
+
+def test_some_forms_are_filled_in_on_a_typewriter():
+    typed = hand = 0
+    for seed in range(12):
+        page = make_page(seed, 2, page_type="form", scale=SCALE)
+        fields = {r.id for r in page.regions if r.kind == "form_field"}
+        kinds = {ln.kind for ln in page.lines if ln.region in fields}
+        typed += "printed" in kinds  # combs and signatures stay handwritten
+        hand += "handwritten" in kinds
+    assert typed >= 1 and hand >= 6, (typed, hand)
+
+
+def test_a_share_of_printed_lines_is_set_in_capitals():
+    lines = [ln.text for seed in range(8) for ln in make_page(seed, 1, page_type="printed", scale=SCALE).lines]
+    lines = [t for t in lines if sum(ch.isalpha() for ch in t) >= 3]
+    caps = sum(t == t.upper() for t in lines) / len(lines)
+    assert 0.1 < caps < 0.6, caps
+
+
+def test_canvas_trim_refuses_to_cut_annotations():
+    from docrec.synth.canvas import Canvas
+    from docrec.synth.render import render_printed
+
+    c = Canvas(200, 300)
+    r = render_printed("TOTAL 12.50", fonts.FONTS[0], 20)
+    c.put(r, 10, 100, "printed")
+    c.trim(150)
+    assert c.image().shape[:2] == (150, 200)
+    with pytest.raises(ValueError, match="cut annotations"):
+        c.trim(90)

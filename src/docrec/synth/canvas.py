@@ -76,6 +76,16 @@ class Canvas:
         self.regions.append(reg)
         return reg
 
+    def trim(self, height: float) -> None:
+        """Cut the page to ``height`` pixels (a receipt torn off the roll below its last line)."""
+        height = int(min(self.height, max(1, round(height))))
+        kept = [p for ann in self.lines + self.regions for p in ann.polygon]
+        if kept and max(y for _, y in kept) > height:
+            raise ValueError(f"trimming to {height} px would cut annotations off the page")
+        self.height = height
+        self.light = self.light[:height]
+        self.graphics = self.graphics[:height]
+
     def image(self) -> np.ndarray:
         """The ink on white paper as float32 RGB in [0, 1]: text and graphics together."""
         g = self.graphics.astype(np.float32)[:, :, None] / 255.0

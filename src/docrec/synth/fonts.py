@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -28,22 +29,49 @@ class FontSpec:
     caps_only: bool = False  # lower case maps to capital glyphs: only upper-case text is honest
     exclude: str = ""  # characters whose glyph is not what the code point means
 
+    @property
+    def family(self) -> str:
+        """The face's family, shared by its cuts: the file name up to its first hyphen."""
+        return Path(self.path).stem.split("-")[0]
 
-FONTS: tuple[FontSpec, ...] = (
-    FontSpec("dejavu/DejaVuSerif.ttf", "serif"),
-    FontSpec("dejavu/DejaVuSans.ttf", "sans"),
-    FontSpec("dejavu/DejaVuSansMono.ttf", "mono"),
-    FontSpec("liberation/LiberationSerif-Regular.ttf", "serif"),
-    FontSpec("liberation/LiberationSerif-Bold.ttf", "serif", bold=True),
-    FontSpec("liberation/LiberationSerif-Italic.ttf", "serif", italic=True),
-    FontSpec("liberation/LiberationSans-Regular.ttf", "sans"),
-    FontSpec("liberation/LiberationSans-Bold.ttf", "sans", bold=True),
-    FontSpec("liberation/LiberationMono-Regular.ttf", "mono"),
+
+_BOLD = re.compile(r"bold|bd|demi|heavy|black", re.IGNORECASE)
+_ITALIC = re.compile(r"italic|ita$|oblique|condit$", re.IGNORECASE)
+
+#: Printed faces, by file pattern (under FONT_DIR) and style; weight and slant are read from the name.
+PRINTED: tuple[tuple[str, str], ...] = (
+    ("dejavu/DejaVuSerif.ttf", "serif"), ("dejavu/DejaVuSans.ttf", "sans"), ("dejavu/DejaVuSansMono.ttf", "mono"),
+    ("liberation/LiberationSerif-*.ttf", "serif"), ("liberation/LiberationSans-*.ttf", "sans"),
+    ("liberation/LiberationMono-*.ttf", "mono"),
+    ("texgyre/texgyre{bonum,pagella,schola,termes}-*.otf", "serif"),
+    ("texgyre/texgyre{adventor,heros,heroscn}-*.otf", "sans"), ("texgyre/texgyrecursor-*.otf", "mono"),
+    ("urw-base35/{C059,P052,NimbusRoman,URWBookman}-*.otf", "serif"),
+    ("urw-base35/{NimbusSans,NimbusSansNarrow,URWGothic}-*.otf", "sans"), ("urw-base35/NimbusMonoPS-*.otf", "mono"),
+    ("courier-prime/*.otf", "mono"),
+    ("tlwg/{TlwgTypewriter,TlwgMono}*.ttf", "mono"), ("tlwg/Kinnari*.ttf", "serif"),
+    ("tlwg/{Umpush,Sawasdee}*.ttf", "sans"),
+    ("cabin/*.otf", "sans"), ("league-spartan/*.otf", "sans"), ("quicksand/*.ttf", "sans"),
+    ("yanone-kaffeesatz/*.otf", "sans"), ("oxygen/Oxygen-Sans*.ttf", "sans"), ("oxygen/OxygenMono*.ttf", "mono"),
+    ("mononoki/*.ttf", "mono"), ("anonymous-pro/*.ttf", "mono"), ("inconsolata/*.otf", "mono"),
+    ("go/Go-{Regular,Bold,Italic,Bold-Italic,Medium,Medium-Italic}.ttf", "sans"), ("go/Go-Mono*.ttf", "mono"),
+    ("caladea/*.ttf", "serif"),
+    ("adf/{Accanthis,Baskervald,Berenis,Ikarius,Libris,Oldania,Romande,Tribun}*.otf", "serif"),
+    ("adf/Verana-*.otf", "serif"),
+    ("adf/{Gillius,Irianis,Switzera,Universalis}*.otf", "sans"), ("adf/VeranaSans-*.otf", "sans"),
+)
+
+#: Handwriting faces, each listed with what it can honestly write.
+HANDS: tuple[FontSpec, ...] = (
     FontSpec("dkg-handwriting/dkg.ttf", "hand"),
     FontSpec("breip/Breip.ttf", "hand"),
     FontSpec("kristi/Kristi.ttf", "hand"),
     FontSpec("dancingscript/DancingScript-Regular.otf", "hand"),
     FontSpec("dancingscript/DancingScript-Bold.otf", "hand", bold=True),
+    FontSpec("tlwg/Purisa.ttf", "hand"),
+    FontSpec("tlwg/Purisa-Oblique.ttf", "hand", italic=True),
+    FontSpec("tlwg/Purisa-Bold.ttf", "hand", bold=True),
+    FontSpec("comic-neue/ComicNeue-Regular.otf", "hand"),
+    FontSpec("comic-neue/ComicNeue-Italic.otf", "hand", italic=True),
     FontSpec("humor-sans/Humor-Sans.ttf", "hand", caps_only=True, exclude="€"),  # its euro is a face
     FontSpec("bwht/BecauseWeBuild-Regular.otf", "hand", caps_only=True),
     FontSpec("bwht/BecauseWeConnect-Regular.otf", "hand", caps_only=True),
@@ -52,6 +80,28 @@ FONTS: tuple[FontSpec, ...] = (
     FontSpec("bwht/BecauseWeMentor-Regular.otf", "hand", caps_only=True),
     FontSpec("bwht/BecauseWeOrganize-Regular.otf", "hand", caps_only=True),
 )
+
+
+def _braces(pattern: str) -> list[str]:
+    """``a/{x,y}*.ttf`` -> ``a/x*.ttf``, ``a/y*.ttf`` (glob has no braces)."""
+    m = re.search(r"\{([^}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    return [q for alt in m.group(1).split(",") for q in _braces(pattern[: m.start()] + alt + pattern[m.end():])]
+
+
+def _printed() -> tuple[FontSpec, ...]:
+    specs = []
+    for pattern, style in PRINTED:
+        files = sorted({f for q in _braces(pattern) for f in FONT_DIR.glob(q)})
+        for f in files:
+            cut = f.stem.split("-", 1)[1] if "-" in f.stem else ""  # Bold, BdIta, DemiOblique, Bold-Italic
+            specs.append(FontSpec(f.relative_to(FONT_DIR).as_posix(), style, bold=bool(_BOLD.search(cut)),
+                                  italic=bool(_ITALIC.search(cut))))
+    return tuple(specs)
+
+
+FONTS: tuple[FontSpec, ...] = _printed() + HANDS
 
 _PROBE_SIZE = 48
 
@@ -122,11 +172,15 @@ def fit_text(spec: FontSpec, text: str) -> str:
     return " ".join("".join(out).split())
 
 
-def choose(rng: np.random.Generator, style: str, bold: bool = False, italic: bool = False) -> FontSpec:
-    """A random printed font of ``style`` (serif, sans, mono); the regular cut where no bold/italic exists."""
+def choose(rng: np.random.Generator, style: str, bold: bool = False, italic: bool = False,
+           like: FontSpec | None = None) -> FontSpec:
+    """A random printed font of ``style`` (serif, sans, mono); the regular cut where no bold/italic exists.
+    ``like``: a cut of that font's family when it has one (a bold heading over its own body text)."""
     pool = [f for f in FONTS if f.style == style and f.bold == bold and f.italic == italic]
     if not pool:
         pool = [f for f in FONTS if f.style == style and not f.bold and not f.italic]
+    if like is not None:
+        pool = [f for f in pool if f.family == like.family and f.path != like.path] or pool
     return pool[int(rng.integers(len(pool)))]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from docrec.pages import Line
 from docrec.synth import fonts, render
-from docrec.synth.canvas import PENS, Color
+from docrec.synth.canvas import BLACK, PENS, Color
 from docrec.synth.layouts import Sheet, print_lines, writer
 from docrec.synth.render import Glyph, HandStyle, Word
 from docrec.synth.text import FIELDS
@@ -33,7 +33,7 @@ class _Form:
         self.p = p
         rng = p.rng
         self.font = fonts.choose(rng, "sans" if p.chance(0.7) else "serif")
-        self.bold = fonts.choose(rng, self.font.style, bold=True)
+        self.bold = fonts.choose(rng, self.font.style, bold=True, like=self.font)
         self.size = p.pt(p.uniform(8, 10.5))
         self.hand = writer(p, caps=0.5, x_mm=(2.0, 2.9))
         self.pen = PENS[int(rng.integers(len(PENS)))]
@@ -41,6 +41,8 @@ class _Form:
         self.thick = max(1, round(p.dpi / 150))
         self.fill = p.uniform(0.75, 1.0)  # chance that a field is filled in
         self.row_h = max(self.hand.size * 2.2, self.size * 2.6)
+        # Some forms are filled in on a typewriter or a printer: values in a monospace face.
+        self.typed = fonts.choose(rng, "mono", bold=p.chance(0.2)) if p.chance(0.3) else None
 
     def label(self, text: str, x0: float, x1: float, y: float, bold: bool = False) -> list[Line]:
         """A printed label with its baseline at ``y``."""
@@ -50,6 +52,8 @@ class _Form:
     def value(self, text: str, x0: float, x1: float, y: float, hand: HandStyle | None = None) -> Line | None:
         """Write ``text`` by hand from (x0, y) so that it ends before x1: smaller, or shortened, if needed."""
         p = self.p
+        if self.typed is not None and hand is None:
+            return self._typed(text, x0, x1, y)
         hand = hand or self.hand
         words = fonts.fit_text(hand.font, text).split()
         if not words:
@@ -65,6 +69,21 @@ class _Form:
         if x0 + r.right > x1 or not p.canvas.fits(r, x0, y):
             return None
         return p.canvas.put(r, x0, y, "handwritten", self.pen, p.uniform(0.8, 1.0))
+
+    def _typed(self, text: str, x0: float, x1: float, y: float) -> Line | None:
+        """A typewritten value from (x0, y), shortened by words to end before x1."""
+        p = self.p
+        text = text.upper() if p.chance(p.caps) else text
+        words = fonts.fit_text(self.typed, text).split()
+        size = round(self.size * p.uniform(0.95, 1.2))
+        while words:
+            r = render.render_printed(" ".join(words), self.typed, size)
+            if x0 + r.advance <= x1:
+                break
+            words = words[:-1]
+        if not words or not p.canvas.fits(r, x0, y):
+            return None
+        return p.canvas.put(r, x0, y, "printed", BLACK, p.uniform(0.7, 1.0))
 
     def comb(self, text: str, x0: float, y_top: float, cell: float, count: int) -> Line | None:
         """Write one character per box of a comb of ``count`` boxes starting at x0."""

@@ -22,12 +22,15 @@ from docrec.pages import Line, Page, Region
 from docrec.synth import degrade, layouts
 from docrec.synth.canvas import Canvas
 from docrec.synth.forms import form_page
+from docrec.synth.receipts import paper as receipt_paper
+from docrec.synth.receipts import receipt_page
 from docrec.synth.text import LOCALES, TextSource
 
 #: Page types and how often each occurs by default.
 PAGE_TYPES: dict[str, Callable[[layouts.Sheet], None]] = {
-    "printed": layouts.printed_page, "handwritten": layouts.handwritten_page, "form": form_page}
-DEFAULT_MIX: dict[str, float] = {"printed": 0.4, "handwritten": 0.3, "form": 0.3}
+    "printed": layouts.printed_page, "handwritten": layouts.handwritten_page, "form": form_page,
+    "receipt": receipt_page}
+DEFAULT_MIX: dict[str, float] = {"printed": 0.3, "handwritten": 0.3, "form": 0.25, "receipt": 0.15}
 #: Paper sizes in millimetres.
 PAPERS = ((210.0, 297.0), (215.9, 279.4))  # A4, US Letter
 #: JPEG at this quality is a third of the size of PNG for noisy scans and decodes faster.
@@ -42,6 +45,7 @@ class SynthPage:
     regions: list[Region]
     lines: list[Line]
     page_type: str
+    process: str = "scan"  # how it became pixels (docrec.synth.degrade.PROCESSES)
 
 
 def make_page(seed: int, index: int, page_type: str | None = None, scale: float = 1.0) -> SynthPage:
@@ -55,7 +59,7 @@ def make_page(seed: int, index: int, page_type: str | None = None, scale: float 
     if page_type not in PAGE_TYPES:
         raise ValueError(f"unknown page type {page_type!r}; choose one of {', '.join(PAGE_TYPES)}")
     dpi = float(rng.uniform(150, 200)) * scale
-    paper_w, paper_h = PAPERS[int(rng.random() < 0.3)]
+    paper_w, paper_h = receipt_paper(rng) if page_type == "receipt" else PAPERS[int(rng.random() < 0.3)]
     canvas = Canvas(round(paper_w * dpi / 25.4), round(paper_h * dpi / 25.4))
     text = TextSource(LOCALES[int(rng.integers(len(LOCALES)))], rng)
     PAGE_TYPES[page_type](layouts.setup(canvas, text, rng, dpi))
@@ -63,7 +67,8 @@ def make_page(seed: int, index: int, page_type: str | None = None, scale: float 
     points = [pt for ann in canvas.regions + canvas.lines for pt in ann.polygon]
     points += [pt for ln in canvas.lines for pt in ln.baseline or []]
     matrix = degrade.choose_skew(points, canvas.width, canvas.height, rng)
-    image = degrade.scan(canvas.image(), matrix, rng)
+    process = degrade.choose_process(page_type, rng)
+    image = degrade.scan(canvas.image(), matrix, rng, process, dpi)
 
     def move(pts: list) -> list:
         return [(float(x), float(y)) for x, y in degrade.transform(np.asarray(pts, np.float64), matrix)]
@@ -72,7 +77,7 @@ def make_page(seed: int, index: int, page_type: str | None = None, scale: float 
         ann.polygon = move(ann.polygon)
     for ln in canvas.lines:
         ln.baseline = move(ln.baseline) if ln.baseline else None
-    return SynthPage(image, canvas.regions, canvas.lines, page_type)
+    return SynthPage(image, canvas.regions, canvas.lines, page_type, process)
 
 
 def encode(image: np.ndarray) -> bytes:

@@ -33,6 +33,7 @@ class Sheet:
     top: float = 0.0
     bottom: float = 0.0
     darkness: float = 1.0  # toner: how dark the printed text comes out
+    caps: float = 0.0  # chance a short printed line is set in capitals (a long one: a quarter of it)
     ink: Color = BLACK  # printing ink (forms are often printed in a colour)
 
     def pt(self, points: float) -> int:
@@ -58,6 +59,8 @@ def setup(canvas: Canvas, text: TextSource, rng: np.random.Generator, dpi: float
     p.left, p.right = p.mm(p.uniform(15, 25)), canvas.width - p.mm(p.uniform(15, 25))
     p.top, p.bottom = p.mm(p.uniform(12, 20)), canvas.height - p.mm(p.uniform(14, 22))
     p.darkness = p.uniform(0.8, 1.0)
+    # Headings, labels and whole forms are often in capitals (a third of real form lines are).
+    p.caps = 0.0 if p.chance(0.35) else p.uniform(0.1, 0.7)
     return p
 
 
@@ -70,6 +73,8 @@ def print_lines(p: Sheet, paragraphs: list[str], font: FontSpec, size: int, x0: 
     bottom = p.bottom if bottom is None else bottom
     out: list[Line] = []
     for para in paragraphs:
+        if p.caps and p.chance(p.caps if len(para) <= 40 else p.caps / 4):
+            para = para.upper()
         para = fonts.fit_text(font, para)
         for s in filter(None, render.wrap_printed(para, font, size, x1 - x0) if wrap else [para]):
             r = render.render_printed(s, font, size)
@@ -163,7 +168,7 @@ def _bullet(rng: np.random.Generator) -> str:
 def _letterhead(p: Sheet, font: FontSpec, y: float) -> float:
     """Company name and address at the top; returns the baseline below it."""
     c, ts = p.canvas, p.text
-    bold = fonts.choose(p.rng, font.style, bold=True)
+    bold = fonts.choose(p.rng, font.style, bold=True, like=font)
     size = p.pt(p.uniform(14, 22))
     align = ["left", "center", "right"][int(p.rng.integers(3))]
     name, y = print_lines(p, [ts.company()], bold, size, p.left, p.right, y + size, align=align)
@@ -197,7 +202,7 @@ def _letter(p: Sheet) -> None:
                           align="right" if p.chance(0.6) else "left")
     c.region("printed", date)
     y += lead * 0.8
-    subject, y = print_lines(p, [ts.subject()], fonts.choose(rng, font.style, bold=True), size, p.left, p.right, y,
+    subject, y = print_lines(p, [ts.subject()], fonts.choose(rng, font.style, bold=True, like=font), size, p.left, p.right, y,
                              lead)
     c.region("printed", subject)
     y += lead * 0.8
@@ -220,7 +225,7 @@ def _letter(p: Sheet) -> None:
 def _invoice(p: Sheet) -> None:
     c, ts, rng = p.canvas, p.text, p.rng
     font = _body_font(p)
-    bold = fonts.choose(rng, font.style, bold=True)
+    bold = fonts.choose(rng, font.style, bold=True, like=font)
     size = p.pt(p.uniform(8.5, 11))
     lead = size * p.uniform(1.2, 1.45)
     y = _letterhead(p, font, p.top) + p.mm(p.uniform(6, 14))

@@ -42,3 +42,53 @@ def write_previews(out_dir: str | Path, seed: int = 0, height: int = 600) -> lis
         palette.save(path, optimize=True)
         paths.append(path)
     return paths
+
+
+def contact_sheet(seed: int = 0, height: int = 360, real: dict[str, str | Path] | None = None,
+                  annotations: bool = False) -> np.ndarray:
+    """Every page type through each of its processes, a row per type (RGB); ``real`` adds at the end
+    of a type's row a real page of that kind (``{page_type: image path}``), scaled the same, to set
+    beside it. The first page of ``seed`` that each (type, process) pair draws is shown."""
+    from docrec.images import read_image
+    from docrec.synth.degrade import PROCESS_MIX
+
+    rows = []
+    for page_type in PAGE_TYPES:
+        wanted, tiles = list(PROCESS_MIX[page_type]), {}
+        for index in range(64):
+            page = make_page(seed, index, page_type=page_type)
+            if page.process in wanted and page.process not in tiles:
+                tiles[page.process] = _tile(draw(page, height) if annotations else _rgb(page.image), height,
+                                            f"{page_type} / {page.process}")
+            if len(tiles) == len(wanted):
+                break
+        row = [tiles[p] for p in wanted if p in tiles]
+        if real and page_type in real:
+            row.append(_tile(read_image(Path(real[page_type]), long_side=4 * height), height, f"real: {Path(real[page_type]).name}"))
+        rows.append(np.hstack([np.pad(t, ((0, 0), (0, 8), (0, 0)), constant_values=255) for t in row]))
+    width = max(r.shape[1] for r in rows)
+    return np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+
+
+def _tile(rgb: np.ndarray, height: int, caption: str) -> np.ndarray:
+    """The image scaled to ``height`` with a caption band above it."""
+    rgb = _rgb(rgb)
+    s = height / rgb.shape[0]
+    img = cv2.resize(rgb, (max(1, round(rgb.shape[1] * s)), height), interpolation=cv2.INTER_AREA)
+    band = np.full((22, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([band, img])
+
+
+def write_contact_sheet(path: str | Path, seed: int = 0, height: int = 360,
+                        real: dict[str, str | Path] | None = None) -> Path:
+    """:func:`contact_sheet` as a PNG (64-colour palette: small, text still crisp)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet = Image.fromarray(contact_sheet(seed, height, real))
+    sheet.quantize(64, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(path, optimize=True)
+    return path
