@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     if "LOCAL_RANK" in os.environ:  # a torchrun rank dies with its launcher, however the launcher dies
-        from docrec.engine.data import die_with_parent
+        from docrec.data.loading import die_with_parent
 
         die_with_parent(os.getppid())
     _rank_overrides()

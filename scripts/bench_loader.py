@@ -6,7 +6,7 @@
     python scripts/bench_loader.py --padding FORMAT=PATH [FORMAT=PATH ...] [--long-side 2048] [--batch 4]
 
 Without --manifest it generates --pages synthetic pages (real size, JPEG) into a temp folder.
-The loaders are the trainer's (``docrec.engine.data.make_loaders`` with configs/data/synthetic.yaml
+The loaders are the trainer's (``docrec.data.loading.make_loaders`` with configs/data/synthetic.yaml
 and the overrides given here), so worker start-up, prefetching and collation are as in training.
 
 Reports, all on the training pipeline (augmentation on, whole pages unless --crop):
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def padding_share(pages: list, long_side: int, batch: int, factor: int, epochs: int = 3) -> float:
     """Share of the pixels of whole-page batches that are padding (pages scaled to ``long_side``, each
     padded to multiples of 32 as the pipeline does), batched by the trainer's batch sampler."""
-    from docrec.engine.sampler import EpochBatchSampler, ResumableSampler, aspect_groups
+    from docrec.data.sampler import EpochBatchSampler, ResumableSampler, aspect_groups
 
     def up32(v: float) -> int:
         return -(-round(v) // 32) * 32
@@ -136,7 +136,7 @@ def load_pages(args: argparse.Namespace, tmp: list) -> list:
 
 def loaders(pages: list, charset, args: argparse.Namespace, workers: int):
     """The trainer's training loader over ``pages`` (whole epoch, shuffled by the resumable sampler)."""
-    from docrec.engine.data import PageSplits, make_loaders
+    from docrec.data.loading import PageSplits, make_loaders
 
     data_cfg = OmegaConf.load(REPO / "configs" / "data" / "synthetic.yaml")
     data_cfg.merge_with({"long_side": args.long_side, "crop": list(args.crop) if args.crop else None,
@@ -288,13 +288,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(result, indent=2))
         return 0
     from docrec.data.dataset import collate
-    from docrec.models.charset import Charset
+    from docrec.text import Charset
 
     # One torch thread here, as DataLoader gives each worker, so that workers=0, the profile and
     # the single-process numbers show a worker's cost. (With more OpenMP threads than idle cores,
     # the tensor copies in collate run tens of times slower.)
     torch.set_num_threads(1)
-    from docrec.engine.data import keep_freed_memory
+    from docrec.data.loading import keep_freed_memory
 
     keep_freed_memory()  # as each loader worker does
     if args.cv2_threads is not None:

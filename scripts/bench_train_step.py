@@ -79,10 +79,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from docrec.data.dataset import normalize
+from docrec.data.dataset import normalize, to_model_input
 from docrec.data.targets import build_targets
+from docrec.engine.config import compose_train_config
+from docrec.engine.optim import build_optimizer
 from docrec.engine.runtime import Runtime, peak_bf16_flops, setup
-from docrec.engine.trainer import build_optimizer
 from docrec.models import Charset, DocRecModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ SETTINGS: dict = {"neck": None, "line_mix": "form", "width_groups": None}
 
 def model_config(p_min: float = 1.0) -> dict:
     """configs/model/default.yaml with the given keep probability (and ``--neck``, ``--bucket-ratio``)."""
-    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "model" / "default.yaml"), resolve=True)
+    cfg = OmegaConf.to_container(compose_train_config().model, resolve=True)
     cfg["kinds"] = KINDS
     cfg["backbone"]["p_min"] = p_min
     cfg["neck"] = SETTINGS["neck"] or cfg["neck"]
@@ -208,9 +209,7 @@ def train_step(model: DocRecModel, opt: torch.optim.Optimizer, images_u8: Tensor
     ``backbone_only``: the backbone alone (a stand-in loss on C2..C5), what stochastic depth can speed up.
     """
     opt.zero_grad(set_to_none=True)
-    images = normalize(images_u8)
-    if rt.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    images, _ = to_model_input(images_u8, None, images_u8.device, rt.channels_last)
     model.set_step(step)
     torch.manual_seed(step)  # the same line subset and jitter for every variant at this step
     with rt.autocast():

@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
+from docrec.data.loading import worker_dies_with
 from docrec.engine.config import abs_path, data_sources
-from docrec.engine.data import worker_dies_with
-from docrec.engine.inference import load_model
 from docrec.engine.runtime import loader_workers, setup
 from docrec.engine.validate import run_validation
 from docrec.formats import load
+from docrec.inference import load_model
 
 log = logging.getLogger("docrec.evaluate")
 

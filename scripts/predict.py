@@ -24,14 +24,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from docrec import __version__
-from docrec.data.dataset import normalize, pad_images
+from docrec.data.dataset import pad_images, to_model_input
+from docrec.data.loading import worker_dies_with
 from docrec.engine.config import ConfigError, abs_path
-from docrec.engine.data import worker_dies_with
-from docrec.engine.inference import ImageFolder, find_images, load_model, to_page
 from docrec.engine.runtime import loader_workers, setup
 from docrec.engine.tb import draw_lines
 from docrec.formats import alto, manifest, mirrored_names, pagexml, relative_image
 from docrec.images import read_image
+from docrec.inference import ImageFolder, find_images, load_model, to_page
 
 #: What predict can write per page, and the suffix of each file.
 FORMATS = {"page": ".xml", "alto": ".alto.xml", "json": ".json", "overlay": ".overlay.png"}
@@ -79,9 +79,7 @@ def main(cfg: DictConfig) -> None:
     n_lines, done = 0, 0
     with torch.no_grad(), tqdm(total=len(paths), desc="predict", disable=len(paths) < 2) as bar:
         for images, metas in loader:
-            x = normalize(images.to(rt.device))
-            if rt.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, _ = to_model_input(images, None, rt.device, rt.channels_last)
             with rt.autocast():
                 preds = model(x)
             for pred, meta in zip(preds, metas):

@@ -25,12 +25,11 @@ import cv2
 import numpy as np
 
 from docrec.data.dataset import PageDataset
-from docrec.data.targets import IGNORE_INDEX
 from docrec.formats import FORMATS, load
 from docrec.metrics import PageEvaluator
-from docrec.models.charset import Charset
 from docrec.pages import DataError
 from docrec.postprocess import lines_from_maps
+from docrec.text import IGNORE_INDEX, Charset
 
 KINDS = ("printed", "handwritten")  # configs/data/synthetic.yaml: data.kinds (form fields are regions)
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+
+from docrec.engine.config import compose_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def compose_cfg(overrides: list[str] | None = None):
     """The training config as `python train.py OVERRIDES` would compose it."""
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [])
+    return compose_train_config(overrides or [])
 
 
 @pytest.fixture(scope="session")

@@ -199,8 +199,8 @@ def test_a_grey_page_is_augmented_as_one_channel_and_batched_as_three(tmp_path):
     from omegaconf import OmegaConf
 
     from docrec.data.dataset import PageDataset, collate
-    from docrec.models.charset import Charset
     from docrec.pages import Line, Page
+    from docrec.text import Charset
 
     grey = np.full((200, 300), 255, np.uint8)
     cv2.rectangle(grey, (20, 40), (260, 70), 0, -1)

@@ -9,11 +9,11 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
+from docrec.data.loading import PageSplits, make_loaders
+from docrec.data.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
 from docrec.engine.config import ConfigError, check_config
-from docrec.engine.data import PageSplits, make_loaders
-from docrec.engine.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
-from docrec.models.charset import Charset
 from docrec.pages import Line, Page
+from docrec.text import Charset
 from tests.conftest import compose_cfg
 
 A4, LANDSCAPE, RECEIPT = 1 / 2**0.5, 2**0.5, 0.35
@@ -119,7 +119,7 @@ _SAMPLE_FAULTS = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "keep":
-    from docrec.engine.data import keep_freed_memory
+    from docrec.data.loading import keep_freed_memory
     assert keep_freed_memory()
 def sample():  # a page's worth of arrays, allocated, touched and freed, as a loader does per sample
     arrays = [np.ones((1024, 1024 + 64 * i), np.uint8) for i in range(6)]

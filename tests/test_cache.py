@@ -94,7 +94,7 @@ def test_training_samples_are_the_same_with_the_cache(tmp_path, monkeypatch):
     """Trainer's loaders with data.cache_dir: the same batches, cold and warm, and the warm pass decodes nothing."""
     from omegaconf import OmegaConf
 
-    from docrec.engine.data import PageSplits, make_loaders
+    from docrec.data.loading import PageSplits, make_loaders
     from docrec.formats import load
     from docrec.models import Charset
     from tests.conftest import compose_cfg, make_toy_pages

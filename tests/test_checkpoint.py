@@ -6,8 +6,8 @@ import pickle
 import pytest
 import torch
 
+from docrec.data.sampler import ResumableSampler
 from docrec.engine import checkpoint as ckpt
-from docrec.engine.sampler import ResumableSampler
 
 
 def test_round_trip_and_marker(tmp_path):

@@ -3,7 +3,9 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from docrec.engine.config import ConfigError, check_config
+from omegaconf import OmegaConf
+
+from docrec.engine.config import CONFIG_DIR, ConfigError, check_config
 from tests.conftest import compose_cfg
 
 
@@ -12,12 +14,40 @@ def _with_data(tmp_path, overrides):
     return compose_cfg([f"data.path={tmp_path / 't.jsonl'}", "data.val_path=null", *overrides])
 
 
-def test_every_config_group_composes():
-    for ov in (["experiment=smoke"], ["experiment=funsd", "data.path=x"], ["experiment=handwriting", "data.path=x"],
-               ["augment=none"], ["augment=handwriting"], ["data=alto", "data.path=x"], ["data=sroie", "data.path=x"],
-               ["data=manifest", "data.path=x"]):
-        cfg = compose_cfg(ov)
-        assert cfg.model.backbone.p_min > 0
+def _group(name: str) -> list[str]:
+    return sorted(f.stem for f in (CONFIG_DIR / name).glob("*.yaml"))
+
+
+#: Experiments that combine with another (finetune goes on top of a training recipe).
+_ON_TOP = {"finetune": ["experiment=[cpu,finetune]"]}
+
+
+@pytest.mark.parametrize("override", [
+    *[o for name in _group("experiment") for o in _ON_TOP.get(name, [f"experiment={name}"])],
+    *[f"data={name}" for name in _group("data")], *[f"augment={name}" for name in _group("augment")]])
+def test_every_experiment_data_and_augment_config_composes_checks_and_builds_its_model(tmp_path, override):
+    # Every file of those groups, as a user would pick it: composed, checked, its model built.
+    from docrec.models import build_model
+    from docrec.text import Charset
+
+    cfg = _with_data(tmp_path, [override])
+    # Sources whose path the user must give (mixed data, the fine-tune recipes) get one.
+    unset = [i for i, src in enumerate(OmegaConf.select(cfg, "data.sources") or [])
+             if OmegaConf.is_missing(src, "path") or ("path" in src and src.path is None)]
+    cfg = _with_data(tmp_path, [override, *(f"data.sources.{i}.path={tmp_path / 't.jsonl'}" for i in unset)])
+    check_config(cfg)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    assert model_cfg["kinds"] == list(cfg.data.kinds) and model_cfg["backbone"]["seed"] == cfg.seed
+    assert model_cfg["region_kinds"] == list(cfg.data.get("region_kinds") or [])
+    model = build_model(model_cfg, Charset.build(["abc 123"]))
+    assert model.kinds == list(cfg.data.kinds)
+
+
+def test_model_kinds_follow_the_data_and_an_override_of_them_is_refused(tmp_path):
+    cfg = _with_data(tmp_path, ["data.kinds=[printed]", "data.region_kinds=[]", "seed=7"])
+    assert list(cfg.model.kinds) == ["printed"] and cfg.model.backbone.seed == 7
+    with pytest.raises(ConfigError, match=r"model\.kinds follows data\.kinds"):
+        check_config(_with_data(tmp_path, ["model.kinds=[printed]"]))
 
 
 @pytest.mark.parametrize("override,key", [

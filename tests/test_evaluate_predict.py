@@ -167,7 +167,7 @@ def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):
 
 def test_postprocess_overrides_take_the_checkpoints_other_values_and_refuse_unknown_keys(trained):
     from docrec.engine.config import ConfigError
-    from docrec.engine.inference import load_model
+    from docrec.inference import load_model
 
     checkpoint = trained[0] / "checkpoints" / "last.pt"
     base, _, cfg = load_model(checkpoint)

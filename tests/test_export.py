@@ -23,8 +23,8 @@ pytest.importorskip("onnxscript")  # torch.onnx's exporter (dynamo=True) is buil
 
 from docrec.data.dataset import normalize
 from docrec.engine import checkpoint as ckpt
-from docrec.engine.inference import ImageFolder, find_images, load_model
 from docrec.export import DECODER_FILE, ENCODER_FILE, SEGMENTATION_FILE
+from docrec.inference import ImageFolder, find_images, load_model
 from docrec.models import Charset, build_model
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from docrec.data.loading import load_splits
 from docrec.engine.config import check_config, data_sources
-from docrec.engine.data import load_splits
 from docrec.formats import IMAGE_RULES, load, root_element
 from docrec.formats import alto as alto_fmt
 from docrec.formats import pagexml as page_fmt

@@ -16,14 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
+from docrec.data.loading import load_splits
 from docrec.engine import checkpoint as ckpt
-from docrec.engine.data import load_splits
+from docrec.engine.report import data_health
 from docrec.engine.runtime import alive_pids, child_pids
-from docrec.engine.trainer import data_health
 from docrec.formats import load
 from docrec.images import image_size, read_image
-from docrec.models.charset import Charset
 from docrec.pages import DataError
+from docrec.text import Charset
 from tests.conftest import REPO, compose_cfg
 from tests.test_train import TINY, _data
 
@@ -82,7 +82,7 @@ def test_a_killed_run_leaves_no_loader_worker_behind(toy_data, tmp_path, sig):
 
 def test_a_worker_whose_parent_is_gone_exits_at_once():
     # A child told that its parent is another pid (one that died before the call) must exit, not live on.
-    script = "import os; from docrec.engine.data import die_with_parent; die_with_parent(os.getppid() + 10**6); print(1)"
+    script = "import os; from docrec.data.loading import die_with_parent; die_with_parent(os.getppid() + 10**6); print(1)"
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 1 and run.stdout == ""
 
@@ -94,7 +94,7 @@ def test_a_child_that_ignores_sigterm_dies_with_its_killed_parent_only_when_aske
     # die_with_parent it outlives a parent killed with SIGKILL (the control); with it, it dies at once.
     ready = tmp_path / "ready"
     child = ("import os, signal, time\n"
-             + ("from docrec.engine.data import die_with_parent\ndie_with_parent(os.getppid())\n" if dies_with_parent else "")
+             + ("from docrec.data.loading import die_with_parent\ndie_with_parent(os.getppid())\n" if dies_with_parent else "")
              + f"signal.signal(signal.SIGTERM, signal.SIG_IGN)\nopen({str(ready)!r}, 'w').close()\ntime.sleep(120)\n")
     parent = ("import subprocess, sys, time\n"
               f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\nprint(c.pid, flush=True)\ntime.sleep(120)\n")

@@ -6,7 +6,6 @@ Selected by ``pytest -m gpu`` (scripts/gpu_check.sh); skipped where no CUDA devi
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +17,13 @@ from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
 from docrec.engine.runtime import setup
 from docrec.models import Charset, build_model
+from tests.conftest import compose_cfg
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 KINDS = ["printed", "handwritten"]
 REGION_KINDS = ["form_field"]
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
 TEXTS = ["Invoice 4711", "total 12.50 EUR", "Paris, le 3 mai", "Name:", "signature", "ok"]
 #: A small model (resnet18, narrow heads) for the compile test: compilation time grows with regions, not size.
 SMALL = {
@@ -75,7 +74,7 @@ def test_bf16_channels_last_training_step_of_the_default_model(charset):
     rt = setup("cuda", "auto", "auto")
     assert rt.precision == "bf16" and rt.channels_last
     torch.manual_seed(0)
-    model = build_model(OmegaConf.load(DEFAULT_MODEL), charset).to(rt.device).to(memory_format=torch.channels_last).train()
+    model = build_model(OmegaConf.to_container(compose_cfg().model, resolve=True), charset).to(rt.device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images, targets = _batch(charset, rt.device, size=320)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

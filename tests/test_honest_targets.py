@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 from docrec.data.dataset import PageDataset, erased_holes, hidden_share
-from docrec.data.targets import IGNORE_INDEX, build_targets
+from docrec.data.targets import build_targets
 from docrec.formats import manifest
-from docrec.models.charset import Charset
 from docrec.models.segmentation import segmentation_losses
 from docrec.postprocess import line_regions
+from docrec.text import IGNORE_INDEX, Charset
 
 KINDS = ["printed", "handwritten"]
 CHARSET = Charset.build(["hello world form"])

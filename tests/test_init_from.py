@@ -8,8 +8,8 @@ import torch
 from docrec.engine.config import ConfigError
 from docrec.engine.init_from import check_architecture, grow_charset, transfer
 from docrec.models import build_model
-from docrec.models.charset import Charset
 from docrec.models.stochastic_depth import build_backbone
+from docrec.text import Charset
 from tests.conftest import REPO
 from tests.test_model import TINY, batch
 

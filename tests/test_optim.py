@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from docrec.engine.trainer import build_optimizer, load_optimizer_state
+from docrec.engine.optim import build_optimizer, load_optimizer_state
 from docrec.models import Charset, build_model
 from tests.test_model import TINY
 

@@ -15,10 +15,10 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from docrec.data.loading import load_splits
+from docrec.data.sampler import ResumableSampler, WeightedSourceSampler
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError, check_config
-from docrec.engine.data import load_splits
-from docrec.engine.sampler import ResumableSampler, WeightedSourceSampler
 from tests.conftest import REPO, compose_cfg, make_toy_pages
 
 

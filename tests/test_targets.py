@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from docrec.data.targets import IGNORE_INDEX, build_targets, core_mask
+from docrec.data.targets import build_targets, core_mask
 from docrec.geometry import CORE_SHRINK, line_core, line_cores, line_quad, unclip_distance
 from docrec.models import Charset, lines_from_maps
+from docrec.text import IGNORE_INDEX
 
 KINDS = ("printed", "handwritten", "form_field")
 CHARSET = Charset.build(["hello world", "Invoice 4711"])

@@ -223,7 +223,8 @@ def test_precise_bn_recalibrates_raw_and_ema_before_validation(toy_data, tmp_pat
 
 def test_step_flops_are_counted_without_touching_the_run(toy_data, tmp_path):
     """The MFU scalar's FLOPs count (CUDA runs): a forward + backward leaving buffers, gradients and RNG as they were."""
-    from docrec.engine.trainer import build_run, measure_step_flops
+    from docrec.engine.report import measure_step_flops
+    from docrec.engine.trainer import build_run
     run = build_run(compose_cfg([*TINY, *_data(toy_data), "logger.enabled=false"]), tmp_path / "run")
     buffers = {k: v.clone() for k, v in run.raw.named_buffers()}
     rng = torch.get_rng_state()

@@ -45,11 +45,11 @@ from torch.export import Dim
 
 from docrec.data.augment import WHITE
 from docrec.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from docrec.engine.inference import load_model
-from docrec.models.charset import SPECIALS, Charset
+from docrec.inference import load_model
 from docrec.models.docrec_model import SIZE_DIVISOR, DocRecModel
 from docrec.models.recognition import RecognitionHead
 from docrec.models.roi import roi_widths, sample_rois
+from docrec.text import SPECIALS, Charset
 
 FORMAT_VERSION = 2  # 2: decoder_step.onnx with a key/value cache; the encoder gives the cross-attention cache
 DEFAULT_OPSET = 18

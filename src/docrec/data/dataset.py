@@ -32,6 +32,18 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - mean) / std
 
 
+def to_model_input(images: torch.Tensor, targets: list[dict] | None, device: torch.device,
+                   channels_last: bool = False) -> tuple[torch.Tensor, list[dict] | None]:
+    """A loader batch as the model takes it: uint8 images on ``device``, normalised, channels-last
+    when asked; the targets (if any) on the same device."""
+    images = normalize(images.to(device, non_blocking=True))
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    if targets is not None:
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """Augmentation seed of one sample: a pure function, so resumed runs and any worker count agree."""
     return (seed * 1_000_003 + epoch * 65_537 + index) % (2**31 - 1)

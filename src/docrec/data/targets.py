@@ -7,7 +7,6 @@ Pure functions of the (augmented) line polygons; the data pipeline calls
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -15,12 +14,8 @@ import torch
 from torch import Tensor
 
 from docrec.geometry import CORE_SHRINK, line_cores, line_quads
+from docrec.text import IGNORE_INDEX, Charset
 
-if TYPE_CHECKING:  # the models package imports this module; the charset is only duck-typed here
-    from docrec.models.charset import Charset
-
-#: Label of pixels (and line kinds) that take no part in the class loss.
-IGNORE_INDEX = 255
 #: Lines whose visible polygon is smaller than this (pixels^2) are dropped (crop slivers).
 MIN_LINE_AREA = 8.0
 

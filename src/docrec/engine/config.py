@@ -23,6 +23,19 @@ class ConfigError(ValueError):
 
 #: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value, except
 #: that a source with its own ``path`` holds its validation pages out of them unless it sets ``val_path``.
+#: The repository's configs/ (train.yaml and its groups).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+def compose_train_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The training config as ``python train.py OVERRIDES`` composes it (Hydra's compose API, for
+    tests, scripts and benchmarks that build parts of a run outside ``train.py``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
 SOURCE_READER_KEYS = ("format", "path", "val_path", "val_fraction", "kind", "strict", "allow_outside_root",
                       "limit_pages", "max_val_pages")
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -106,6 +119,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.monitor_mode must be max or min, got {cfg.trainer.monitor_mode!r}")
     if not list(_get(cfg, "data.kinds")):
         raise ConfigError("data.kinds must list at least one kind")
+    for key, data_key in (("model.kinds", "data.kinds"), ("model.region_kinds", "data.region_kinds")):
+        if list(OmegaConf.select(cfg, key) or []) != list(OmegaConf.select(cfg, data_key) or []):
+            raise ConfigError(f"{key} follows {data_key} (configs/model/default.yaml interpolates it): set "
+                              f"{data_key} instead, got {key}={list(OmegaConf.select(cfg, key) or [])}")
     epoch_pages = OmegaConf.select(cfg, "data.epoch_pages")
     if epoch_pages is not None:
         _number(cfg, "data.epoch_pages", 1, integer=True)

@@ -18,11 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from docrec.engine.config import ConfigError
-from docrec.models.charset import Charset, normalize
 from docrec.models.fpn import LEGACY_NECK
+from docrec.text import Charset, normalize
 
 #: Model settings that change the shape or meaning of weights (``model.<key>``).
 ARCHITECTURE_KEYS = (
@@ -138,3 +139,12 @@ def apply_init(model: nn.Module, state: Mapping, source: str, weights: str, run_
     return transfer(model, sd, source, Charset.from_dict(state["charset"]), charset,
                     list(ckpt_cfg["data"]["kinds"]), list(run_data["kinds"]),
                     list(ckpt_cfg["data"].get("region_kinds") or []), list(run_data.get("region_kinds") or []))
+
+
+def init_weights(model: nn.Module, init: dict, cfg, model_cfg: dict, charset: Charset, rt) -> None:
+    """``init_from``: the checkpoint's weights (grown to the run's charset and kinds); prints the load report."""
+    loaded = apply_init(model, init, str(cfg.init_from), cfg.get("init_weights", "ema"), model_cfg,
+                        OmegaConf.to_container(cfg.data, resolve=True), charset)
+    if rt.is_main:
+        print(f"docrec | init_from {cfg.init_from} ({cfg.get('init_weights', 'ema')} weights, step "
+              f"{init['step']} of that run): {loaded.summary()}", flush=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import random
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,3 +200,38 @@ def alive_pids(pids: set[int]) -> set[int]:
         if state != "Z":
             alive.add(pid)
     return alive
+
+
+class StopReason(enum.IntEnum):
+    """Why the loop ends before ``trainer.max_steps``. Integers, so DDP ranks agree on one with a
+    single all-reduce (the largest wins: early stopping is decided on rank 0, a signal may reach
+    the ranks at different steps)."""
+
+    NONE = 0
+    SIGINT = signal.SIGINT
+    SIGTERM = signal.SIGTERM
+    EARLY_STOP = 1000
+
+
+class StopFlag:
+    """SIGTERM/SIGINT set the reason; the loop saves a checkpoint at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.reason = StopReason.NONE
+        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _set(self, signum, frame) -> None:
+        self.reason = StopReason(signum)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def agree_to_stop(stop: StopFlag, rt: Runtime) -> None:
+    """DDP: every rank takes the largest stop reason of all ranks, so they stop at the same step (or
+    the others hang in the next all-reduce)."""
+    flag = torch.tensor([int(stop.reason)], device=rt.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if stop.reason is StopReason.NONE:
+        stop.reason = StopReason(int(flag))

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from docrec.data.dataset import normalize
+from docrec.data.dataset import to_model_input
 from docrec.engine.runtime import Runtime
 from docrec.geometry import line_quads
 from docrec.metrics import ConfusionMatrix, PageEvaluator, corpus_cer
@@ -83,9 +83,7 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
     total = _Tally(classes, decoders[1:], region_kinds)
     tallies = {name: _Tally(classes, decoders[1:], region_kinds) for name in dict.fromkeys(groups or ())}
     for images_u8, targets, metas in loader:
-        images = normalize(images_u8.to(rt.device, non_blocking=True))
-        if rt.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, _ = to_model_input(images_u8, None, rt.device, rt.channels_last)
         # Quads of every GT line (empty texts too), so recognition outputs align with gt_lines.
         quads = [torch.from_numpy(line_quads([ln["polygon"] for ln in m["gt_lines"]])).to(rt.device) for m in metas]
         with rt.autocast():

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from docrec.geometry import line_quads
-from docrec.models.charset import Charset
 from docrec.models.recognition import DECODER_LOSS, RecognitionHead
 from docrec.models.roi import jitter_quads
 from docrec.models.segmentation import SegmentationHead, class_and_core_probs, segmentation_losses
 from docrec.models.stochastic_depth import StochasticDepthResNet
 from docrec.postprocess import line_regions, lines_from_maps
+from docrec.text import Charset
 
 #: Inputs are padded (right/bottom) to a multiple of the backbone's total stride.
 SIZE_DIVISOR = 32

@@ -7,12 +7,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from docrec.models.charset import Charset
 from docrec.models.docrec_model import DocRecModel
 from docrec.models.fpn import FUSED_STRIDE, LEGACY_NECK, build_neck
 from docrec.models.recognition import RecognitionHead
 from docrec.models.segmentation import SegmentationHead
 from docrec.models.stochastic_depth import build_backbone
+from docrec.text import Charset
 
 #: Recognition settings that belong to the training step, not to the head's architecture.
 _REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter", "quad_grow", "reads_per_line")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from docrec.data.targets import IGNORE_INDEX
+from docrec.text import IGNORE_INDEX
 
 
 class SegmentationHead(nn.Module):

@@ -1,10 +1,14 @@
-"""Character vocabulary of the recognition head: built from the training texts, saved in checkpoints."""
+"""What the models and the data share about text and labels: the character vocabulary of the
+recognition head (built from the training texts, saved in checkpoints) and the ignored label."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+
+#: Label of pixels (and line kinds) that take no part in the class loss.
+IGNORE_INDEX = 255
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS: tuple[str, ...] = (PAD, BOS, EOS, UNK)

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
+from docrec.data.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
 from docrec.engine.config import abs_path, data_sources
 from docrec.engine.runtime import loader_workers
-from docrec.engine.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
 from docrec.formats import load
 from docrec.pages import Page
 

@@ -15,9 +15,9 @@ from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
-from docrec.models.charset import Charset
 from docrec.pages import Line, Page, Region, polygon_area
 from docrec.postprocess import estimate_baseline, lines_from_maps
+from docrec.text import Charset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
