@@ -20,11 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
-from docrec.data.loading import worker_dies_with
+from docrec.data.loading import read_pages, worker_dies_with
 from docrec.engine.config import abs_path, data_sources
 from docrec.engine.runtime import loader_workers, setup
 from docrec.engine.validate import run_validation
-from docrec.formats import load
 from docrec.inference import load_model
 
 log = logging.getLogger("docrec.evaluate")
@@ -68,16 +67,12 @@ def main(cfg: DictConfig) -> None:
         path = src.val_path if cfg.split == "val" and src.val_path else src.path
         if path is None:
             raise SystemExit(f"{key}.path is required for data={src.format} (pass {key}.path=...)")
-        res = load(src.format, abs_path(path), strict=src.strict, kind=src.kind,
-                   allow_outside_root=src.allow_outside_root, max_pixels=src.max_pixels, limit=cfg.max_pages)
-        for source, why in res.skipped:
-            log.warning("skipped %s: %s", source, why)
-        for note in res.notes(src.format):
-            log.info("%s: %s", path, note)
-        pages += res.pages
-        groups += [src.name] * len(res.pages) if sources else []
-        n_skipped += len(res.skipped)
-        read_from.append(f"{src.name}={src.format}:{path} ({len(res.pages)} pages)" if sources
+        skipped: list[tuple[str, str]] = []
+        read = read_pages(src, path, cfg.max_pages, skipped)
+        pages += read
+        groups += [src.name] * len(read) if sources else []
+        n_skipped += len(skipped)
+        read_from.append(f"{src.name}={src.format}:{path} ({len(read)} pages)" if sources
                          else f"{src.format}:{path}")
     long_side = cfg.long_side or train_cfg["data"]["long_side"]
     region_kinds = list(model.region_kinds)

@@ -2,7 +2,6 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
-
 from omegaconf import OmegaConf
 
 from docrec.engine.config import CONFIG_DIR, ConfigError, check_config

@@ -1,9 +1,9 @@
-"""scripts/measure_resolution.py: line heights, scaling, the criterion and the report, on hand-made pages."""
+"""docrec.analysis.resolution (scripts/measure_resolution.py): line heights, scaling, the criterion and the report, on hand-made pages."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from docrec.analysis import resolution as mr
 from docrec.formats import manifest
 from docrec.geometry import line_quad
 from docrec.pages import Line, Page
@@ -19,15 +20,6 @@ from docrec.realdata import REALDATA
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("measure_resolution", REPO / "scripts" / "measure_resolution.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mr = _load_script()
 
 
 def rect(cx: float, cy: float, length: float, height: float, angle_deg: float = 0.0) -> list[tuple[float, float]]:
@@ -237,10 +229,12 @@ def test_main_on_a_manifest(tmp_path, capsys):
         polys.append(rect(400, 60 + 60 * k + 10, 720, 30))
     cv2.imwrite(str(tmp_path / "p.png"), img)
     manifest.write([page(800, 1000, polys, root=tmp_path)], tmp_path / "m.jsonl")
-    rc = mr.main(["--realdata", str(tmp_path / "nowhere"), "--synthetic", str(tmp_path / "none.jsonl"),
-                  "--pages", "manifest", str(tmp_path / "m.jsonl"), "--markdown"])
-    out = capsys.readouterr().out
-    assert rc == 0
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "measure_resolution.py"), "--realdata",
+                          str(tmp_path / "nowhere"), "--synthetic", str(tmp_path / "none.jsonl"),
+                          "--pages", "manifest", str(tmp_path / "m.jsonl"), "--markdown"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    out = run.stdout
+    assert run.returncode == 0, run.stderr
     assert "| m.jsonl (manifest) | 1 | 10 | 1,000 |" in out
     assert "FUNSD (forms, print): " in out and "is absent, skipped" in out
     assert "Criterion:" in out and "Recommendation:" in out

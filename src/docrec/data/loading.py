@@ -44,23 +44,27 @@ class PageSplits:
         return [s.name for s in self.sources for _ in range(s.n_val)] if self.sources else None
 
 
-def _read_split(src, key: str, skipped: list[tuple[str, str]]) -> tuple[list[Page], list[Page]]:
-    """Train and val pages of one reader config (the data group or one of its sources)."""
+def read_pages(src, path: str, limit: int | None, skipped: list[tuple[str, str]]) -> list[Page]:
+    """The pages at ``path`` read as reader config ``src`` says (the data group or one of its
+    sources: format, strict, kind, allow_outside_root, max_pixels); skipped pages are logged and
+    added to ``skipped``, the readers' notes logged. Training and ``scripts/evaluate.py`` read alike."""
     opts = {"kind": src.kind, "allow_outside_root": src.allow_outside_root, "max_pixels": src.max_pixels}
 
     def report(source: str, message: str) -> None:
         log.warning("skipped %s", message)
 
-    def read(path: str, limit: int | None) -> list[Page]:
-        res = load(src.format, abs_path(path), strict=src.strict, on_skip=report, limit=limit, **opts)
-        skipped.extend(res.skipped)
-        for note in res.notes(src.format):
-            log.info("%s: %s", path, note)
-        return res.pages
+    res = load(src.format, abs_path(path), strict=src.strict, on_skip=report, limit=limit, **opts)
+    skipped.extend(res.skipped)
+    for note in res.notes(src.format):
+        log.info("%s: %s", path, note)
+    return res.pages
 
-    train = read(src.path, src.limit_pages)
+
+def _read_split(src, key: str, skipped: list[tuple[str, str]]) -> tuple[list[Page], list[Page]]:
+    """Train and val pages of one reader config (the data group or one of its sources)."""
+    train = read_pages(src, src.path, src.limit_pages, skipped)
     if src.val_path:
-        val = read(src.val_path, src.max_val_pages)
+        val = read_pages(src, src.val_path, src.max_val_pages, skipped)
     else:
         # Deterministic hold-out: every k-th page, so it spreads over the whole set.
         k = max(2, round(1 / src.val_fraction)) if src.val_fraction > 0 else 0
@@ -161,11 +165,12 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     kinds = list(data_cfg.kinds)
     regions = list(data_cfg.get("region_kinds") or [])
     cache_dir = str(abs_path(str(data_cfg.cache_dir))) if data_cfg.get("cache_dir") else None
-    train_ds = PageDataset(splits.train, charset, kinds, data_cfg.long_side, aug_cfg, data_cfg.crop, True,
-                           data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions,
-                           crop_tries=data_cfg.get("crop_tries", 1), cache_dir=cache_dir)
-    val_ds = PageDataset(splits.val, charset, kinds, data_cfg.long_side, None, None, False,
-                         data_cfg.max_len, data_cfg.max_pixels, seed, data_cfg.strict, regions, cache_dir=cache_dir)
+    common = {"charset": charset, "kinds": kinds, "long_side": data_cfg.long_side, "max_len": data_cfg.max_len,
+              "max_pixels": data_cfg.max_pixels, "seed": seed, "strict": data_cfg.strict, "region_kinds": regions,
+              "cache_dir": cache_dir}
+    train_ds = PageDataset(splits.train, augment=aug_cfg, crop=data_cfg.crop, train=True,
+                           crop_tries=data_cfg.get("crop_tries", 1), **common)
+    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, **common)
     if splits.sources:
         sampler = WeightedSourceSampler([s.n_train for s in splits.sources], [s.weight for s in splits.sources],
                                         data_cfg.get("epoch_pages"), seed, rank, world)

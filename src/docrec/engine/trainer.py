@@ -159,9 +159,10 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
     optimizer = build_optimizer(raw, cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim.min_lr_ratio))
-    run = Run(cfg, rt, run_dir, splits, charset, train_loader, val_loader, sampler, raw, raw, ema, optimizer,
-              scheduler, torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16"),
-              ckpt.TopK(run_dir / "checkpoints", cfg.trainer.save_top_k, cfg.trainer.monitor_mode))
+    run = Run(cfg=cfg, rt=rt, run_dir=run_dir, splits=splits, charset=charset, train_loader=train_loader,
+              val_loader=val_loader, sampler=sampler, raw=raw, model=raw, ema=ema, optimizer=optimizer,
+              scheduler=scheduler, scaler=torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16"),
+              topk=ckpt.TopK(run_dir / "checkpoints", cfg.trainer.save_top_k, cfg.trainer.monitor_mode))
     if resume:
         restore(run, resume)
     if rt.is_main:
