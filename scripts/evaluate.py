@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
-from docrec.data.loading import read_pages, worker_dies_with
-from docrec.engine.config import abs_path, data_sources
-from docrec.engine.runtime import loader_workers, setup
+from docrec.data.loading import data_sources, loader_workers, read_pages, worker_dies_with
+from docrec.engine.runtime import setup
 from docrec.engine.validate import run_validation
 from docrec.inference import load_model
+from docrec.settings import abs_path
 
 log = logging.getLogger("docrec.evaluate")
 

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from docrec import __version__
 from docrec.data.dataset import pad_images, to_model_input
-from docrec.data.loading import worker_dies_with
+from docrec.data.loading import loader_workers, worker_dies_with
 from docrec.engine.config import ConfigError, abs_path
-from docrec.engine.runtime import loader_workers, setup
+from docrec.engine.runtime import setup
 from docrec.engine.tb import draw_lines
 from docrec.formats import alto, manifest, mirrored_names, pagexml, relative_image
 from docrec.images import read_image

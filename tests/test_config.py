@@ -86,7 +86,7 @@ def test_unknown_key_and_wrong_type_are_refused():
 def test_auto_loader_workers_follow_the_cpus_per_process(monkeypatch, cpus, local_world, expected):
     import os
 
-    from docrec.engine.runtime import loader_workers
+    from docrec.data.loading import loader_workers
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
     assert loader_workers("auto") == expected

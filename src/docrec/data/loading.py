@@ -10,16 +10,65 @@ import signal
 from dataclasses import dataclass, field
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from docrec.data.dataset import PageDataset, collate
 from docrec.data.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
-from docrec.engine.config import abs_path, data_sources
-from docrec.engine.runtime import loader_workers
 from docrec.formats import load
 from docrec.pages import Page
+from docrec.settings import ConfigError, abs_path
 
 log = logging.getLogger(__name__)
+
+
+#: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value, except
+#: that a source with its own ``path`` holds its validation pages out of them unless it sets ``val_path``.
+SOURCE_READER_KEYS = ("format", "path", "val_path", "val_fraction", "kind", "strict", "allow_outside_root",
+                      "limit_pages", "max_val_pages")
+
+
+def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
+    """``data.sources`` with every omitted reader key filled from the data group ([] without sources).
+
+    ``val_path`` is inherited only by a source that takes the group's ``path`` too: another
+    folder's pages are validated on pages of their own (``val_fraction``), never on the group's.
+    """
+    sources = data_cfg.get("sources")
+    if sources is None:
+        return []
+    if not OmegaConf.is_list(sources) or not len(sources):
+        raise ConfigError(f"data.sources must be a list of sources (name, path, weight, ...) or null, got {sources}")
+    out = []
+    for i, src in enumerate(sources):
+        if not OmegaConf.is_dict(src):
+            raise ConfigError(f"data.sources[{i}] must be a mapping (name, path, weight, ...), got {src!r}")
+        unknown = set(src) - {"name", "weight", *SOURCE_READER_KEYS}
+        if unknown:
+            raise ConfigError(f"data.sources[{i}].{min(unknown)}: unknown key (a source takes name, weight, "
+                              f"{', '.join(SOURCE_READER_KEYS)})")
+        full = {k: data_cfg.get(k) for k in SOURCE_READER_KEYS}
+        if "path" in src:
+            full["val_path"] = None
+        full.update(name=None, weight=1.0, max_pixels=data_cfg.get("max_pixels"))
+        full.update(OmegaConf.to_container(src, resolve=True))
+        out.append(OmegaConf.create(full))
+    return out
+
+
+#: Most loader processes ``num_workers: auto`` gives one training process.
+MAX_AUTO_WORKERS = 8
+
+
+def loader_workers(value: int | str) -> int:
+    """``data.num_workers``: an integer as given; ``auto``: the CPUs this process may use per local
+    training process (torchrun's ``LOCAL_WORLD_SIZE``), less one for the process itself, at most
+    ``MAX_AUTO_WORKERS`` (2 cores, one process: 1 worker; 64 cores, 8 GPUs: 7 each)."""
+    if value != "auto":
+        return int(value)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
 
 
 @dataclass(frozen=True)

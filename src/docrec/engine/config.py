@@ -5,24 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from docrec.data.loading import data_sources
+from docrec.settings import ConfigError, abs_path
 
-def abs_path(path: str) -> Path:
-    """A config path made absolute against the launch directory (Hydra's original cwd)."""
-    try:
-        return Path(to_absolute_path(path))
-    except ValueError:  # outside a Hydra app (tests, scripts)
-        return Path(path).absolute()
+__all__ = ["CONFIG_DIR", "ConfigError", "abs_path", "check_config", "compose_train_config", "data_sources"]
 
 
-class ConfigError(ValueError):
-    """An impossible or missing config value; the message names the key."""
-
-
-#: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value, except
-#: that a source with its own ``path`` holds its validation pages out of them unless it sets ``val_path``.
 #: The repository's configs/ (train.yaml and its groups).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
@@ -36,37 +26,7 @@ def compose_train_config(overrides: list[str] | tuple[str, ...] = ()) -> DictCon
         return compose(config_name="train", overrides=list(overrides))
 
 
-SOURCE_READER_KEYS = ("format", "path", "val_path", "val_fraction", "kind", "strict", "allow_outside_root",
-                      "limit_pages", "max_val_pages")
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
-    """``data.sources`` with every omitted reader key filled from the data group ([] without sources).
-
-    ``val_path`` is inherited only by a source that takes the group's ``path`` too: another
-    folder's pages are validated on pages of their own (``val_fraction``), never on the group's.
-    """
-    sources = data_cfg.get("sources")
-    if sources is None:
-        return []
-    if not OmegaConf.is_list(sources) or not len(sources):
-        raise ConfigError(f"data.sources must be a list of sources (name, path, weight, ...) or null, got {sources}")
-    out = []
-    for i, src in enumerate(sources):
-        if not OmegaConf.is_dict(src):
-            raise ConfigError(f"data.sources[{i}] must be a mapping (name, path, weight, ...), got {src!r}")
-        unknown = set(src) - {"name", "weight", *SOURCE_READER_KEYS}
-        if unknown:
-            raise ConfigError(f"data.sources[{i}].{min(unknown)}: unknown key (a source takes name, weight, "
-                              f"{', '.join(SOURCE_READER_KEYS)})")
-        full = {k: data_cfg.get(k) for k in SOURCE_READER_KEYS}
-        if "path" in src:
-            full["val_path"] = None
-        full.update(name=None, weight=1.0, max_pixels=data_cfg.get("max_pixels"))
-        full.update(OmegaConf.to_container(src, resolve=True))
-        out.append(OmegaConf.create(full))
-    return out
 
 
 def _get(cfg: DictConfig, key: str):

@@ -119,21 +119,6 @@ def peak_bf16_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-#: Most loader processes ``num_workers: auto`` gives one training process.
-MAX_AUTO_WORKERS = 8
-
-
-def loader_workers(value: int | str) -> int:
-    """``data.num_workers``: an integer as given; ``auto``: the CPUs this process may use per local
-    training process (torchrun's ``LOCAL_WORLD_SIZE``), less one for the process itself, at most
-    ``MAX_AUTO_WORKERS`` (2 cores, one process: 1 worker; 64 cores, 8 GPUs: 7 each)."""
-    if value != "auto":
-        return int(value)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
-
-
 #: On a CPU, a run whose measured ETA exceeds this many hours gets a note naming experiment=cpu.
 CPU_ETA_NOTE_HOURS = 2.0
 
