@@ -69,7 +69,7 @@ class ScanNoise(A.GaussNoise):
     """GaussNoise drawn and added in integers: the same noise in half the time (a third on colour pages).
 
     Albumentations draws the map in float64, converts it to float32 and adds it to the page in
-    floats (6.6 ms for a 1024x791 grey page, 12 ms in colour; 3.2 and 3.8 ms here). This draws it
+    floats (timings: docs/benchmarks.md). This draws it
     rounded into int16 (``cv2.randn``, seeded from the pipeline's generator) and adds it with
     ``cv2.add``, saturating to 0-255 as the float path clips. The page is uint8, so rounding the
     noise first gives the same values as rounding the sum. ``per_channel=False`` adds one map to

@@ -149,8 +149,8 @@ def keep_freed_memory() -> bool:
 
     A loader allocates and frees the same few arrays of a page's size for every sample (the page,
     its warps, its masks). glibc hands blocks over its mmap threshold back to the kernel when they
-    are freed, and gets them back zeroed, one page fault per 4 KiB: at long side 2048 about 3,000
-    faults and 5 ms of kernel time a page. Served from the heap, and the heap not trimmed, the
+    are freed, and gets them back zeroed, one page fault per 4 KiB (thousands a page at long side 2048:
+    docs/benchmarks.md). Served from the heap, and the heap not trimmed, the
     blocks are reused as they are. Returns False where the C library has no ``mallopt`` (musl,
     macOS): nothing changes there.
     """
