@@ -25,9 +25,14 @@ from docrec.models.roi import (
     sample_lines,
     sample_rois,
 )
+from tests.conftest import compose_cfg
 
 KINDS = ["printed", "handwritten", "form_field"]
-DEFAULT_CFG = Path(__file__).resolve().parents[1] / "configs" / "model" / "default.yaml"
+
+
+def default_model_cfg() -> dict:
+    """configs/model/default.yaml as train.py composes it (kinds and seed interpolated from data and seed)."""
+    return OmegaConf.to_container(compose_cfg().model, resolve=True)
 TINY = {
     "backbone": {"name": "resnet18", "p_min": 0.8, "seed": 0},
     "fpn_channels": 64,
@@ -236,7 +241,7 @@ def test_light_neck_costs_a_fifth_of_the_fpn_and_every_level_reaches_the_map():
 
 
 def test_neck_option_and_legacy_checkpoints(charset):
-    cfg = OmegaConf.to_container(OmegaConf.load(DEFAULT_CFG))
+    cfg = default_model_cfg()
     cfg["backbone"]["name"] = "resnet18"
     assert cfg["neck"] == "light" and isinstance(build_model(cfg, charset).neck, LightFPN)
     # A model config saved before the option has no ``neck``: it was the FPN.
@@ -250,7 +255,7 @@ def test_neck_option_and_legacy_checkpoints(charset):
 
 
 def test_default_config_builds_the_resnet50_model(charset):
-    cfg = OmegaConf.load(DEFAULT_CFG)
+    cfg = default_model_cfg()
     model = build_model(cfg, charset)
     backbone = sum(p.numel() for p in model.backbone.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -564,7 +569,7 @@ def test_token_norm_starts_the_roi_tokens_at_the_scale_of_the_positions(charset)
     assert content_rms[False] < positions_rms / 2  # untrained tokens drown in the positions
     assert content_rms[True] == pytest.approx(1.0, abs=0.02)
     # A model config saved before the option has no ``token_norm``: its head had none.
-    cfg = OmegaConf.to_container(OmegaConf.load(DEFAULT_CFG))
+    cfg = default_model_cfg()
     cfg["backbone"]["name"] = "resnet18"
     assert isinstance(build_model(cfg, charset).rec_head.token_norm, torch.nn.LayerNorm)
     del cfg["recognition"]["token_norm"]
