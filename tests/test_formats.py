@@ -314,9 +314,11 @@ def test_funsd_find_accepts_root_split_annotations_or_file(sub):
     ('{"form": [{"id": 7, "box": [1, 2, 3, 4], "label": "other", "words": [{"box": [1, 2, "3", 4], "text": "a"}]}]}',
      "entity id=7 word #0: box must be"),
     ('{"form": [{"id": 7, "box": [1, 2, 3, 4]}]}', "entity #0: missing 'label'"),
+    ('{"form": [{"id": 7, "box": [1, 2, 1e400, 4], "label": "other"}]}',
+     "entity id=7: box coordinates must be finite numbers"),
     # Found by the fuzzer at 4x its make-test examples: a 400-digit coordinate overflowed a float.
     ('{"form": [{"id": 7, "box": [1, 2, 1' + "0" * 400 + ', 4], "label": "other"}]}',
-     "entity id=7: box coordinates must be finite numbers"),
+     r"malformed JSON \(ValueError: number 1000.*is too large"),
 ])
 def test_funsd_errors_name_file_and_entity(tmp_path, text, message):
     (tmp_path / "annotations").mkdir()

@@ -214,12 +214,12 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     kinds = list(data_cfg.kinds)
     regions = list(data_cfg.get("region_kinds") or [])
     cache_dir = str(abs_path(str(data_cfg.cache_dir))) if data_cfg.get("cache_dir") else None
-    common = {"charset": charset, "kinds": kinds, "long_side": data_cfg.long_side, "max_len": data_cfg.max_len,
-              "max_pixels": data_cfg.max_pixels, "seed": seed, "strict": data_cfg.strict, "region_kinds": regions,
-              "cache_dir": cache_dir}
+    pages_kw = {"charset": charset, "kinds": kinds, "long_side": data_cfg.long_side, "max_len": data_cfg.max_len,
+                "max_pixels": data_cfg.max_pixels, "seed": seed, "strict": data_cfg.strict, "region_kinds": regions,
+                "cache_dir": cache_dir}
     train_ds = PageDataset(splits.train, augment=aug_cfg, crop=data_cfg.crop, train=True,
-                           crop_tries=data_cfg.get("crop_tries", 1), **common)
-    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, **common)
+                           crop_tries=data_cfg.get("crop_tries", 1), **pages_kw)
+    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, **pages_kw)
     if splits.sources:
         sampler = WeightedSourceSampler([s.n_train for s in splits.sources], [s.weight for s in splits.sources],
                                         data_cfg.get("epoch_pages"), seed, rank, world)
@@ -231,13 +231,13 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
         else None
     batch_sampler = EpochBatchSampler(sampler, data_cfg.batch_size, groups)
     workers = loader_workers(data_cfg.num_workers)
-    common = {"num_workers": workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
-              "persistent_workers": False, "worker_init_fn": functools.partial(_init_worker, parent=os.getpid())}
+    loader_kw = {"num_workers": workers, "collate_fn": collate, "pin_memory": torch.cuda.is_available(),
+                 "persistent_workers": False, "worker_init_fn": functools.partial(_init_worker, parent=os.getpid())}
     if workers > 0:
-        common["prefetch_factor"] = 4
+        loader_kw["prefetch_factor"] = 4
     # A private generator: creating an iterator must not draw from the global torch RNG (exact resume).
     train_loader = DataLoader(train_ds, batch_sampler=batch_sampler, generator=torch.Generator().manual_seed(seed),
-                              **common)
+                              **loader_kw)
     val_loader = DataLoader(val_ds, batch_size=data_cfg.val_batch_size, shuffle=False,
-                            generator=torch.Generator().manual_seed(seed), **common)
+                            generator=torch.Generator().manual_seed(seed), **loader_kw)
     return train_loader, val_loader, batch_sampler

@@ -296,6 +296,15 @@ def box_polygon(x0: float, y0: float, x1: float, y1: float) -> list[Point]:
     return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
 
 
+def bounded_int(s: str) -> int:
+    """``json.load(..., parse_int=bounded_int)``: an integer of at most 12 digits, else ValueError
+    (the JSON readers' malformed-JSON error). Coordinates and ids never need more; a 400-digit
+    number would otherwise overflow a float deep inside a reader."""
+    if len(s.lstrip("-")) > 12:
+        raise ValueError(f"number {s[:20]}... is too large")
+    return int(s)
+
+
 def widen_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int
               ) -> tuple[tuple[float, float, float, float], bool]:
     """Order a box's corners and grow a zero width or height to 1 px inside the page; True if grown.

@@ -28,7 +28,7 @@ import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
-from docrec.formats import ReadOptions, box_polygon, header_size, widen_box
+from docrec.formats import ReadOptions, bounded_int, box_polygon, header_size, widen_box
 from docrec.pages import DataError, Line, Page, Region
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,9 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
         if (not isinstance(raw, list) or len(raw) != 4
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
             raise DataError(f"{file}: {where}: box must be [x0, y0, x1, y1] numbers, got {raw!r}")
-        try:
-            coords = [float(v) for v in raw]
-        except OverflowError:
-            coords = [math.inf]
-        if not all(math.isfinite(v) for v in coords):
-            raise DataError(f"{file}: {where}: box coordinates must be finite numbers, got {str(raw)[:80]}")
-        out, grown = widen_box(*coords, width, height)
+        if not all(math.isfinite(v) for v in raw):  # 1e400 reads as inf; long integers are refused by _load
+            raise DataError(f"{file}: {where}: box coordinates must be finite numbers, got {raw!r}")
+        out, grown = widen_box(*raw, width, height)
         widened += grown
         return out
 
@@ -112,7 +108,7 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
 def _load(file: Path) -> list:
     try:
         with open(file, encoding="utf-8") as fh:
-            obj = json.load(fh)
+            obj = json.load(fh, parse_int=bounded_int)
     except OSError as exc:
         raise DataError(f"{file}: cannot read ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from docrec.formats import ReadOptions, atomic_write, iter_files, relative_image
+from docrec.formats import ReadOptions, atomic_write, bounded_int, iter_files, relative_image
 from docrec.pages import DataError, Line, Page, Region, resolve_image
 
 PAGE_KEYS = {"image", "width", "height", "regions", "lines"}
@@ -82,17 +82,10 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
 
 def _record(text: str, root: Path, source: str, opts: ReadOptions | None) -> Page:
     try:
-        obj = json.loads(text, parse_int=_bounded_int)
+        obj = json.loads(text, parse_int=bounded_int)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise DataError(f"{source}: malformed JSON ({exc})") from None
     return page_from_dict(obj, root, source, opts)
-
-
-def _bounded_int(s: str) -> int:
-    # Python refuses >4300-digit ints anyway; coordinates never need more than a few digits.
-    if len(s.lstrip("-")) > 12:
-        raise ValueError(f"number {s[:20]}... is too large")
-    return int(s)
 
 
 def page_to_dict(page: Page, image: str | None = None) -> dict:

@@ -167,11 +167,11 @@ def _photocopy(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _fax(page: np.ndarray, rng: np.random.Generator, dpi: float) -> np.ndarray:
     """The page through a fax: down to 100-150 dpi, thresholded (ragged strokes), a few dropped or
-    streaked rows, back up to the page's size with blocky pixels; uint8 grey, black or white."""
-    h, w = page.shape[:2]
-    grey = page if page.ndim == 2 else cv2.cvtColor(page, cv2.COLOR_RGB2GRAY)
+    streaked rows, back up to the page's size with blocky pixels; uint8 grey, black or white.
+    ``page`` is grey: :func:`scan` works on one channel for every fax."""
+    h, w = page.shape
     f = min(1.0, float(rng.uniform(100, 150)) / dpi)
-    small = cv2.resize(grey, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(page, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     small = small + rng.normal(0, rng.uniform(0.02, 0.08), small.shape).astype(np.float32)
     # The threshold sits just under the paper's level: thin strokes survive, ragged.
     level = np.float32(np.percentile(small[::4, ::4], 90))

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from docrec.images import read_image
+from docrec.synth.degrade import PROCESS_MIX
 from docrec.synth.generate import PAGE_TYPES, SynthPage, make_page
 
 #: Outline colours (RGB) by kind; regions are drawn thinner than lines.
@@ -16,7 +18,7 @@ KIND_COLORS = {"printed": (220, 30, 30), "handwritten": (20, 140, 20), "form_fie
 
 def draw(page: SynthPage, height: int = 600) -> np.ndarray:
     """The page scaled to ``height`` pixels with region and line polygons drawn, coloured by kind."""
-    img = page.image if page.image.ndim == 3 else cv2.cvtColor(page.image, cv2.COLOR_GRAY2RGB)
+    img = _rgb(page.image)
     # Draw at twice the preview size, then shrink: thin outlines stay visible without hiding the text.
     s = 2 * height / img.shape[0]
     big = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
@@ -49,9 +51,6 @@ def contact_sheet(seed: int = 0, height: int = 360, real: dict[str, str | Path] 
     """Every page type through each of its processes, a row per type (RGB); ``real`` adds at the end
     of a type's row a real page of that kind (``{page_type: image path}``), scaled the same, to set
     beside it. The first page of ``seed`` that each (type, process) pair draws is shown."""
-    from docrec.images import read_image
-    from docrec.synth.degrade import PROCESS_MIX
-
     rows = []
     for page_type in PAGE_TYPES:
         wanted, tiles = list(PROCESS_MIX[page_type]), {}
