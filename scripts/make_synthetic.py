@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from docrec.synth import PAGE_TYPES, generate, write_contact_sheet, write_previews
+from docrec.synth.degrade import PROCESSES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--val-fraction", type=float, default=0.05, help="share of pages in val.jsonl (default 0.05)")
     ap.add_argument("--scale", type=float, default=1.0, help="page resolution factor (1.0: a 150-200 dpi scan)")
+    ap.add_argument("--processes", nargs="+", choices=PROCESSES, metavar="PROCESS",
+                    help=f"draw only these print and scan processes ({', '.join(PROCESSES)}; default all): "
+                    "--processes scan makes the clean pages a curriculum starts on")
     ap.add_argument("--previews", type=Path, help="write one annotated preview PNG per page type to this folder")
     ap.add_argument("--contact-sheet", type=Path, help="write a PNG of every page type through each of its "
                     "print and scan processes, a row per type")
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     train, val = generate(args.out, pages=args.pages, seed=args.seed, workers=args.workers,
-                          val_fraction=args.val_fraction, scale=args.scale)
+                          val_fraction=args.val_fraction, scale=args.scale,
+                          processes=args.processes)
     seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{args.pages} pages in {seconds:.1f} s ({args.pages / seconds:.2f} pages/s); "

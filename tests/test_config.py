@@ -5,6 +5,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from docrec.engine.config import CONFIG_DIR, ConfigError, check_config
+from docrec.settings import abs_path
 from tests.conftest import compose_cfg
 
 
@@ -18,7 +19,7 @@ def _group(name: str) -> list[str]:
 
 
 #: Experiments that combine with another (finetune goes on top of a training recipe).
-_ON_TOP = {"finetune": ["experiment=[cpu,finetune]"]}
+_ON_TOP = {"finetune": ["experiment=[cpu,finetune]"], "curriculum": ["experiment=[cpu,curriculum]"]}
 
 
 @pytest.mark.parametrize("override", [
@@ -30,9 +31,11 @@ def test_every_experiment_data_and_augment_config_composes_checks_and_builds_its
     from docrec.text import Charset
 
     cfg = _with_data(tmp_path, [override])
-    # Sources whose path the user must give (mixed data, the fine-tune recipes) get one.
+    # Sources whose path the user must give (mixed data, the fine-tune recipes) or generate first (the
+    # curriculum's clean set) get one.
     unset = [i for i, src in enumerate(OmegaConf.select(cfg, "data.sources") or [])
-             if OmegaConf.is_missing(src, "path") or ("path" in src and src.path is None)]
+             if OmegaConf.is_missing(src, "path") or ("path" in src and src.path is None)
+             or ("path" in src and not abs_path(src.path).exists())]
     cfg = _with_data(tmp_path, [override, *(f"data.sources.{i}.path={tmp_path / 't.jsonl'}" for i in unset)])
     check_config(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

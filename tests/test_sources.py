@@ -110,6 +110,49 @@ def test_sampler_refuses_a_source_without_a_page_per_epoch():
         WeightedSourceSampler([10, 10], [1000, 1], epoch_pages=100)
 
 
+def test_a_curriculum_moves_the_counts_from_weight_to_weight_end():
+    sizes = [40, 40]
+    # Draws 0-99 all from source 0, draws 300 on all from source 1, linear between (epochs of 50 draws).
+    s = WeightedSourceSampler(sizes, [1.0, 0.0], epoch_pages=50, seed=2, end_weights=[0.0, 1.0], ramp=(100, 300))
+    per_epoch = []
+    for e in range(8):
+        s.set_epoch(e)
+        counts = Counter(_source(i, sizes) for i in s)
+        assert sum(counts.values()) == 50
+        per_epoch.append(counts[1])
+    assert per_epoch[:3] == [0, 0, 0] and per_epoch[6:] == [50, 50]
+    assert per_epoch[3:6] == [12, 25, 38] or all(abs(a - b) <= 1 for a, b in zip(per_epoch[3:6], [12.5, 25, 37.5]))
+    assert s.weights_at(4) == [0.5, 0.5]
+    # Still a pure function of the epoch (exact resume), and every page of a source before any repeats.
+    again = WeightedSourceSampler(sizes, [1.0, 0.0], epoch_pages=50, seed=2, end_weights=[0.0, 1.0], ramp=(100, 300))
+    again.set_epoch(5)
+    s.set_epoch(5)
+    assert list(again) == list(s)
+    draws = [i for i in _epochs(s, 8) if _source(i, sizes) == 1]
+    assert sorted(i % 80 for i in draws[:40]) == list(range(40, 80))
+
+
+def test_a_ramp_over_the_whole_run_matches_the_sum_of_its_epochs():
+    """drawn() sums only the ramp's epochs; the counts equal a plain sum over every epoch's shares."""
+    s = WeightedSourceSampler([9, 5, 30], [2.0, 0.0, 1.0], epoch_pages=17, seed=4,
+                              end_weights=[0.5, 3.0, 1.0], ramp=(40, 260))
+    mass = [0.0, 0.0, 0.0]
+    for e in range(30):
+        before, after = s.drawn(e), s.drawn(e + 1)
+        counts = [b - a for a, b in zip(before, after)]
+        assert sum(counts) == 17 and min(counts) >= 0
+        w = s.weights_at(e)
+        mass = [m + 17 * x / sum(w) for m, x in zip(mass, w)]
+        assert all(abs(d - m) < 1 for d, m in zip(after, mass))  # within 1 of the schedule, epoch after epoch
+
+
+def test_fixed_weights_give_the_same_order_with_or_without_a_flat_ramp():
+    plain = _epochs(WeightedSourceSampler([30, 10], [3, 1], epoch_pages=40, seed=7), 3)
+    flat = _epochs(WeightedSourceSampler([30, 10], [3, 1], epoch_pages=40, seed=7, end_weights=[3, 1],
+                                         ramp=(0, 80)), 3)
+    assert plain == flat
+
+
 # ---- configs and splits
 
 
@@ -157,6 +200,35 @@ def test_config_errors_name_the_key(two_sources, change, message):
     change(sources)
     with pytest.raises(ConfigError, match=message):
         check_config(_with_sources([], sources))
+
+
+@pytest.mark.parametrize(("ramp", "change", "message"), [
+    (None, lambda s: s[1].update(weight_end=2), r"data\.sources\[1\]\.weight_end=2 needs data\.weight_ramp"),
+    ("[10,5]", lambda s: s[1].update(weight_end=2), r"data\.weight_ramp must be \[start_step, end_step\]"),
+    ("[0,5]", lambda s: s[1].update(weight=0, weight_end=0), r"data\.sources\[1\]: weight and weight_end are both 0"),
+    ("[0,5]", lambda s: s[0].update(weight_end=-1), r"data\.sources\[0\]\.weight_end must be >= 0"),
+    ("[0,5]", lambda s: [x.update(weight_end=0) for x in s], r"every source's weight_end is 0"),
+])
+def test_curriculum_errors_name_the_key(two_sources, ramp, change, message):
+    sources = _sources(*two_sources)
+    change(sources)
+    with pytest.raises(ConfigError, match=message):
+        check_config(_with_sources([] if ramp is None else [f"data.weight_ramp={ramp}"], sources))
+
+
+def test_a_curriculum_reaches_the_sampler(two_sources):
+    from docrec.data.loading import make_loaders
+    from docrec.text import Charset
+
+    sources = _sources(*two_sources, weights=(1, 0))
+    sources[0]["weight_end"], sources[1]["weight_end"] = 0, 1
+    cfg = _with_sources([*TINY, "data.weight_ramp=[1,2]", "data.epoch_pages=2"], sources)
+    check_config(cfg)
+    splits = load_splits(cfg.data)
+    assert [(s.weight, s.weight_end) for s in splits.sources] == [(1.0, 0.0), (0.0, 1.0)]
+    _, _, batches = make_loaders(splits, Charset.build(["ab"]), cfg.data, None, seed=0, rank=0, world=1)
+    sampler = batches.sampler  # ramp in pages: steps 1-2 at batch 2 -> draws 2-4
+    assert sampler.ramp == (2, 4) and sampler.weights_at(0) == [1.0, 0.0] and sampler.weights_at(2) == [0.0, 1.0]
 
 
 def test_epoch_too_short_for_a_weight_names_the_source(two_sources):

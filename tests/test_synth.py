@@ -245,6 +245,21 @@ def test_processes_follow_their_mix_per_page_type():
         degrade.scan(np.ones((8, 8, 3), np.float32), np.eye(2, 3), rng, "inkjet")
 
 
+def test_allowed_processes_limit_the_draw_and_keep_the_page():
+    rng = np.random.default_rng(0)
+    drawn = Counter(degrade.choose_process("form", rng, ("scan", "fax")) for _ in range(2000))
+    assert set(drawn) == {"scan", "fax"} and abs(drawn["scan"] / 2000 - 0.4 / 0.7) < 0.05  # the type's shares
+    assert {degrade.choose_process("handwritten", rng, ("thermal",)) for _ in range(20)} == {"thermal"}
+    for bad, message in ((("inkjet",), "unknown process 'inkjet'"), ((), "no process allowed")):
+        with pytest.raises(ValueError, match=message):
+            degrade.choose_process("form", rng, bad)
+    # A clean set: the same seed draws the same page, only its process differs.
+    full = [make_page(0, i, scale=SCALE) for i in range(6)]
+    clean = [make_page(0, i, scale=SCALE, processes=("scan",)) for i in range(6)]
+    assert {p.process for p in clean} == {"scan"} and {p.process for p in full} != {"scan"}
+    assert [[ln.text for ln in p.lines] for p in full] == [[ln.text for ln in p.lines] for p in clean]
+
+
 def test_receipts_are_narrow_capital_rolls_with_prices():
     for seed in range(6):
         page = make_page(seed, 0, page_type="receipt", scale=SCALE)

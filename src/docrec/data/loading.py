@@ -43,15 +43,17 @@ def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
     for i, src in enumerate(sources):
         if not OmegaConf.is_dict(src):
             raise ConfigError(f"data.sources[{i}] must be a mapping (name, path, weight, ...), got {src!r}")
-        unknown = set(src) - {"name", "weight", *SOURCE_READER_KEYS}
+        unknown = set(src) - {"name", "weight", "weight_end", *SOURCE_READER_KEYS}
         if unknown:
-            raise ConfigError(f"data.sources[{i}].{min(unknown)}: unknown key (a source takes name, weight, "
+            raise ConfigError(f"data.sources[{i}].{min(unknown)}: unknown key (a source takes name, weight, weight_end, "
                               f"{', '.join(SOURCE_READER_KEYS)})")
         full = {k: data_cfg.get(k) for k in SOURCE_READER_KEYS}
         if "path" in src:
             full["val_path"] = None
-        full.update(name=None, weight=1.0, max_pixels=data_cfg.get("max_pixels"))
+        full.update(name=None, weight=1.0, weight_end=None, max_pixels=data_cfg.get("max_pixels"))
         full.update(OmegaConf.to_container(src, resolve=True))
+        if full["weight_end"] is None:
+            full["weight_end"] = full["weight"]  # no curriculum: the same weight all along
         out.append(OmegaConf.create(full))
     return out
 
@@ -79,6 +81,7 @@ class SourceSplit:
     weight: float
     n_train: int
     n_val: int
+    weight_end: float | None = None  # the weight after data.weight_ramp (None: ``weight`` all along)
 
 
 @dataclass
@@ -135,7 +138,7 @@ def load_splits(data_cfg) -> PageSplits:
         train, val = _read_split(src, f"data.sources[{i}]", skipped)
         splits.train += train
         splits.val += val
-        splits.sources.append(SourceSplit(src.name, float(src.weight), len(train), len(val)))
+        splits.sources.append(SourceSplit(src.name, float(src.weight), len(train), len(val), float(src.weight_end)))
     return splits
 
 
@@ -221,8 +224,12 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
                            crop_tries=data_cfg.get("crop_tries", 1), **pages_kw)
     val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, **pages_kw)
     if splits.sources:
+        ramp = data_cfg.get("weight_ramp")  # steps -> pages drawn by all ranks together
+        curriculum = {} if ramp is None else {
+            "end_weights": [s.weight_end for s in splits.sources],
+            "ramp": (int(ramp[0]) * data_cfg.batch_size * world, int(ramp[1]) * data_cfg.batch_size * world)}
         sampler = WeightedSourceSampler([s.n_train for s in splits.sources], [s.weight for s in splits.sources],
-                                        data_cfg.get("epoch_pages"), seed, rank, world)
+                                        data_cfg.get("epoch_pages"), seed, rank, world, **curriculum)
     else:
         sampler = ResumableSampler(len(train_ds), seed, rank, world, shuffle=True)
     # Crops all have one size: grouping whole pages only.

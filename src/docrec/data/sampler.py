@@ -76,33 +76,84 @@ class WeightedSourceSampler(_EpochSampler):
     A page drawn in the source's k-th pass is yielded as ``index + k * total``, ``total`` the pages of all
     sources: PageDataset reads ``index % total`` and seeds augmentation with the full value, so repeats of
     a page within an epoch are augmented differently.
+
+    A curriculum: with ``end_weights`` and ``ramp = (a, b)`` (in pages drawn by all ranks together),
+    source ``s`` weighs ``weights[s]`` until draw ``a``, then linearly more or less, ``end_weights[s]``
+    from draw ``b`` on; an epoch takes the weights of the draw it starts at, so they change at epoch
+    boundaries. The counts become ``C_s(e) = floor(M_s(e) + u) - floor(M_{s-1}(e) + u)`` with ``M`` the
+    sum over the epochs before ``e`` of ``n W(k)``: still exact per epoch, within 1 of the schedule's
+    share, and a pure function of the epoch. A weight may be 0 at one end (a source that enters or
+    leaves).
     """
 
     def __init__(self, sizes: Sequence[int], weights: Sequence[float], epoch_pages: int | None = None,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, end_weights: Sequence[float] | None = None,
+                 ramp: tuple[int, int] | None = None) -> None:
         if len(sizes) != len(weights) or not sizes:
             raise ValueError(f"need one weight per source, got sizes {list(sizes)} and weights {list(weights)}")
-        if any(n < 1 for n in sizes) or any(not w > 0 for w in weights):
-            raise ValueError(f"every source needs pages and a weight > 0, got sizes {list(sizes)}, "
-                             f"weights {list(weights)}")
+        if (end_weights is None) != (ramp is None):
+            raise ValueError("a curriculum needs both end_weights and ramp")
+        ends = list(weights) if end_weights is None else list(end_weights)
+        if len(ends) != len(sizes) or any(n < 1 for n in sizes):
+            raise ValueError(f"need pages and one end weight per source, got sizes {list(sizes)}, end "
+                             f"weights {ends}")
+        both = list(zip(weights, ends))
+        if ramp is None and any(not w > 0 for w in weights):
+            raise ValueError(f"every source needs a weight > 0, got weights {list(weights)}")
+        if any(not (a >= 0 and b >= 0 and a + b > 0) for a, b in both) or not (sum(weights) > 0 and sum(ends) > 0):
+            raise ValueError(f"weights must be >= 0, every source above 0 at one end of the ramp and every end "
+                             f"above 0 in total, got {list(weights)} -> {ends}")
+        if ramp is not None and not 0 <= ramp[0] <= ramp[1]:
+            raise ValueError(f"the ramp must be two draw counts 0 <= start <= end, got {ramp}")
         n = epoch_pages or sum(sizes)
-        total_w = math.fsum(weights)
-        self.shares = [w / total_w for w in weights]
-        if any(n * p < 1 for p in self.shares):
-            raise ValueError(f"an epoch of {n} pages gives some source less than one page at weights "
-                             f"{list(weights)}: raise data.epoch_pages or that source's weight")
+        self.weights, self.end_weights, self.ramp = list(weights), ends, ramp
+        for ws in (weights, ends):
+            shares = self._shares(ws)
+            if any(0 < n * p < 1 for p in shares):
+                raise ValueError(f"an epoch of {n} pages gives some source less than one page at weights "
+                                 f"{list(ws)}: raise data.epoch_pages or that source's weight")
+        self.shares = self._shares(weights)
         super().__init__(n, seed, rank, world_size)
         self.sizes = list(sizes)
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         self.total = sum(sizes)
-        cum = [math.fsum(self.shares[: i + 1]) for i in range(len(sizes))]
-        self._cum = [0.0, *cum[:-1], 1.0]  # the last exactly 1: the counts of an epoch sum to n
+        self._cum = self._cumulative(self.shares)
         self._u = torch.rand(1, generator=_generator(seed, 1)).item()
+
+    @staticmethod
+    def _shares(weights: Sequence[float]) -> list[float]:
+        total = math.fsum(weights)
+        return [w / total for w in weights]
+
+    @staticmethod
+    def _cumulative(shares: Sequence[float]) -> list[float]:
+        cum = [math.fsum(shares[: i + 1]) for i in range(len(shares))]
+        return [0.0, *cum[:-1], 1.0]  # the last exactly 1: the counts of an epoch sum to n
+
+    def weights_at(self, epoch: int) -> list[float]:
+        """The sources' weights in ``epoch`` (those at the draw it starts at)."""
+        if self.ramp is None:
+            return list(self.weights)
+        a, b = self.ramp
+        t = epoch * self.size
+        f = 1.0 if t >= b else 0.0 if t <= a else (t - a) / (b - a)
+        return [w + (e - w) * f for w, e in zip(self.weights, self.end_weights)]
 
     def drawn(self, epoch: int) -> list[int]:
         """Draws of each source in all epochs before ``epoch``."""
-        t = epoch * self.size
-        edges = [math.floor(t * c + self._u) for c in self._cum]
+        if self.ramp is None:
+            t = epoch * self.size
+            mass = [t * c for c in self._cum]
+        else:  # constant weights before and after the ramp: a loop over the ramp's epochs only
+            n, (a, b) = self.size, self.ramp
+            k0 = min(epoch, a // n + 1)  # epochs starting at or before draw a
+            k1 = min(epoch, max(k0, -(-b // n)))  # the first epoch starting at or after draw b
+            start, end = self._cum, self._cumulative(self._shares(self.end_weights))
+            ramp = [self._cumulative(self._shares(self.weights_at(k))) for k in range(k0, k1)]
+            mass = [math.fsum([k0 * n * start[i], *(n * c[i] for c in ramp), (epoch - k1) * n * end[i]])
+                    for i in range(len(start))]
+            mass[-1] = float(epoch * n)  # exactly: every epoch has n draws
+        edges = [math.floor(m + self._u) for m in mass]
         return [b - a for a, b in itertools.pairwise(edges)]
 
     def _stream(self, source: int, start: int, count: int) -> list[int]:

@@ -90,6 +90,12 @@ def check_config(cfg: DictConfig) -> None:
     if not sources:
         _check_paths(cfg.data, "data")
         return
+    ramp = OmegaConf.select(cfg, "data.weight_ramp")
+    if ramp is not None and not (OmegaConf.is_list(ramp) and len(ramp) == 2
+                                 and all(isinstance(v, int) and not isinstance(v, bool) for v in ramp)
+                                 and 0 <= ramp[0] <= ramp[1]):
+        raise ConfigError(f"data.weight_ramp must be [start_step, end_step] with 0 <= start <= end (the steps over "
+                          f"which each source's weight goes to its weight_end), or null; got {ramp}")
     names: set[str] = set()
     for i, src in enumerate(sources):
         key = f"data.sources[{i}]"
@@ -100,14 +106,27 @@ def check_config(cfg: DictConfig) -> None:
         if name in names:
             raise ConfigError(f"{key}.name={name}: another source has this name")
         names.add(name)
-        _number(src, "weight", 0.0, lo_open=True, where=key)
+        if ramp is None:
+            _number(src, "weight", 0.0, lo_open=True, where=key)
+            if cfg.data.sources[i].get("weight_end") is not None:
+                raise ConfigError(f"{key}.weight_end={src.weight_end} needs data.weight_ramp=[start_step,end_step] "
+                                  f"(the steps over which the weight goes from {src.weight} to it)")
+        else:
+            _number(src, "weight", 0.0, where=key)
+            _number(src, "weight_end", 0.0, where=key)
+            if src.weight + src.weight_end <= 0:
+                raise ConfigError(f"{key}: weight and weight_end are both 0, so the source is never drawn")
         _number(src, "val_fraction", 0.0, 0.9, where=key)
         _check_paths(src, key)
-    total = sum(src.weight for src in sources)
-    for i, src in enumerate(sources):
-        if epoch_pages is not None and epoch_pages * src.weight / total < 1:
-            raise ConfigError(f"data.sources[{i}].weight={src.weight}: less than one of data.epoch_pages="
-                              f"{epoch_pages} draws per epoch; raise the weight or data.epoch_pages")
+    for end in ("weight", "weight_end"):
+        total = sum(src[end] for src in sources)
+        if total <= 0:
+            raise ConfigError(f"data.sources: every source's {end} is 0, so nothing is drawn "
+                              f"{'before' if end == 'weight' else 'after'} data.weight_ramp")
+        for i, src in enumerate(sources):
+            if epoch_pages is not None and 0 < epoch_pages * src[end] / total < 1:
+                raise ConfigError(f"data.sources[{i}].{end}={src[end]}: less than one of data.epoch_pages="
+                                  f"{epoch_pages} draws per epoch; raise the weight or data.epoch_pages")
 
 
 def _check_paths(data_cfg, prefix: str) -> None:

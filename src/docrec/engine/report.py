@@ -141,10 +141,17 @@ def data_health(splits, charset) -> dict[str, int]:
 
 def _print_start(rt, cfg, splits, n_params, schedule, charset, run_dir, resumed, step, health) -> None:
     keep = " ".join(f"{s['keep_prob']:.2f}{'*' if s['always_run'] else ''}" for s in schedule)
-    weight_sum = sum(s.weight for s in splits.sources)
     epoch_pages = cfg.data.get("epoch_pages") or len(splits.train)
-    sources = "".join(f"  source    {s.name}: {s.n_train} train / {s.n_val} val pages, weight {s.weight:g} "
-                      f"({s.weight / weight_sum:.0%} of draws)\n" for s in splits.sources)
+    ramp = cfg.data.get("weight_ramp")
+
+    def share(name: str, s) -> str:
+        w, total = getattr(s, name), sum(getattr(t, name) for t in splits.sources)
+        return f"{w:g} ({w / total:.0%} of draws)"
+
+    sources = ""
+    for s in splits.sources:
+        to = f" -> {share('weight_end', s)} over steps {ramp[0]}-{ramp[1]}" if ramp else ""
+        sources += f"  source    {s.name}: {s.n_train} train / {s.n_val} val pages, weight {share('weight', s)}{to}\n"
     print(
         f"docrec | device {rt.device} ({rt.precision}, channels_last={rt.channels_last}, world={rt.world_size})\n"
         f"  data      {f'{len(splits.sources)} sources' if splits.sources else cfg.data.format}: "

@@ -14,6 +14,8 @@ keeps the page's size, so the annotations hold for all of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -49,9 +51,20 @@ PROCESS_MIX: dict[str, dict[str, float]] = {
 PROCESSES = ("scan", "fax", "photocopy", "thermal", "aged")
 
 
-def choose_process(page_type: str, rng: np.random.Generator) -> str:
-    """The process that makes a page of ``page_type`` (see :data:`PROCESS_MIX`)."""
+def choose_process(page_type: str, rng: np.random.Generator, allowed: Sequence[str] | None = None) -> str:
+    """The process that makes a page of ``page_type`` (see :data:`PROCESS_MIX`).
+
+    ``allowed`` keeps only those processes (the type's shares among them, or equal shares where the
+    type uses none of them): ``("scan",)`` gives clean pages for the start of a curriculum."""
     mix = PROCESS_MIX.get(page_type, PROCESS_MIX["printed"])
+    if allowed is not None:
+        unknown = sorted(set(allowed) - set(PROCESSES))
+        if unknown or not allowed:
+            what = f"unknown process {unknown[0]!r}" if unknown else "no process allowed"
+            raise ValueError(f"{what}; choose from {', '.join(PROCESSES)}")
+        mix = {n: mix[n] for n in allowed if n in mix} or {n: 1.0 for n in allowed}
+        total = sum(mix.values())
+        mix = {n: w / total for n, w in mix.items()}
     names = sorted(mix)
     return names[int(rng.choice(len(names), p=[mix[n] for n in names]))]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,10 +48,12 @@ class SynthPage:
     process: str = "scan"  # how it became pixels (docrec.synth.degrade.PROCESSES)
 
 
-def make_page(seed: int, index: int, page_type: str | None = None, scale: float = 1.0) -> SynthPage:
+def make_page(seed: int, index: int, page_type: str | None = None, scale: float = 1.0,
+              processes: Sequence[str] | None = None) -> SynthPage:
     """Page ``index`` of the dataset of ``seed``; ``scale`` shrinks the page (1.0: a 150-200 dpi scan).
 
-    ``page_type`` forces the type (the rest of the page is still drawn from the same seed)."""
+    ``page_type`` forces the type (the rest of the page is still drawn from the same seed);
+    ``processes`` limits the print and scan processes drawn (:func:`degrade.choose_process`)."""
     rng = np.random.default_rng([seed, index])
     names = sorted(DEFAULT_MIX)
     drawn = names[int(rng.choice(len(names), p=[DEFAULT_MIX[n] for n in names]))]
@@ -67,7 +69,7 @@ def make_page(seed: int, index: int, page_type: str | None = None, scale: float 
     points = [pt for ann in canvas.regions + canvas.lines for pt in ann.polygon]
     points += [pt for ln in canvas.lines for pt in ln.baseline or []]
     matrix = degrade.choose_skew(points, canvas.width, canvas.height, rng)
-    process = degrade.choose_process(page_type, rng)
+    process = degrade.choose_process(page_type, rng, processes)
     image = degrade.scan(canvas.image(), matrix, rng, process, dpi)
 
     def move(pts: list) -> list:
@@ -89,9 +91,9 @@ def encode(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _write_page(index: int, out_dir: Path, seed: int, scale: float) -> Page:
+def _write_page(index: int, out_dir: Path, seed: int, scale: float, processes: Sequence[str] | None) -> Page:
     cv2.setNumThreads(1)  # one process per core already
-    sp = make_page(seed, index, scale=scale)
+    sp = make_page(seed, index, scale=scale, processes=processes)
     rel = f"images/{index:05d}.jpg"
     path = out_dir / rel
     tmp = path.with_name(f".{path.name}.tmp")
@@ -107,16 +109,21 @@ def is_val(index: int, val_fraction: float) -> bool:
 
 
 def generate(out_dir: str | Path, pages: int = 5000, seed: int = 0, workers: int | None = None,
-             val_fraction: float = 0.05, scale: float = 1.0, progress: bool = True) -> tuple[Path, Path]:
-    """Write ``pages`` synthetic pages and their train/val manifests; returns the manifests' paths."""
+             val_fraction: float = 0.05, scale: float = 1.0, progress: bool = True,
+             processes: Sequence[str] | None = None) -> tuple[Path, Path]:
+    """Write ``pages`` synthetic pages and their train/val manifests; returns the manifests' paths.
+
+    ``processes`` limits the print and scan processes (all of them by default)."""
     if pages < 2:
         raise ValueError("need at least 2 pages: one for training and one for validation")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if processes is not None:
+        degrade.choose_process("printed", np.random.default_rng(0), processes)  # unknown names fail here, not in a worker
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, pages))
-    job = partial(_write_page, out_dir=out_dir, seed=seed, scale=scale)
+    job = partial(_write_page, out_dir=out_dir, seed=seed, scale=scale, processes=processes)
     bar = partial(tqdm, total=pages, desc="synthetic pages", unit="page", disable=not progress)
     if workers == 1:
         made = [job(i) for i in bar(range(pages))]
