@@ -33,6 +33,26 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def test_a_short_write_names_the_file_and_the_free_space(tmp_path, monkeypatch):
+    # What torch's zip writer raised when CI's disk filled: a RuntimeError, not an OSError.
+    path = ckpt.save_atomic({"v": torch.tensor(1)}, tmp_path / "last.pt")
+
+    def short_save(obj, fh):
+        fh.write(b"partial bytes")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 111886912 vs 111886800")
+
+    monkeypatch.setattr(torch, "save", short_save)
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt: the write stopped short .*unexpected pos.*full disk: "
+                                                   r"\d+ MB free there; the previous checkpoint is untouched"):
+        ckpt.save_atomic({"v": torch.tensor(2)}, path)
+    monkeypatch.setattr(torch, "save", lambda obj, fh: (_ for _ in ()).throw(RuntimeError("something else")))
+    with pytest.raises(RuntimeError, match="^something else$"):  # not a write failure: raised as it is
+        ckpt.save_atomic({"v": torch.tensor(3)}, path)
+    monkeypatch.undo()
+    assert ckpt.load(path)["v"].item() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 def test_unwritable_output_dir(tmp_path):
     # A path under a regular file can never be created, even as root.
     (tmp_path / "afile").write_text("x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,10 @@ _MARKER = "docrec_checkpoint"
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message says which and why."""
+
+
+#: What torch.save's zip writer says when a write comes up short (a full disk, a quota).
+_WRITE_FAILED = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:
@@ -42,6 +47,14 @@ def save_atomic(state: dict, path: str | Path) -> Path:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}; the previous checkpoint is untouched") from exc
+    except RuntimeError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if not any(m in str(exc) for m in _WRITE_FAILED):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise CheckpointError(f"cannot write checkpoint {path}: the write stopped short ({str(exc).strip()}), most "
+                              f"likely a full disk: {free / 1e6:.0f} MB free there; the previous checkpoint is "
+                              f"untouched") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
