@@ -18,6 +18,7 @@ from pathlib import Path
 
 from docrec.synth import PAGE_TYPES, generate, write_contact_sheet, write_previews
 from docrec.synth.degrade import PROCESSES
+from docrec.synth.fonts import check_families
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--processes", nargs="+", choices=PROCESSES, metavar="PROCESS",
                     help=f"draw only these print and scan processes ({', '.join(PROCESSES)}; default all): "
                     "--processes scan makes the clean pages a curriculum starts on")
+    ap.add_argument("--families", nargs="+", metavar="FAMILY",
+                    help="set printed text in these font families only (serif, sans and mono among them; default "
+                    "all 53), e.g. DejaVuSerif DejaVuSans DejaVuSansMono LiberationSerif LiberationSans LiberationMono")
     ap.add_argument("--previews", type=Path, help="write one annotated preview PNG per page type to this folder")
     ap.add_argument("--contact-sheet", type=Path, help="write a PNG of every page type through each of its "
                     "print and scan processes, a row per type")
@@ -40,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.out is None and args.previews is None and args.contact_sheet is None:
         ap.error("give --out (a dataset) and/or --previews / --contact-sheet (sample images)")
+    if args.families is not None:
+        try:
+            check_families(args.families)
+        except ValueError as exc:
+            ap.error(f"--families: {exc}")
     bad = [r for r in args.real if "=" not in r or r.split("=", 1)[0] not in PAGE_TYPES]
     if bad:
         ap.error(f"--real takes TYPE=IMAGE with TYPE one of {', '.join(PAGE_TYPES)}; got {' '.join(bad)}")
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     train, val = generate(args.out, pages=args.pages, seed=args.seed, workers=args.workers,
                           val_fraction=args.val_fraction, scale=args.scale,
-                          processes=args.processes)
+                          processes=args.processes, families=args.families)
     seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{args.pages} pages in {seconds:.1f} s ({args.pages / seconds:.2f} pages/s); "

@@ -260,6 +260,28 @@ def test_allowed_processes_limit_the_draw_and_keep_the_page():
     assert [[ln.text for ln in p.lines] for p in full] == [[ln.text for ln in p.lines] for p in clean]
 
 
+def test_font_families_limit_printed_faces_and_are_checked():
+    few = ("DejaVuSerif", "DejaVuSans", "DejaVuSansMono")
+    used = set()
+    real_load = fonts.load
+
+    def spy(spec, size):
+        used.add(spec)
+        return real_load(spec, size)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fonts, "load", spy)
+        for i in range(8):
+            make_page(3, i, scale=SCALE, families=few)
+    printed = {f.family for f in used if f.style != "hand"}
+    assert printed and printed <= set(few)
+    assert fonts._FAMILIES is None  # restored after the page
+    with pytest.raises(ValueError, match="unknown font family 'Comic'"):
+        fonts.check_families(["Comic", "DejaVuSans"])
+    with pytest.raises(ValueError, match="have no mono face"):
+        fonts.check_families(["DejaVuSerif", "DejaVuSans"])
+
+
 def test_receipts_are_narrow_capital_rolls_with_prices():
     for seed in range(6):
         page = make_page(seed, 0, page_type="receipt", scale=SCALE)

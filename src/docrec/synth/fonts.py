@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -172,13 +174,57 @@ def fit_text(spec: FontSpec, text: str) -> str:
     return " ".join("".join(out).split())
 
 
+#: The printed families :func:`choose` draws from (None: all); set with :func:`only_families`.
+_FAMILIES: frozenset[str] | None = None
+
+
+def printed_families() -> dict[str, set[str]]:
+    """Each printed family and the styles its cuts have."""
+    out: dict[str, set[str]] = {}
+    for f in FONTS:
+        if f.style != "hand":
+            out.setdefault(f.family, set()).add(f.style)
+    return out
+
+
+def check_families(families: Iterable[str]) -> frozenset[str]:
+    """``families`` as a set, if every one is a printed family and together they cover serif, sans and mono."""
+    known, wanted = printed_families(), frozenset(families)
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise ValueError(f"unknown font family {unknown[0]!r}; printed families: {', '.join(sorted(known))}")
+    missing = sorted({"serif", "sans", "mono"} - {st for fam in wanted for st in known[fam]})
+    if missing:
+        raise ValueError(f"the font families {', '.join(sorted(wanted))} have no {' or '.join(missing)} face: "
+                         f"every page type needs serif, sans and mono faces")
+    return wanted
+
+
+@contextlib.contextmanager
+def only_families(families: Iterable[str] | None):
+    """Within the block, printed text is set in these families only (None: all): few faces for the
+    start of a curriculum. Handwriting faces are not affected."""
+    global _FAMILIES
+    before, _FAMILIES = _FAMILIES, None if families is None else check_families(families)
+    try:
+        yield
+    finally:
+        _FAMILIES = before
+
+
+def allowed(spec: FontSpec) -> bool:
+    """Whether ``spec`` may be drawn now (a handwriting face, or a printed one of the allowed families)."""
+    return _FAMILIES is None or spec.style == "hand" or spec.family in _FAMILIES
+
+
 def choose(rng: np.random.Generator, style: str, bold: bool = False, italic: bool = False,
            like: FontSpec | None = None) -> FontSpec:
     """A random printed font of ``style`` (serif, sans, mono); the regular cut where no bold/italic exists.
     ``like``: a cut of that font's family when it has one (a bold heading over its own body text)."""
-    pool = [f for f in FONTS if f.style == style and f.bold == bold and f.italic == italic]
+    faces = [f for f in FONTS if allowed(f)]
+    pool = [f for f in faces if f.style == style and f.bold == bold and f.italic == italic]
     if not pool:
-        pool = [f for f in FONTS if f.style == style and not f.bold and not f.italic]
+        pool = [f for f in faces if f.style == style and not f.bold and not f.italic]
     if like is not None:
         pool = [f for f in pool if f.family == like.family and f.path != like.path] or pool
     return pool[int(rng.integers(len(pool)))]

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from docrec.formats import manifest
 from docrec.pages import Line, Page, Region
-from docrec.synth import degrade, layouts
+from docrec.synth import degrade, fonts, layouts
 from docrec.synth.canvas import Canvas
 from docrec.synth.forms import form_page
 from docrec.synth.receipts import paper as receipt_paper
@@ -49,11 +49,18 @@ class SynthPage:
 
 
 def make_page(seed: int, index: int, page_type: str | None = None, scale: float = 1.0,
-              processes: Sequence[str] | None = None) -> SynthPage:
+              processes: Sequence[str] | None = None, families: Sequence[str] | None = None) -> SynthPage:
     """Page ``index`` of the dataset of ``seed``; ``scale`` shrinks the page (1.0: a 150-200 dpi scan).
 
     ``page_type`` forces the type (the rest of the page is still drawn from the same seed);
-    ``processes`` limits the print and scan processes drawn (:func:`degrade.choose_process`)."""
+    ``processes`` limits the print and scan processes drawn (:func:`degrade.choose_process`),
+    ``families`` the printed font families (:func:`fonts.only_families`)."""
+    with fonts.only_families(families):
+        return _make_page(seed, index, page_type, scale, processes)
+
+
+def _make_page(seed: int, index: int, page_type: str | None, scale: float,
+               processes: Sequence[str] | None) -> SynthPage:
     rng = np.random.default_rng([seed, index])
     names = sorted(DEFAULT_MIX)
     drawn = names[int(rng.choice(len(names), p=[DEFAULT_MIX[n] for n in names]))]
@@ -91,9 +98,10 @@ def encode(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _write_page(index: int, out_dir: Path, seed: int, scale: float, processes: Sequence[str] | None) -> Page:
+def _write_page(index: int, out_dir: Path, seed: int, scale: float, processes: Sequence[str] | None,
+                families: Sequence[str] | None) -> Page:
     cv2.setNumThreads(1)  # one process per core already
-    sp = make_page(seed, index, scale=scale, processes=processes)
+    sp = make_page(seed, index, scale=scale, processes=processes, families=families)
     rel = f"images/{index:05d}.jpg"
     path = out_dir / rel
     tmp = path.with_name(f".{path.name}.tmp")
@@ -110,20 +118,23 @@ def is_val(index: int, val_fraction: float) -> bool:
 
 def generate(out_dir: str | Path, pages: int = 5000, seed: int = 0, workers: int | None = None,
              val_fraction: float = 0.05, scale: float = 1.0, progress: bool = True,
-             processes: Sequence[str] | None = None) -> tuple[Path, Path]:
+             processes: Sequence[str] | None = None, families: Sequence[str] | None = None) -> tuple[Path, Path]:
     """Write ``pages`` synthetic pages and their train/val manifests; returns the manifests' paths.
 
-    ``processes`` limits the print and scan processes (all of them by default)."""
+    ``processes`` limits the print and scan processes, ``families`` the printed font families (all
+    of them by default)."""
     if pages < 2:
         raise ValueError("need at least 2 pages: one for training and one for validation")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if processes is not None:
         degrade.choose_process("printed", np.random.default_rng(0), processes)  # unknown names fail here, not in a worker
+    if families is not None:
+        fonts.check_families(families)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, pages))
-    job = partial(_write_page, out_dir=out_dir, seed=seed, scale=scale, processes=processes)
+    job = partial(_write_page, out_dir=out_dir, seed=seed, scale=scale, processes=processes, families=families)
     bar = partial(tqdm, total=pages, desc="synthetic pages", unit="page", disable=not progress)
     if workers == 1:
         made = [job(i) for i in bar(range(pages))]

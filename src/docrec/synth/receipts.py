@@ -52,8 +52,8 @@ def receipt_font(p: Sheet) -> FontSpec:
     """Mostly monospace (thermal and dot-matrix tills), else a narrow sans."""
     if p.chance(0.7):
         return fonts.choose(p.rng, "mono", bold=p.chance(0.15))
-    pool = [f for f in fonts.FONTS if f.family in NARROW and not f.italic and not f.bold]
-    return pool[int(p.rng.integers(len(pool)))]
+    pool = [f for f in fonts.FONTS if f.family in NARROW and not f.italic and not f.bold and fonts.allowed(f)]
+    return pool[int(p.rng.integers(len(pool)))] if pool else fonts.choose(p.rng, "sans")
 
 
 def receipt_page(p: Sheet) -> None:
