@@ -121,7 +121,7 @@ def test_a_curriculum_moves_the_counts_from_weight_to_weight_end():
         assert sum(counts.values()) == 50
         per_epoch.append(counts[1])
     assert per_epoch[:3] == [0, 0, 0] and per_epoch[6:] == [50, 50]
-    assert per_epoch[3:6] == [12, 25, 38] or all(abs(a - b) <= 1 for a, b in zip(per_epoch[3:6], [12.5, 25, 37.5]))
+    assert all(abs(a - b) <= 1 for a, b in zip(per_epoch[3:6], [12.5, 25, 37.5]))  # 1/4, 1/2, 3/4 of the ramp
     assert s.weights_at(4) == [0.5, 0.5]
     # Still a pure function of the epoch (exact resume), and every page of a source before any repeats.
     again = WeightedSourceSampler(sizes, [1.0, 0.0], epoch_pages=50, seed=2, end_weights=[0.0, 1.0], ramp=(100, 300))

@@ -81,7 +81,7 @@ class SourceSplit:
     weight: float
     n_train: int
     n_val: int
-    weight_end: float | None = None  # the weight after data.weight_ramp (None: ``weight`` all along)
+    weight_end: float  # the weight after data.weight_ramp (``weight`` without a ramp)
 
 
 @dataclass

@@ -51,6 +51,14 @@ PROCESS_MIX: dict[str, dict[str, float]] = {
 PROCESSES = ("scan", "fax", "photocopy", "thermal", "aged")
 
 
+def check_processes(allowed: Sequence[str]) -> None:
+    """ValueError unless ``allowed`` names one or more of :data:`PROCESSES`."""
+    unknown = sorted(set(allowed) - set(PROCESSES))
+    if unknown or not allowed:
+        what = f"unknown process {unknown[0]!r}" if unknown else "no process allowed"
+        raise ValueError(f"{what}; choose from {', '.join(PROCESSES)}")
+
+
 def choose_process(page_type: str, rng: np.random.Generator, allowed: Sequence[str] | None = None) -> str:
     """The process that makes a page of ``page_type`` (see :data:`PROCESS_MIX`).
 
@@ -58,10 +66,7 @@ def choose_process(page_type: str, rng: np.random.Generator, allowed: Sequence[s
     type uses none of them): ``("scan",)`` gives clean pages for the start of a curriculum."""
     mix = PROCESS_MIX.get(page_type, PROCESS_MIX["printed"])
     if allowed is not None:
-        unknown = sorted(set(allowed) - set(PROCESSES))
-        if unknown or not allowed:
-            what = f"unknown process {unknown[0]!r}" if unknown else "no process allowed"
-            raise ValueError(f"{what}; choose from {', '.join(PROCESSES)}")
+        check_processes(allowed)
         mix = {n: mix[n] for n in allowed if n in mix} or {n: 1.0 for n in allowed}
         total = sum(mix.values())
         mix = {n: w / total for n, w in mix.items()}

@@ -128,7 +128,7 @@ def generate(out_dir: str | Path, pages: int = 5000, seed: int = 0, workers: int
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if processes is not None:
-        degrade.choose_process("printed", np.random.default_rng(0), processes)  # unknown names fail here, not in a worker
+        degrade.check_processes(processes)  # unknown names fail here, not in a worker
     if families is not None:
         fonts.check_families(families)
     out_dir = Path(out_dir)
