@@ -5,9 +5,10 @@
     python scripts/bench_train_step.py --device cuda --memory [--json PATH]     # largest batch that fits
     python scripts/bench_train_step.py --flops [--res N --batch N]    # forward FLOPs per part, p_min bound
 
-A step is what ``docrec.engine.trainer`` does per batch: normalise the uint8 images on the
-device, forward in train mode with all losses (segmentation, line cores, recognition on
-the lines' quads), backward, gradient clipping, AdamW step (EMA and logging left out). On
+A step is the trainer's own ``docrec.engine.trainer.optimizer_step``: normalise the uint8 images
+on the device, forward in train mode with all losses (segmentation, line cores, recognition on
+the lines' quads), backward, gradient clipping, AdamW step and its one loss read-back (EMA and
+logging left out: :func:`bench_run` gives it a run without them). On
 CUDA: bf16 autocast and channels_last, as the trainer's ``auto`` settings; on CPU: fp32.
 
 Variants (every one has the same FPN and heads, built from ``configs/model/default.yaml``):
@@ -73,17 +74,19 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from docrec.data.dataset import normalize, to_model_input
+from docrec.data.dataset import normalize
 from docrec.data.targets import build_targets
 from docrec.engine.config import compose_train_config
 from docrec.engine.optim import build_optimizer
 from docrec.engine.runtime import Runtime, peak_bf16_flops, setup
+from docrec.engine.trainer import Progress, optimizer_step
 from docrec.models import Charset, DocRecModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,25 +204,38 @@ def synthetic_batch(res: int, batch: int, lines_per_512: float, charset: Charset
 # ----------------------------------------------------------------------------------- the step
 
 
-def train_step(model: DocRecModel, opt: torch.optim.Optimizer, images_u8: Tensor,
-               targets: list[dict[str, Tensor]], rt: Runtime, step: int, clip: float | None,
-               backbone_only: bool = False) -> None:
-    """One optimizer step as the trainer does it (without EMA, logging and the loss read-back).
+class BackboneLoss(nn.Module):
+    """The backbone alone under a stand-in loss on C2..C5 (what stochastic depth can speed up),
+    called as the trainer calls the model: ``(images, targets) -> losses``."""
 
-    ``backbone_only``: the backbone alone (a stand-in loss on C2..C5), what stochastic depth can speed up.
-    """
-    opt.zero_grad(set_to_none=True)
-    images, _ = to_model_input(images_u8, None, images_u8.device, rt.channels_last)
-    model.set_step(step)
-    torch.manual_seed(step)  # the same line subset and jitter for every variant at this step
-    with rt.autocast():
-        if backbone_only:
-            loss = sum(f.float().square().mean() for f in model.backbone(images).values())
-        else:
-            loss = sum(model(images, targets).values())
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"))
-    opt.step()
+    def __init__(self, model: DocRecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, targets=None) -> dict[str, Tensor]:
+        return {"stand_in": sum(f.float().square().mean() for f in self.model.backbone(images).values())}
+
+
+def bench_run(model: DocRecModel, opt: torch.optim.Optimizer, rt: Runtime, clip: float | None,
+              backbone_only: bool = False) -> SimpleNamespace:
+    """What :func:`docrec.engine.trainer.optimizer_step` reads of a ``Run``, for one variant: its model
+    and optimizer, one micro-batch a step, a constant learning rate, no EMA (the trainer's loss
+    scaling: on for fp16 only)."""
+    cfg = OmegaConf.create({"trainer": {"grad_accum": 1, "max_bad_steps": 10**9}, "optim": {"grad_clip": clip},
+                            "data": {"batch_size": "the benchmark's", "long_side": "--res", "crop": None}})
+    return SimpleNamespace(cfg=cfg, rt=rt, progress=Progress(), raw=model,
+                           model=BackboneLoss(model) if backbone_only else model, optimizer=opt,
+                           scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0),
+                           scaler=torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16"),
+                           ema=None, ckpt_dir=Path("(no checkpoints in a benchmark)"))
+
+
+def train_step(run: SimpleNamespace, images_u8: Tensor, targets: list[dict[str, Tensor]], step: int) -> None:
+    """One step of the trainer's own :func:`~docrec.engine.trainer.optimizer_step` at ``step``: the same
+    line subset and jitter for every variant at this step (``torch.manual_seed(step)``)."""
+    run.progress.step = step
+    torch.manual_seed(step)
+    optimizer_step(run, iter([(images_u8, targets)]))
 
 
 def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
@@ -315,13 +331,14 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
             opt = build_optimizer(model, optim_cfg)
             if name.endswith("_compiled"):
                 model.compile_regions()
+            run = bench_run(model, opt, rt, optim_cfg.grad_clip, args.backbone_only)
             t0 = time.perf_counter()
             for s in range(args.warmup):
-                train_step(model, opt, images, targets, rt, s, optim_cfg.grad_clip, args.backbone_only)
+                train_step(run, images, targets, s)
             if rt.device.type == "cuda":
                 torch.cuda.synchronize()
             row["warmup_s"] = time.perf_counter() - t0
-            row["model"], row["opt"] = model, opt
+            row["model"], row["opt"], row["run"] = model, opt, run
             print(f"  {name}: built, {args.warmup} warm-up steps in {row['warmup_s']:.1f} s", flush=True)
         except Exception as exc:  # noqa: BLE001 - a variant that cannot run here (no compiler, OOM) is reported
             row["note"] = f"n/a: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -346,12 +363,12 @@ def benchmark(args: argparse.Namespace, rt: Runtime) -> dict:
             own = state_bytes(model, opt)
             timer.start()
             try:
-                train_step(model, opt, images, targets, rt, step, optim_cfg.grad_clip, args.backbone_only)
+                train_step(row["run"], images, targets, step)
             except torch.OutOfMemoryError:
                 row["note"] = f"n/a: out of memory at step {step}"
                 print(f"  {name}: {row['note']}", flush=True)
                 live.remove(name)
-                del row["model"], row["opt"], model, opt
+                del row["model"], row["opt"], row["run"], model, opt
                 gc.collect()
                 torch.cuda.empty_cache()
                 continue
@@ -455,7 +472,7 @@ def _fits(model: DocRecModel, opt, rt: Runtime, res: int, batch: int, charset: C
         images, targets = synthetic_batch(res, batch, lines_per_512, charset, rt.device)
         torch.cuda.reset_peak_memory_stats()
         for s in range(1 if opt.state else 2):  # the first step allocates the optimizer state
-            train_step(model, opt, images, targets, rt, s, clip)
+            train_step(bench_run(model, opt, rt, clip), images, targets, s)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / GIB
     except torch.OutOfMemoryError:

@@ -53,6 +53,11 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite steps, out of memory); the message says what to do."""
 
 
+class TrainingOutOfMemory(TrainingError, torch.OutOfMemoryError):
+    """Out of GPU memory in a step, with what to lower: still a ``torch.OutOfMemoryError`` to whoever
+    catches those (``scripts/bench_train_step.py``'s memory search)."""
+
+
 @dataclass
 class Progress:
     """Where a run stands: the counters a checkpoint restores beside the weights and optimizer state."""
@@ -270,7 +275,7 @@ def optimizer_step(run: Run, batches) -> StepStats | None:
                 loss = sum(losses.values()) / accum
             run.scaler.scale(loss).backward()
         except torch.OutOfMemoryError:
-            raise TrainingError(
+            raise TrainingOutOfMemory(
                 f"out of GPU memory at step {pr.step} with data.batch_size={cfg.data.batch_size} and "
                 f"data.long_side={cfg.data.long_side} (crop {cfg.data.crop}); lower them (or raise "
                 f"trainer.grad_accum). The last checkpoint is kept in {run.ckpt_dir}") from None
