@@ -86,22 +86,27 @@ class OnnxPageReader:
         class_prob, core_prob, region_prob, fused = self.seg.run(None, {"image": image})
         return class_prob[0], core_prob[0], region_prob[0], fused
 
-    def read(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
+    def read(self, fused: np.ndarray, quads: np.ndarray, image: np.ndarray | None = None) -> list[tuple[str, float]]:
         """Read line quads [N, 4, 2] (TL TR BR BL, pixels of the network input) with the reader's decoder:
-        (text, confidence) each."""
+        (text, confidence) each. ``image``: the network input given to :meth:`segment`, which a reader
+        with a pixel stem (``export.json``'s ``pixel_stem``) reads too."""
         out: list[tuple[str, float]] = []
         for start in range(0, len(quads), self.chunk):
-            out += self._read_chunk(fused, quads[start : start + self.chunk].astype(np.float32))
+            out += self._read_chunk(fused, quads[start : start + self.chunk].astype(np.float32), image)
         return out
 
-    def _read_chunk(self, fused: np.ndarray, quads: np.ndarray) -> list[tuple[str, float]]:
+    def _read_chunk(self, fused: np.ndarray, quads: np.ndarray, image: np.ndarray | None) -> list[tuple[str, float]]:
+        feeds = {"fused": fused, "quads": quads}
+        if self.meta.get("pixel_stem", False):
+            if image is None:
+                raise ValueError("this export's reader has a pixel stem: read(fused, quads, image) needs the image")
+            feeds["image"] = image
         if self.decoder == "ctc":
-            log_probs, padding = self.enc.run(["ctc_log_probs", "memory_padding"], {"fused": fused, "quads": quads})
+            log_probs, padding = self.enc.run(["ctc_log_probs", "memory_padding"], feeds)
             # model.recognition.ctc_frames frames per column: each column's padding holds for its frames.
             padding = np.repeat(padding, log_probs.shape[1] // padding.shape[1], axis=1)
             return self.ctc_best_path(log_probs, padding)
-        padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"],
-                                                 {"fused": fused, "quads": quads})
+        padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"], feeds)
         width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
         padding = np.ascontiguousarray(padding[:, :width])
         cross_k, cross_v = (np.ascontiguousarray(c[..., :width, :]) for c in (cross_k, cross_v))
@@ -169,7 +174,7 @@ class OnnxPageReader:
         if not detections:
             return []
         quads = np.stack([line_quad(poly) for poly, _, _ in detections])
-        reads = self.read(fused, quads)
+        reads = self.read(fused, quads, image)
         height, width = rgb.shape[:2]
         lines = []
         for (poly, kind, score), (text, conf), r in zip(detections, reads, regions):

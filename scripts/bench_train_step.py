@@ -115,7 +115,7 @@ class FeatureTrunk(nn.Module):
 
 
 #: Command-line settings of the model and the synthetic pages (``main`` sets them).
-SETTINGS: dict = {"neck": None, "line_mix": "form", "width_groups": None}
+SETTINGS: dict = {"neck": None, "line_mix": "form", "width_groups": None, "pixel_stem": None}
 
 
 def model_config(p_min: float = 1.0) -> dict:
@@ -126,6 +126,8 @@ def model_config(p_min: float = 1.0) -> dict:
     cfg["neck"] = SETTINGS["neck"] or cfg["neck"]
     if SETTINGS["width_groups"] is not None:
         cfg["recognition"]["width_groups"] = SETTINGS["width_groups"]
+    if SETTINGS["pixel_stem"] is not None:
+        cfg["recognition"]["pixel_stem"] = SETTINGS["pixel_stem"]
     return cfg
 
 
@@ -582,7 +584,8 @@ def flop_breakdown(args: argparse.Namespace) -> dict:
             budget -= len(quads[-1])
         tokens = model._pad_tokens([t["line_tokens"][: len(q)] for t, q in zip(targets, quads)], x.device)
         fused = fused.expand(n, -1, -1, -1)
-        rec = gflops(lambda: model.rec_head.loss(fused, quads, tokens))
+        pages = model._pages(x.expand(n, -1, -1, -1))  # the page pixels, for a reader with a pixel stem
+        rec = gflops(lambda: model.rec_head.loss(fused, quads, tokens, images=pages))
     backbone = stem + sum(blocks)
     total = backbone + neck + seg + rec
     droppable = [not e["always_run"] for e in bb.schedule()]
@@ -644,6 +647,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--neck", choices=["light", "fpn"], help="model.neck (default: configs/model/default.yaml's)")
     ap.add_argument("--line-mix", choices=["form", "uniform"], default="form",
                     help="line widths of the synthetic pages: form (many short, a few long) or uniform")
+    ap.add_argument("--pixel-stem", type=int, default=None, metavar="C",
+                    help="model.recognition.pixel_stem (default: the model's); 0: none")
     ap.add_argument("--bucket-ratio", type=float, default=None,
                     help="recognition width-group ratio (default: the model's); 0: one group padded to the widest")
     return ap.parse_args(argv)
@@ -651,7 +656,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    SETTINGS.update(neck=args.neck, line_mix=args.line_mix)
+    SETTINGS.update(neck=args.neck, line_mix=args.line_mix, pixel_stem=args.pixel_stem)
     if args.bucket_ratio is not None:
         SETTINGS["width_groups"] = args.bucket_ratio
     if args.threads:

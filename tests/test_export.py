@@ -50,11 +50,10 @@ def _load_example():
     return module
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A random-weight model (fixed seed) saved as a checkpoint and exported by scripts/export.py."""
-    tmp = tmp_path_factory.mktemp("export")
-    cfg = compose_cfg(MODEL_OVERRIDES)
+def _export_random_model(tmp: Path, overrides: list[str]):
+    """A random-weight model (fixed seed) of ``overrides`` saved as a checkpoint and exported by scripts/export.py:
+    (the checkpoint's model, the export folder)."""
+    cfg = compose_cfg(overrides)
     charset = Charset(list(" .0123456789adefimnoprstvPw"))
     torch.manual_seed(0)
     model = build_model(cfg.model, charset)
@@ -72,6 +71,11 @@ def exported(tmp_path_factory):
     assert "docrec export |" in proc.stdout
     model, _, _ = load_model(tmp / "model.pt", "raw")
     return model, out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export_random_model(tmp_path_factory.mktemp("export"), MODEL_OVERRIDES)
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +291,31 @@ def test_example_runs_without_torch(exported, pages):
     proc = subprocess.run([sys.executable, "-c", code, "examples/onnx_predict.py", str(exported[1]), str(pages[0])],
                           check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_reader_with_a_pixel_stem_exports_and_reads_the_image(tmp_path, pages):
+    """encoder.onnx takes the image too (export.json's pixel_stem) and matches PyTorch; the example feeds it."""
+    model, out = _export_random_model(tmp_path, [*MODEL_OVERRIDES, "model.recognition.pixel_stem=4"])
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["pixel_stem"] is True
+    session = ort.InferenceSession(str(out / ENCODER_FILE))
+    assert [i.name for i in session.get_inputs()] == ["fused", "quads", "image"]
+    torch.manual_seed(5)
+    x = torch.randn(1, 3, 192, 256)
+    quads = _quads()
+    with torch.no_grad():
+        fused = model._fused(x)
+        ref_memory, ref_padding = model.rec_head.encode(fused, [quads], x)
+    memory, padding = session.run(["memory", "memory_padding"],
+                                  {"fused": fused.numpy(), "quads": quads.numpy(), "image": x.numpy()})
+    w = ref_memory.shape[1]
+    valid = ~ref_padding.numpy()
+    np.testing.assert_array_equal(padding[:, :w], ref_padding.numpy())
+    np.testing.assert_allclose(memory[:, :w][valid], ref_memory.numpy()[valid], atol=ATOL, rtol=0)
+    reader = _load_example().OnnxPageReader(out)
+    with pytest.raises(ValueError, match="pixel stem"):
+        reader.read(fused.numpy(), quads.numpy())
+    image, _ = ImageFolder([pages[0]], LONG_SIDE)[0]
+    got = reader(_load_example().read_rgb(pages[0]))
+    ref = model(normalize(image[None]))[0]["lines"]
+    assert [g["text"] for g in got] == [r["text"] for r in ref] and any(r["text"] for r in ref)

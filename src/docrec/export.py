@@ -8,7 +8,9 @@ The network is cut where its shapes stop being static tensor programs:
 - post-processing stays in Python: :func:`docrec.postprocess.lines_from_maps`
   (connected components, distance transforms, contours: OpenCV, not ONNX) and
   :func:`docrec.geometry.line_quad` turn the maps into line quads.
-- ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) -> memory
+- ``encoder.onnx``: fused map [1, F, h, w] + quads [N, 4, 2] (input pixels) (+ the normalised image
+  [1, 3, H, W] given to ``segmentation.onnx``, input ``image``, for a model with a pixel stem:
+  ``export.json``'s ``pixel_stem``) -> memory
   [N, roi_max_width, d], its padding mask, the CTC head's log-probabilities
   ``ctc_log_probs`` [N, roi_max_width * ctc_frames, V] (blank = PAD; a column's padding holds for its
   ``model.recognition.ctc_frames`` frames) and every decoder layer's
@@ -85,13 +87,19 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, fused: Tensor, quads: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, fused: Tensor, quads: Tensor, image: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         head = self.head
         width = head.roi_max_width
         widths = roi_widths(quads, head.stride, width, per_column=head.roi_column_samples)
         rois = sample_rois(fused, quads, widths, width, head.stride, head.roi_height, head.roi_oversample)
         valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
-        memory, padding = head.memory(rois * valid[:, None, None, :], valid)
+        pixels = None
+        if head.pixel_stem is not None:  # as RecognitionHead.line_pixels, for one image
+            k = head.pixel_stem.samples_per_column
+            pixels = sample_rois(image, quads, widths * k, width * k, 1, head.pixel_stem.height)
+            pixels = pixels * valid.repeat_interleave(k, dim=1)[:, None, None, :]
+        memory, padding = head.memory(rois * valid[:, None, None, :], valid, pixels)
         return (memory, padding, head.ctc_log_probs(memory), *head.cross_cache(memory))
 
 
@@ -152,12 +160,18 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
                          dtype=torch.float32)
     n_lines = Dim("lines", min=1, max=4096)
     log.info("exporting %s", ENCODER_FILE)
-    _export(EncoderGraph(head), (fused, quads), out / ENCODER_FILE,
-            (["fused", "quads"], ["memory", "memory_padding", "ctc_log_probs", "cross_keys", "cross_values"]),
-            {"fused": {2: Dim("fused_h", min=1), 3: Dim("fused_w", min=1)}, "quads": {0: n_lines}}, opset)
+    stem = head.pixel_stem is not None
+    enc_args = (fused, quads, image) if stem else (fused, quads)
+    enc_shapes = {"fused": {2: Dim("fused_h", min=1), 3: Dim("fused_w", min=1)}, "quads": {0: n_lines}}
+    if stem:
+        enc_shapes["image"] = {2: Dim("image_h", min=2), 3: Dim("image_w", min=2)}
+    _export(EncoderGraph(head), enc_args, out / ENCODER_FILE,
+            (["fused", "quads", "image"][: len(enc_args)],
+             ["memory", "memory_padding", "ctc_log_probs", "cross_keys", "cross_values"]),
+            enc_shapes, opset)
 
     with torch.no_grad():
-        _, padding, _, cross_k, cross_v = EncoderGraph(head).eval()(fused, quads)
+        _, padding, _, cross_k, cross_v = EncoderGraph(head).eval()(*enc_args)
         token = torch.tensor([head.bos_id, head.bos_id])
         # Two tensors: one object passed twice would be traced as one input serving both.
         past_k, past_v = (cross_k.new_zeros((*cross_k.shape[:3], 2, cross_k.shape[-1])) for _ in range(2))
@@ -190,6 +204,8 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         "fused_stride": head.stride,
         "roi_max_width": head.roi_max_width,
         "roi_column_samples": head.roi_column_samples,
+        # True: encoder.onnx reads the normalised page image too (its input "image"). Absent in older exports.
+        "pixel_stem": stem,
         "max_len": head.max_len,
         # The decoder's key/value cache: past_keys/past_values are [layers, lines, heads, t, head_dim].
         "decoder_cache": {"layers": int(cross_k.shape[0]), "heads": int(cross_k.shape[2]),

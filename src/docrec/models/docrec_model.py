@@ -78,7 +78,8 @@ class DocRecModel(nn.Module):
         self.neck.compile(**compile_kwargs)
         self.seg_head.compile(**compile_kwargs)
         # Line count, RoI width and prefix length vary per batch: compile those shapes dynamic.
-        for m in (self.rec_head.encoder, self.rec_head.decoder):
+        stem = [self.rec_head.pixel_stem] if self.rec_head.pixel_stem is not None else []
+        for m in (*stem, self.rec_head.encoder, self.rec_head.decoder):
             m.compile(**{"dynamic": True, **compile_kwargs})
 
     def _fused(self, images: Tensor) -> Tensor:
@@ -94,8 +95,8 @@ class DocRecModel(nn.Module):
         """With targets: weighted losses {seg, core, rec, ctc}. Without: one prediction dict per image."""
         if targets is None:
             with torch.no_grad():  # predictions (polygons, text) are never differentiated
-                return self._predict(*self._maps(images))
-        return self._losses(*self._maps(images), targets)
+                return self._predict(*self._maps(images), images=images)
+        return self._losses(*self._maps(images), targets, images=images)
 
     def _maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fused map, class, core and region logits (the logits cropped to the unpadded input)."""
@@ -108,7 +109,7 @@ class DocRecModel(nn.Module):
 
     def _losses(
         self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,
-        targets: list[dict[str, Tensor]],
+        targets: list[dict[str, Tensor]], images: Tensor | None = None,
     ) -> dict[str, Tensor]:
         dev = fused.device
         class_mask = torch.stack([t["class_mask"] for t in targets]).to(dev, non_blocking=True).long()
@@ -128,7 +129,7 @@ class DocRecModel(nn.Module):
         n_lines = sum(q.shape[0] for q in quads)
         if n_lines:
             losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing,
-                                             self.rec_branches))
+                                             self.rec_branches, images=self._pages(images)))
         else:
             # Zero, but through every head parameter: DDP without find_unused_parameters
             # (p_min = 1) expects a gradient for each of them in every step.
@@ -153,14 +154,19 @@ class DocRecModel(nn.Module):
         rows = [F.pad(x[:, :t], (0, t - min(x.shape[1], t)), value=self.charset.pad_id) for x in tokens]
         return torch.cat(rows).to(device, non_blocking=True)
 
-    def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor) -> list[dict]:
+    def _pages(self, images: Tensor | None) -> Tensor | None:
+        """The images the recognition head reads besides the fused map: only a head with a pixel stem does."""
+        return images if self.rec_head.pixel_stem is not None else None
+
+    def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,
+                 images: Tensor | None = None) -> list[dict]:
         class_prob, core_prob = class_and_core_probs(class_logits, core_logits)
         class_maps = class_prob.argmax(dim=1).cpu()
         class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
         region_np = region_logits.float().sigmoid().cpu().numpy()
         detections = [lines_from_maps(class_np[b], core_np[b], **self.postprocess) for b in range(len(class_np))]
         quads = [torch.from_numpy(line_quads([p for p, _, _ in d])) for d in detections]
-        reads = self._read(fused, quads)
+        reads = self._read(fused, quads, images=images)
         out = []
         for b, dets in enumerate(detections):
             in_region = line_regions([p for p, _, _ in dets], region_np[b])
@@ -179,7 +185,8 @@ class DocRecModel(nn.Module):
     ) -> tuple[list[dict], dict[str, list[list[tuple[str, float]]]]]:
         """Eval-mode predictions and the reading of given quads by each decoder, from one backbone pass (validation)."""
         fused, *logits = self._maps(images)
-        return self._predict(fused, *logits), {d: self._read(fused, quads, d) for d in decoders}
+        return (self._predict(fused, *logits, images=images),
+                {d: self._read(fused, quads, d, images) for d in decoders})
 
     @torch.no_grad()
     def recognize(self, images: Tensor, quads: list[Tensor]) -> list[list[tuple[str, float]]]:
@@ -187,10 +194,12 @@ class DocRecModel(nn.Module):
 
         Meant for eval mode (CER on ground-truth lines); in train mode blocks would be dropped.
         """
-        return self._read(self._fused(images), quads)
+        return self._read(self._fused(images), quads, images=images)
 
-    def _read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None) -> list[list[tuple[str, float]]]:
-        """Read all lines in chunks of ``max_lines_per_batch`` (the head's decoder unless one is given)."""
+    def _read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None,
+              images: Tensor | None = None) -> list[list[tuple[str, float]]]:
+        """Read all lines in chunks of ``max_lines_per_batch`` (the head's decoder unless one is given;
+        ``images``, the normalised pages, for a head with a pixel stem)."""
         owners = [(b, i) for b, q in enumerate(quads) for i in range(q.shape[0])]
         out: list[list[tuple[str, float]]] = [[("", 0.0)] * q.shape[0] for q in quads]
         chunk = max(self.max_lines_per_batch, 1)
@@ -201,7 +210,7 @@ class DocRecModel(nn.Module):
                 if any(b == img for b, _ in part) else fused.new_zeros((0, 4, 2), dtype=torch.float32)
                 for img in range(len(quads))
             ]
-            ids, conf = self.rec_head.read(fused, per_image, decoder)
+            ids, conf = self.rec_head.read(fused, per_image, decoder, images=self._pages(images))
             for (b, i), row, c in zip(part, ids, conf.tolist()):
                 out[b][i] = (self.charset.decode(row), c)
         return out

@@ -46,6 +46,49 @@ class LocalMixer(nn.Module):
         return x + self.act(self.conv(x.transpose(1, 2))).transpose(1, 2)
 
 
+class PixelStem(nn.Module):
+    """A small CNN over the page's own pixels inside each line box: a token per reader column.
+
+    The fused map has one column per 4 px, learned through the whole backbone; the stem sees
+    the line at one sample per input pixel along it (4 samples a reader column) and ``height``
+    rows across it, and two 2x2 poolings and a height-folding convolution bring it to the
+    reader's columns. Its tokens are added to the RoI tokens: the reader gets the strokes of
+    the glyphs directly, the fused map keeps the page's context.
+    """
+
+    def __init__(self, d_model: int, channels: int, height: int, samples_per_column: int) -> None:
+        super().__init__()
+        if samples_per_column != 4:
+            raise ValueError(f"the pixel stem pools 4 samples into a reader column, got {samples_per_column}"
+                             " (model.recognition.roi_column_samples must be 1)")
+        if height < 8 or height % 4:
+            raise ValueError(f"pixel_stem_height must be a multiple of 4 and >= 8, got {height}")
+        self.height, self.samples_per_column = height, samples_per_column
+        c1, c2, c3 = channels, 2 * channels, 4 * channels
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.blocks = nn.ModuleList([nn.Sequential(*block(3, c1)), nn.Sequential(*block(c1, c2)),
+                                     nn.Sequential(*block(c2, c3))])
+        self.pool = nn.MaxPool2d(2)
+        self.fold = nn.Conv2d(c3, d_model, (height // 4, 1))  # [1, W]: the height folded, one token per column
+
+    def forward(self, pixels: Tensor, valid: Tensor) -> Tensor:
+        """Line pixels [N, 3, height, 4W] and the columns' validity [N, W] -> tokens [N, W, d].
+
+        Every block's output is zeroed past the line's end, so a column reads the same whatever
+        the padding after its line (a width group's, or ``roi_max_width``'s in the ONNX graph).
+        """
+        x = pixels
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = self.pool(x)
+            x = block(x)
+            x = x * valid.repeat_interleave(x.shape[-1] // valid.shape[-1], dim=1)[:, None, None, :].to(x.dtype)
+        return self.fold(x).squeeze(2).transpose(1, 2)
+
+
 class RecognitionHead(nn.Module):
     """Reads each line from the fused map: quad RoI, encoder, then a CTC head and an attention decoder.
 
@@ -82,6 +125,8 @@ class RecognitionHead(nn.Module):
         token_norm: bool = False,
         ctc_frames: int = 1,
         width_groups: float = WIDTH_GROUPS,
+        pixel_stem: int = 0,
+        pixel_stem_height: int = 16,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -106,6 +151,9 @@ class RecognitionHead(nn.Module):
             nn.GELU(),
             nn.Conv2d(in_channels, d_model, (roi_height, 1)),
         )
+        # The page's pixels read by a small CNN of pixel_stem channels (0: none; checkpoints before the option).
+        self.pixel_stem = (PixelStem(d_model, pixel_stem, pixel_stem_height, stride // roi_column_samples)
+                           if pixel_stem > 0 else None)
         self.local = nn.ModuleList(LocalMixer(d_model) for _ in range(conv_layers))
         # At initialisation the RoI tokens have an RMS of ~0.2 against 0.71 for the fixed positions:
         # without a norm the encoder first sees mostly positions. False only for checkpoints written
@@ -129,9 +177,14 @@ class RecognitionHead(nn.Module):
         self.decoder = nn.TransformerDecoder(dec, decoder_layers, norm=nn.LayerNorm(d_model))
         self.classifier = nn.Linear(d_model, vocab_size)
 
-    def memory(self, rois: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """RoI features [N, C, roi_height, W] + validity [N, W] -> memory [N, W, d], padding mask (True = pad)."""
+    def memory(self, rois: Tensor, valid: Tensor, pixels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """RoI features [N, C, roi_height, W] + validity [N, W] (+ the lines' pixels [N, 3, h, 4W] with a
+        pixel stem) -> memory [N, W, d], padding mask (True = pad)."""
         x = self.roi_proj(rois).squeeze(2).transpose(1, 2)
+        if self.pixel_stem is not None:
+            if pixels is None:
+                raise ValueError("this recognition head has a pixel stem: it reads lines from the page images too")
+            x = x + self.pixel_stem(pixels.to(x.dtype), valid)
         for mixer in self.local:
             x = mixer(x, valid)
         if self.token_norm is not None:
@@ -140,21 +193,37 @@ class RecognitionHead(nn.Module):
         padding = ~valid
         return self.encoder(x, src_key_padding_mask=padding), padding
 
+    def line_pixels(self, images: Tensor | tuple[Tensor, ...], quads: Tensor, owner: list[int], widths: Tensor,
+                    width: int) -> Tensor:
+        """The page pixels the stem reads: [N, 3, pixel_stem_height, 4 * width] from ``images`` (the batch
+        [B, 3, H, W], normalised, or its ``float().split(1)``), zero (the mean colour) past each line's end."""
+        stem = self.pixel_stem
+        k = stem.samples_per_column
+        if quads.shape[0] == 0:
+            return quads.new_zeros((0, 3, stem.height, width * k))
+        pixels, _ = sample_lines(images, quads, owner, widths * k, 1, stem.height, 1, width=width * k)
+        return pixels
+
     def lines(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, list[int], Tensor]:
         """Image b's ``quads[b]`` -> all quads [N, 4, 2], their image index (host list) and RoI widths [N]."""
         flat, images = flatten_quads(quads, fused.device)
         return flat, images, roi_widths(flat, self.stride, self.roi_max_width, per_column=self.roi_column_samples)
 
-    def encode_lines(self, fused: Tensor, quads: Tensor, images: Tensor | list[int], widths: Tensor, *,
-                     width: int | None = None, per_image: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor]:
-        """Memory [N, W, d] and padding [N, W] (True = pad) of lines ``quads`` of images ``images``; W = widest
-        (``width`` and ``images`` as host values spare :func:`sample_lines` a device-to-host transfer;
-        ``per_image``, ``fused.float().split(1)``, spares it a split)."""
-        rois, valid = sample_lines(fused if per_image is None else per_image, quads, images, widths, self.stride,
+    def encode_lines(self, fused: Tensor, quads: Tensor, owner: list[int], widths: Tensor, *,
+                     width: int | None = None, per_image: tuple[Tensor, ...] | None = None,
+                     images: Tensor | tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor]:
+        """Memory [N, W, d] and padding [N, W] (True = pad) of lines ``quads`` of images ``owner`` (a host list);
+        W = widest (``width`` as a host value spares :func:`sample_lines` a device-to-host transfer;
+        ``per_image``, ``fused.float().split(1)``, spares it a split). ``images``: the normalised page
+        images (or their ``float().split(1)``), which a head with a pixel stem reads too."""
+        rois, valid = sample_lines(fused if per_image is None else per_image, quads, owner, widths, self.stride,
                                    self.roi_height, self.roi_oversample, width=width)
-        return self.memory(rois.to(fused.dtype), valid)
+        pixels = None
+        if self.pixel_stem is not None and images is not None:
+            pixels = self.line_pixels(images, quads, owner, widths, rois.shape[-1])
+        return self.memory(rois.to(fused.dtype), valid, pixels)
 
-    def encoded_groups(self, fused: Tensor, quads: list[Tensor]):
+    def encoded_groups(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None):
         """Image b's ``quads[b]`` read in width groups (:func:`width_buckets`): yields each group's line
         indices (host list, ordered by image), the same indices on the device, its memory and padding.
 
@@ -165,18 +234,19 @@ class RecognitionHead(nn.Module):
         groups = [sorted(g) for g in width_buckets(w, self.width_groups)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
         per_image = fused.float().split(1)  # once for all groups (see sample_lines)
+        pages = images.float().split(1) if images is not None and self.pixel_stem is not None else None
         start = 0
         for group in groups:
             idx = order[start : start + len(group)]
             start += len(group)
             memory, padding = self.encode_lines(fused, flat[idx], [owner[i] for i in group], widths[idx],
-                                                width=max(w[i] for i in group), per_image=per_image)
+                                                width=max(w[i] for i in group), per_image=per_image, images=pages)
             yield group, idx, memory, padding
 
-    def encode(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def encode(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``,
         every line padded to the widest (training and reading go by width groups instead)."""
-        return self.encode_lines(fused, *self.lines(fused, quads))
+        return self.encode_lines(fused, *self.lines(fused, quads), images=images)
 
     def decode(self, memory: Tensor, memory_padding: Tensor, tokens: Tensor) -> Tensor:
         """Next-token logits [N, T, V] for the prefix ``tokens`` [N, T] (causal)."""
@@ -201,7 +271,7 @@ class RecognitionHead(nn.Module):
         return padding.repeat_interleave(self.ctc_frames, dim=1) if self.ctc_frames > 1 else padding
 
     def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor, label_smoothing: float = 0.0,
-             branches: tuple[str, ...] = ("rec", "ctc")) -> dict[str, Tensor]:
+             branches: tuple[str, ...] = ("rec", "ctc"), images: Tensor | None = None) -> dict[str, Tensor]:
         """Teacher-forced character cross-entropy (``rec``) and CTC (``ctc``) of lines ``tokens`` [N, T].
 
         ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
@@ -210,11 +280,12 @@ class RecognitionHead(nn.Module):
         Lines are read in width groups (:func:`width_buckets`), each padded to its own widest
         line and longest text; the losses are those of the whole batch at once.
         Only the ``branches`` asked for are computed (a branch with loss weight 0 costs nothing).
+        ``images``: the normalised page images, which a head with a pixel stem reads too.
         """
         ce_sum = ctc_sum = fused.new_zeros((), dtype=torch.float32)
         n_tokens = 0
         lengths = (tokens != self.pad_id).sum(1).tolist()  # BOS text EOS per line: one transfer for all groups
-        for group, idx, memory, padding in self.encoded_groups(fused, quads):
+        for group, idx, memory, padding in self.encoded_groups(fused, quads, images):
             tok = tokens[idx.to(tokens.device), : max(lengths[i] for i in group)]  # this group's longest text
             text = tok[:, 1:]
             if "rec" in branches:
@@ -239,13 +310,14 @@ class RecognitionHead(nn.Module):
 
     @torch.no_grad()
     def read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None,
-             max_len: int | None = None) -> tuple[list[list[int]], Tensor]:
+             max_len: int | None = None, images: Tensor | None = None) -> tuple[list[list[int]], Tensor]:
         """Token ids per line (for ``Charset.decode``) and a confidence each, by the configured (or given)
-        decoder; lines are read in width groups, the results in the order of ``quads``."""
+        decoder; lines are read in width groups, the results in the order of ``quads`` (``images``: as
+        :meth:`loss`)."""
         n = sum(q.shape[0] for q in quads)
         ids: list[list[int]] = [[] for _ in range(n)]
         conf = torch.zeros(n, device=fused.device)
-        for group, idx, memory, padding in self.encoded_groups(fused, quads):
+        for group, idx, memory, padding in self.encoded_groups(fused, quads, images):
             if (decoder or self.decoder_kind) == "ctc":
                 rows, c = self.ctc_greedy(memory, padding)
             else:
