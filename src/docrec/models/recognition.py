@@ -59,8 +59,8 @@ class PixelStem(nn.Module):
     def __init__(self, d_model: int, channels: int, height: int, samples_per_column: int) -> None:
         super().__init__()
         if samples_per_column != 4:
-            raise ValueError(f"the pixel stem pools 4 samples into a reader column, got {samples_per_column}"
-                             " (model.recognition.roi_column_samples must be 1)")
+            raise ValueError(f"the pixel stem pools 4 samples into a reader column, got {samples_per_column}: "
+                             "model.recognition.roi_column_samples must be 1 with it (or pixel_stem=0)")
         if height < 8 or height % 4:
             raise ValueError(f"pixel_stem_height must be a multiple of 4 and >= 8, got {height}")
         self.height, self.samples_per_column = height, samples_per_column
