@@ -218,8 +218,12 @@ def test_precise_bn_recalibrates_raw_and_ema_before_validation(toy_data, tmp_pat
     state = ckpt.load(tmp_path / "checkpoints" / "last.pt")
     for weights in (state["model"], state["ema"]):
         tracked = {k: int(v) for k, v in weights.items() if k.endswith("num_batches_tracked")}
-        # Reset, then exactly the 2 recalibration batches (3 training steps would count 3 or fewer).
-        assert tracked and set(tracked.values()) == {2}, tracked
+        page = {k: v for k, v in tracked.items() if not k.startswith("rec_head.pixel_stem.")}
+        stem = {k: v for k, v in tracked.items() if k.startswith("rec_head.pixel_stem.")}
+        # Reset, then exactly the 2 recalibration batches (3 training steps would count 3 or fewer); the
+        # reader's pixel stem runs once per width group of lines, so at least once per batch.
+        assert page and set(page.values()) == {2}, page
+        assert stem and min(stem.values()) >= 2 and len(set(stem.values())) == 1, stem
 
 
 def test_step_flops_are_counted_without_touching_the_run(toy_data, tmp_path):
