@@ -377,9 +377,12 @@ def test_eval_forward_returns_predictions_at_input_resolution(tiny_model, charse
         assert 0.0 <= line["confidence"] <= 1.0
 
 
-def test_channels_last_and_bf16_autocast(tiny_model, charset):
+@pytest.mark.parametrize("pixel_stem", [0, 8])
+def test_channels_last_and_bf16_autocast(charset, pixel_stem):
     images, targets = batch(charset)
-    model = tiny_model.to(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    model = build_model({**TINY, "recognition": {**TINY["recognition"], "pixel_stem": pixel_stem}}, charset)
+    model = model.to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
     model.postprocess = {"core_threshold": 0.0, "min_score": 0.0}
     with torch.autocast("cpu", dtype=torch.bfloat16):
