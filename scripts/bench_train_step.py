@@ -584,7 +584,7 @@ def flop_breakdown(args: argparse.Namespace) -> dict:
             budget -= len(quads[-1])
         tokens = model._pad_tokens([t["line_tokens"][: len(q)] for t, q in zip(targets, quads)], x.device)
         fused = fused.expand(n, -1, -1, -1)
-        pages = model._pages(x.expand(n, -1, -1, -1))  # the page pixels, for a reader with a pixel stem
+        pages = x.expand(n, -1, -1, -1)  # the page pixels, which a reader with a pixel stem reads
         rec = gflops(lambda: model.rec_head.loss(fused, quads, tokens, images=pages))
     backbone = stem + sum(blocks)
     total = backbone + neck + seg + rec

@@ -95,10 +95,9 @@ class EncoderGraph(nn.Module):
         rois = sample_rois(fused, quads, widths, width, head.stride, head.roi_height, head.roi_oversample)
         valid = torch.arange(width, device=quads.device)[None] < widths[:, None]
         pixels = None
-        if head.pixel_stem is not None:  # as RecognitionHead.line_pixels, for one image
+        if head.pixel_stem is not None:  # RecognitionHead.line_pixels of one image (the stem masks the padding)
             k = head.pixel_stem.samples_per_column
             pixels = sample_rois(image, quads, widths * k, width * k, 1, head.pixel_stem.height)
-            pixels = pixels * valid.repeat_interleave(k, dim=1)[:, None, None, :]
         memory, padding = head.memory(rois * valid[:, None, None, :], valid, pixels)
         return (memory, padding, head.ctc_log_probs(memory), *head.cross_cache(memory))
 

@@ -129,7 +129,7 @@ class DocRecModel(nn.Module):
         n_lines = sum(q.shape[0] for q in quads)
         if n_lines:
             losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing,
-                                             self.rec_branches, images=self._pages(images)))
+                                             self.rec_branches, images=images))
         else:
             # Zero, but through every head parameter: DDP without find_unused_parameters
             # (p_min = 1) expects a gradient for each of them in every step.
@@ -153,10 +153,6 @@ class DocRecModel(nn.Module):
         t = min(max(x.shape[1] for x in tokens if x.shape[0]), self.rec_head.max_len)
         rows = [F.pad(x[:, :t], (0, t - min(x.shape[1], t)), value=self.charset.pad_id) for x in tokens]
         return torch.cat(rows).to(device, non_blocking=True)
-
-    def _pages(self, images: Tensor | None) -> Tensor | None:
-        """The images the recognition head reads besides the fused map: only a head with a pixel stem does."""
-        return images if self.rec_head.pixel_stem is not None else None
 
     def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,
                  images: Tensor | None = None) -> list[dict]:
@@ -210,7 +206,7 @@ class DocRecModel(nn.Module):
                 if any(b == img for b, _ in part) else fused.new_zeros((0, 4, 2), dtype=torch.float32)
                 for img in range(len(quads))
             ]
-            ids, conf = self.rec_head.read(fused, per_image, decoder, images=self._pages(images))
+            ids, conf = self.rec_head.read(fused, per_image, decoder, images=images)
             for (b, i), row, c in zip(part, ids, conf.tolist()):
                 out[b][i] = (self.charset.decode(row), c)
         return out

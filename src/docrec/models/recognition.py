@@ -77,15 +77,18 @@ class PixelStem(nn.Module):
     def forward(self, pixels: Tensor, valid: Tensor) -> Tensor:
         """Line pixels [N, 3, height, 4W] and the columns' validity [N, W] -> tokens [N, W, d].
 
-        Every block's output is zeroed past the line's end, so a column reads the same whatever
-        the padding after its line (a width group's, or ``roi_max_width``'s in the ONNX graph).
+        The pixels and every block's output are zeroed past the line's end, so a column reads the
+        same whatever the padding after its line (a width group's, or ``roi_max_width``'s in the
+        ONNX graph) and whatever the sampler put there.
         """
-        x = pixels
+
+        def masked(x: Tensor) -> Tensor:
+            keep = valid.repeat_interleave(x.shape[-1] // valid.shape[-1], dim=1)
+            return x * keep[:, None, None, :].to(x.dtype)
+
+        x = masked(pixels)
         for i, block in enumerate(self.blocks):
-            if i:
-                x = self.pool(x)
-            x = block(x)
-            x = x * valid.repeat_interleave(x.shape[-1] // valid.shape[-1], dim=1)[:, None, None, :].to(x.dtype)
+            x = masked(block(self.pool(x) if i else x))
         return self.fold(x).squeeze(2).transpose(1, 2)
 
 
@@ -196,7 +199,7 @@ class RecognitionHead(nn.Module):
     def line_pixels(self, images: Tensor | tuple[Tensor, ...], quads: Tensor, owner: list[int], widths: Tensor,
                     width: int) -> Tensor:
         """The page pixels the stem reads: [N, 3, pixel_stem_height, 4 * width] from ``images`` (the batch
-        [B, 3, H, W], normalised, or its ``float().split(1)``), zero (the mean colour) past each line's end."""
+        [B, 3, H, W], normalised, or its ``float().split(1)``); the stem masks past each line's end."""
         stem = self.pixel_stem
         k = stem.samples_per_column
         if quads.shape[0] == 0:
