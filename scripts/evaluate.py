@@ -23,7 +23,7 @@ from docrec.data.dataset import PageDataset, collate
 from docrec.data.loading import data_sources, loader_workers, read_pages, worker_dies_with
 from docrec.engine.runtime import setup
 from docrec.engine.validate import run_validation
-from docrec.inference import load_model
+from docrec.inference import line_scaled_long_sides, load_model
 from docrec.settings import abs_path
 
 log = logging.getLogger("docrec.evaluate")
@@ -76,17 +76,29 @@ def main(cfg: DictConfig) -> None:
                          else f"{src.format}:{path}")
     long_side = cfg.long_side or train_cfg["data"]["long_side"]
     region_kinds = list(model.region_kinds)
-    ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
-                     max_pixels=d.max_pixels, region_kinds=region_kinds)
-    loader = DataLoader(ds, batch_size=d.val_batch_size, num_workers=loader_workers(d.num_workers), collate_fn=collate,
-                        worker_init_fn=worker_dies_with(os.getpid()))
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+
+    def pages_loader(long_sides=None) -> DataLoader:
+        ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
+                         max_pixels=d.max_pixels, region_kinds=region_kinds, long_sides=long_sides)
+        return DataLoader(ds, batch_size=d.val_batch_size, num_workers=loader_workers(d.num_workers),
+                          collate_fn=collate, worker_init_fn=worker_dies_with(os.getpid()))
+
+    loader = pages_loader()
+    # max_line_height: a first pass finds each page's lines; pages with taller lines are read smaller.
+    sides = line_scaled_long_sides(model, loader, rt, long_side, cfg.max_line_height)
+    if sides:
+        loader = pages_loader(sides)
+        log.info("max_line_height=%s: %d of %d pages read at a smaller long side (%d-%d)", cfg.max_line_height,
+                 len(sides), len(pages), min(sides.values()), max(sides.values()))
     result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True,
                             groups=groups if sources else None)
     table = metrics_table(result.metrics, kinds + region_kinds)
     print(f"docrec evaluate | {cfg.checkpoint} ({cfg.weights} weights) on {', '.join(read_from)}, "
-          f"{len(pages)} pages, {n_skipped} skipped, long side {long_side}\n{table}")
+          f"{len(pages)} pages, {n_skipped} skipped, long side {long_side}"
+          + (f" ({len(sides)} pages smaller: max_line_height={cfg.max_line_height})" if sides else "")
+          + f"\n{table}")
     for name, metrics in result.groups.items():
         print(f"\nsource {name}\n{metrics_table(metrics, kinds + region_kinds)}")
     summary = {**result.metrics, "sources": result.groups} if sources else result.metrics

@@ -31,7 +31,7 @@ from docrec.engine.runtime import setup
 from docrec.engine.tb import draw_lines
 from docrec.formats import alto, manifest, mirrored_names, pagexml, relative_image
 from docrec.images import read_image
-from docrec.inference import ImageFolder, find_images, load_model, to_page
+from docrec.inference import ImageFolder, find_images, line_scaled_long_sides, load_model, to_page
 
 #: What predict can write per page, and the suffix of each file.
 FORMATS = {"page": ".xml", "alto": ".alto.xml", "json": ".json", "overlay": ".overlay.png"}
@@ -73,9 +73,18 @@ def main(cfg: DictConfig) -> None:
                                      OmegaConf.to_container(cfg.postprocess))
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ds = ImageFolder(paths, cfg.long_side or train_cfg["data"]["long_side"])
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=loader_workers(cfg.num_workers), collate_fn=_collate,
-                        worker_init_fn=worker_dies_with(os.getpid()))
+    long_side = cfg.long_side or train_cfg["data"]["long_side"]
+
+    def images_loader(long_sides=None) -> DataLoader:
+        return DataLoader(ImageFolder(paths, long_side, long_sides=long_sides), batch_size=cfg.batch_size,
+                          num_workers=loader_workers(cfg.num_workers), collate_fn=_collate,
+                          worker_init_fn=worker_dies_with(os.getpid()))
+
+    loader = images_loader()
+    # max_line_height: a first pass finds each page's lines; pages with taller lines are read smaller.
+    sides = line_scaled_long_sides(model, loader, rt, long_side, cfg.max_line_height)
+    if sides:
+        loader = images_loader(sides)
     n_lines, done = 0, 0
     with torch.no_grad(), tqdm(total=len(paths), desc="predict", disable=len(paths) < 2) as bar:
         for images, metas in loader:
@@ -90,7 +99,8 @@ def main(cfg: DictConfig) -> None:
                 write_page(page, plan, rgb, cfg.absolute_paths, str(checkpoint))
                 n_lines += len(page.lines)
                 bar.update(1)
-    print(f"docrec predict | {len(paths)} page(s), {n_lines} lines -> {out}")
+    smaller = f", {len(sides)} read smaller (max_line_height={cfg.max_line_height})" if sides else ""
+    print(f"docrec predict | {len(paths)} page(s){smaller}, {n_lines} lines -> {out}")
 
 
 def write_page(page, plan: dict[str, Path], rgb, absolute: bool, checkpoint: str) -> None:

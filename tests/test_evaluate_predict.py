@@ -165,6 +165,27 @@ def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):
         assert sum(len(p.lines) for p in res.pages) == total
 
 
+def test_pages_with_lines_taller_than_max_line_height_are_read_smaller(trained, tmp_path):
+    run_dir, data = trained
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    # No core threshold: the few-step model finds each page as one line, far taller than 40 px at long side 512.
+    loose = ("postprocess.core_threshold=0.0", "postprocess.min_score=0.0", "long_side=512")
+    pages_of = (f"data.path={data / 'train.jsonl'}", f"data.val_path={data / 'val.jsonl'}")
+    _, _, pages = evaluate(tmp_path / "plain", checkpoint, *pages_of, *loose)
+    assert {p["scale"] for p in pages} == {512 / 320}
+    stdout, metrics, pages = evaluate(tmp_path / "scaled", checkpoint, *pages_of, *loose, "max_line_height=40")
+    assert f"({len(pages)} pages smaller: max_line_height=40)" in stdout
+    assert {p["scale"] for p in pages} == {256 / 320}  # down to the smallest long side
+    assert metrics["n_gt_lines"] == sum(len(p["gt_recognition"]) for p in pages) > 0
+    out = tmp_path / "pred"
+    proc = run_script("predict.py", f"checkpoint={checkpoint}", f"input={data / 'images'}", f"output={out}",
+                      "num_workers=0", "format=[json]", *loose, "max_line_height=40")
+    assert "8 page(s), 8 read smaller (max_line_height=40)" in proc.stdout
+    record = json.loads((out / "000.json").read_text(encoding="utf-8"))
+    assert (record["width"], record["height"]) == (320, 240)  # lines in the image's own pixels
+    assert all(0 <= x <= 320 and 0 <= y <= 240 for ln in record["lines"] for x, y in ln["polygon"])
+
+
 def test_postprocess_overrides_take_the_checkpoints_other_values_and_refuse_unknown_keys(trained):
     from docrec.engine.config import ConfigError
     from docrec.inference import load_model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,10 @@ import torch
 from torch.utils.data import Dataset
 
 from docrec.data.augment import build_augment
+from docrec.data.dataset import to_model_input
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError
+from docrec.geometry import line_quads
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
 from docrec.pages import Line, Page, Region, polygon_area
@@ -20,6 +22,9 @@ from docrec.postprocess import estimate_baseline, lines_from_maps
 from docrec.text import Charset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+#: The smallest long side ``max_line_height`` scales a page down to.
+MIN_LONG_SIDE = 256
 
 
 #: What ``postprocess`` overrides may set: the thresholds of :func:`lines_from_maps` (not ``shrink``,
@@ -66,23 +71,70 @@ def find_images(path: Path) -> list[Path]:
 
 
 class ImageFolder(Dataset):
-    """Images resized like validation pages (long side, padded to 32) for batched prediction."""
+    """Images resized like validation pages (long side, padded to 32) for batched prediction;
+    ``long_sides`` gives some images (by index) a long side of their own."""
 
-    def __init__(self, paths: list[Path], long_side: int, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(self, paths: list[Path], long_side: int, max_pixels: int = MAX_PIXELS,
+                 long_sides: Mapping[int, int] | None = None) -> None:
         self.paths, self.long_side, self.max_pixels = paths, long_side, max_pixels
-        self.prep = build_augment(None, long_side, train=False)
+        self.long_sides = dict(long_sides or {})
+        self._resize: dict[int, object] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         width, height = image_size(self.paths[i], self.max_pixels)
+        long_side = self.long_sides.get(i, self.long_side)
         # Decoded and scaled as in training (read_image's long_side), then padded like a validation page.
-        img = read_image(self.paths[i], self.max_pixels, long_side=self.long_side)
-        out = self.prep(image=img, keypoints=np.zeros((0, 2), np.float32))["image"]
+        img = read_image(self.paths[i], self.max_pixels, long_side=long_side)
+        if long_side not in self._resize:
+            self._resize[long_side] = build_augment(None, long_side, train=False)
+        out = self._resize[long_side](image=img, keypoints=np.zeros((0, 2), np.float32))["image"]
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), {
-            "path": str(self.paths[i]), "width": width, "height": height,
-            "scale": self.long_side / max(width, height)}
+            "index": i, "path": str(self.paths[i]), "width": width, "height": height,
+            "scale": long_side / max(width, height)}
+
+
+def median_line_height(polygons: Sequence) -> float | None:
+    """Median height, across the reading direction, of line polygons (their boxes'); None without lines."""
+    if len(polygons) == 0:
+        return None
+    q = line_quads(polygons)
+    heights = (np.linalg.norm(q[:, 3] - q[:, 0], axis=1) + np.linalg.norm(q[:, 2] - q[:, 1], axis=1)) / 2
+    return float(np.median(heights))
+
+
+def line_scaled_long_side(long_side: int, line_height: float | None, max_line_height: float | None,
+                          min_long_side: int = MIN_LONG_SIDE) -> int:
+    """The long side at which a page whose median line is ``line_height`` px tall at ``long_side`` has it
+    ``max_line_height`` tall; ``long_side`` when its lines are no taller (or it has none, or the option
+    is off). Pages are only scaled down: at most to ``min_long_side``."""
+    if not max_line_height or line_height is None or line_height <= max_line_height:
+        return long_side
+    return max(min(min_long_side, long_side), round(long_side * max_line_height / line_height))
+
+
+@torch.no_grad()
+def line_scaled_long_sides(model, loader, rt, long_side: int, max_line_height: float | None) -> dict[int, int]:
+    """The first pass of reading pages at the scale of their lines: find each page's lines at ``long_side``
+    (detection only) and give the long side :func:`line_scaled_long_side` chooses, for the pages whose
+    long side changes (index -> long side). ``loader`` yields (images, ..., metas), metas with ``index``."""
+    if not max_line_height:
+        return {}
+    if max_line_height <= 0:
+        raise ConfigError(f"max_line_height must be a height in pixels > 0 or null, got {max_line_height}")
+    sides = {}
+    for batch in loader:
+        images, metas = batch[0], batch[-1]
+        x, _ = to_model_input(images, None, rt.device, rt.channels_last)
+        with rt.autocast():
+            polygons = model.detect(x)
+        for polys, meta in zip(polygons, metas):
+            side = line_scaled_long_side(long_side, median_line_height(polys), max_line_height)
+            if side != long_side:
+                sides[meta["index"]] = side
+    return sides
 
 
 def to_page(pred: dict, meta: dict, gray: np.ndarray | None = None) -> Page:

@@ -93,7 +93,8 @@ class PageDataset(Dataset):
     def __init__(self, pages: Sequence[Page], charset, kinds: Sequence[str], long_side: int,
                  augment: Mapping | None = None, crop: Sequence[int] | None = None, train: bool = True,
                  max_len: int = 128, max_pixels: int = MAX_PIXELS, seed: int = 0, strict: bool = True,
-                 region_kinds: Sequence[str] = (), crop_tries: int = 1, cache_dir: str | None = None) -> None:
+                 region_kinds: Sequence[str] = (), crop_tries: int = 1, cache_dir: str | None = None,
+                 long_sides: Mapping[int, int] | None = None) -> None:
         self.pages = list(pages)
         self.cache_dir = cache_dir  # decoded, scaled pages kept there (docrec.data.cache); None: decode each time
         self.charset, self.kinds, self.train = charset, list(kinds), train
@@ -103,6 +104,11 @@ class PageDataset(Dataset):
         self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train,
                                  crop_tries=crop_tries)
         self.dense_crop = train and bool(crop) and crop_tries > 1  # the crop needs the lines' boxes
+        # Pages read at their own long side (by index: evaluation at the scale of each page's lines).
+        if long_sides and train:
+            raise ValueError("long_sides is for evaluation pages (train=False): training pages share long_side")
+        self.long_sides = dict(long_sides or {})
+        self._resize = {long_side: self.aug}
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws each epoch (call before iterating, like DistributedSampler)."""
@@ -114,8 +120,12 @@ class PageDataset(Dataset):
     def __getitem__(self, index: int):
         # A weighted sampler yields index + k * len for a page's k-th pass: same page, its own augmentation.
         page = self.pages[index % len(self.pages)]
+        long_side = self.long_sides.get(index, self.long_side)
+        if long_side not in self._resize:
+            self._resize[long_side] = build_augment(None, long_side, train=False)
+        aug = self._resize[long_side]
         try:
-            img = read_page(page.image_path, self.max_pixels, long_side=self.long_side, grey=True,
+            img = read_page(page.image_path, self.max_pixels, long_side=long_side, grey=True,
                             cache_dir=self.cache_dir)
         except DataError as exc:
             # Start-up checks read headers only; a page corrupt inside fails here.
@@ -133,7 +143,7 @@ class PageDataset(Dataset):
         # read_page already scaled a larger page to long_side (cheaper while decoding), by
         # LongestMaxSize's factor, which then has nothing left to do: scale the points alike.
         pts *= max(img.shape[:2]) / max(page.width, page.height)
-        self.aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)
+        aug.set_random_seed(sample_seed(self.seed, self.epoch, index) if self.train else 0)
         extra = {}
         if self.dense_crop and page.lines:  # each line's box, as shares of the image, from its points above
             starts = np.cumsum([0, *sizes[: len(page.lines) - 1]])
@@ -141,7 +151,7 @@ class PageDataset(Dataset):
             extra["line_boxes"] = np.concatenate([np.minimum.reduceat(line_pts, starts),
                                                   np.maximum.reduceat(line_pts, starts)], axis=1) \
                 / np.tile([img.shape[1], img.shape[0]], 2)
-        out = self.aug(image=img, keypoints=pts, **extra)
+        out = aug(image=img, keypoints=pts, **extra)
         image, kp = out["image"], np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
         h, w = image.shape[:2]
         holes = erased_holes(out.get("applied_transforms", ()))
@@ -167,7 +177,7 @@ class PageDataset(Dataset):
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len,
                                 regions=region_polys, region_kinds=self.region_kinds, holes=holes)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),
-                "scale": self.long_side / max(page.width, page.height), "gt_lines": gt_lines}
+                "scale": long_side / max(page.width, page.height), "gt_lines": gt_lines}
         chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(chw)), targets, meta
 

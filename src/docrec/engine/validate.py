@@ -111,7 +111,8 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
             if group is not None:
                 tallies[group].add(page_eval, other_pairs, region_masks)
             if keep_pages:
-                record = {"source": meta["source"], "image": meta["image"], "metrics": page_eval.compute(),
+                record = {"source": meta["source"], "image": meta["image"], "scale": round(meta["scale"], 6),
+                          "metrics": page_eval.compute(),
                           "lines": [{**ln, "polygon": _to_page(ln["polygon"], meta["scale"])}
                                     for ln in pred["lines"]],
                           # length_px: the width along the reading direction of the box the reader samples.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -156,11 +157,8 @@ class DocRecModel(nn.Module):
 
     def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,
                  images: Tensor | None = None) -> list[dict]:
-        class_prob, core_prob = class_and_core_probs(class_logits, core_logits)
-        class_maps = class_prob.argmax(dim=1).cpu()
-        class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
+        class_maps, detections = self._detections(class_logits, core_logits)
         region_np = region_logits.float().sigmoid().cpu().numpy()
-        detections = [lines_from_maps(class_np[b], core_np[b], **self.postprocess) for b in range(len(class_np))]
         quads = [torch.from_numpy(line_quads([p for p, _, _ in d])) for d in detections]
         reads = self._read(fused, quads, images=images)
         out = []
@@ -174,6 +172,22 @@ class DocRecModel(nn.Module):
             out.append({"lines": lines, "class_map": class_maps[b],
                         "region_map": torch.from_numpy(region_np[b] > 0.5)})
         return out
+
+    def _detections(self, class_logits: Tensor, core_logits: Tensor) -> tuple[Tensor, list[list]]:
+        """Class maps [B, H, W] (CPU) and each image's lines (polygon, kind index, score) from the logits."""
+        class_prob, core_prob = class_and_core_probs(class_logits, core_logits)
+        class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
+        return class_prob.argmax(dim=1).cpu(), [lines_from_maps(class_np[b], core_np[b], **self.postprocess)
+                                                 for b in range(len(class_np))]
+
+    @torch.no_grad()
+    def detect(self, images: Tensor) -> list[list[np.ndarray]]:
+        """Eval-mode line polygons of each image (input pixels), without reading them: the cheap first
+        pass of reading a page at the scale of its lines (:func:`docrec.inference.line_scaled_long_sides`)."""
+        h, w = images.shape[-2:]
+        class_logits, core_logits, _ = self.seg_head(self._fused(images))
+        _, detections = self._detections(class_logits[..., :h, :w], core_logits[..., :h, :w])
+        return [[poly for poly, _, _ in dets] for dets in detections]
 
     @torch.no_grad()
     def predict_and_read(

@@ -1,0 +1,106 @@
+"""Reading a page at the scale of its lines (``max_line_height`` of evaluate and predict): the first
+pass's line heights, the long side it chooses, and pages and images read at a long side of their own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from docrec.data.dataset import PageDataset
+from docrec.engine.config import ConfigError
+from docrec.engine.runtime import setup
+from docrec.formats import load
+from docrec.inference import (
+    MIN_LONG_SIDE,
+    ImageFolder,
+    line_scaled_long_side,
+    line_scaled_long_sides,
+    median_line_height,
+)
+from docrec.models import Charset, build_model
+from tests.test_model import PAGES, TINY, batch
+
+
+def box(cx: float, cy: float, length: float, height: float, deg: float = 0.0) -> np.ndarray:
+    """A line's rectangle, ``length`` along its reading direction, turned by ``deg``."""
+    a = np.deg2rad(deg)
+    u, v = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+    return np.array([c for c in ([cx, cy] + su * length / 2 * u + sv * height / 2 * v
+                                 for su, sv in [(-1, -1), (1, -1), (1, 1), (-1, 1)])], np.float32)
+
+
+def test_the_median_line_height_is_taken_across_the_reading_direction():
+    lines = [box(200, 100, 300, h, deg) for h, deg in [(10, 0), (20, 30), (60, -20)]]
+    assert median_line_height(lines) == pytest.approx(20, abs=0.01)
+    assert median_line_height([]) is None
+
+
+def test_a_page_is_read_smaller_only_when_its_lines_are_taller_than_the_limit():
+    assert line_scaled_long_side(1536, 60.0, 40) == 1024  # 60 px lines at 1536 -> 40 px at 1024
+    assert line_scaled_long_side(1536, 40.0, 40) == 1536
+    assert line_scaled_long_side(1536, 20.0, 40) == 1536  # never scaled up
+    assert line_scaled_long_side(1536, None, 40) == 1536  # no lines found
+    assert line_scaled_long_side(1536, 60.0, None) == 1536  # the option off
+    assert line_scaled_long_side(1536, 1000.0, 40) == MIN_LONG_SIDE
+    assert line_scaled_long_side(200, 100.0, 40) == 200  # already below the smallest long side
+
+
+class Detector:
+    """A model whose detection gives each image lines of a known height."""
+
+    def __init__(self, heights: list[float | None]) -> None:
+        self.heights, self.calls = heights, 0
+
+    def detect(self, images):
+        out = []
+        for _ in range(images.shape[0]):
+            h = self.heights[self.calls]
+            self.calls += 1
+            out.append([] if h is None else [box(100, 50 + 3 * h * i, 150, h) for i in range(3)])
+        return out
+
+
+def test_the_first_pass_gives_each_page_with_tall_lines_its_long_side():
+    rt = setup("cpu", "fp32", False)
+    images = torch.zeros((2, 3, 64, 64), dtype=torch.uint8)
+    loader = [(images, [{"index": 0}, {"index": 1}]), (images, [{"index": 2}, {"index": 3}])]
+    model = Detector([30.0, 80.0, None, 120.0])
+    assert line_scaled_long_sides(model, loader, rt, 1536, 40) == {1: 768, 3: 512}
+    assert model.calls == 4
+    assert line_scaled_long_sides(Detector([]), loader, rt, 1536, None) == {}  # off: no pass at all
+    with pytest.raises(ConfigError, match="max_line_height"):
+        line_scaled_long_sides(Detector([80.0] * 4), loader, rt, 1536, -3)
+
+
+def test_pages_and_images_are_read_at_their_own_long_side(toy_data):
+    page = load("manifest", toy_data / "train.jsonl").pages[0]  # 320 x 240
+    charset = Charset.build([ln.text for ln in page.lines])
+    ds = PageDataset([page, page], charset, ["printed", "handwritten"], 320, train=False, long_sides={1: 160})
+    (full, _, meta_full), (half, _, meta_half) = ds[0], ds[1]
+    assert max(full.shape[1:]) == 320 and max(half.shape[1:]) == 160
+    assert meta_full["scale"] == pytest.approx(1.0) and meta_half["scale"] == pytest.approx(0.5)
+    for a, b in zip(meta_full["gt_lines"], meta_half["gt_lines"]):
+        np.testing.assert_allclose(np.array(b["polygon"]), np.array(a["polygon"]) * 0.5, atol=1e-3)
+    with pytest.raises(ValueError, match="long_sides"):
+        PageDataset([page], charset, ["printed"], 320, train=True, long_sides={0: 160})
+
+    folder = ImageFolder([page.image_path, page.image_path], 320, long_sides={1: 160})
+    (img0, m0), (img1, m1) = folder[0], folder[1]
+    assert max(img0.shape[1:]) == 320 and max(img1.shape[1:]) == 160
+    assert (m0["index"], m0["scale"], m1["index"], m1["scale"]) == (0, 1.0, 1, 0.5)
+    assert (m1["width"], m1["height"]) == (320, 240)  # the original image's size, for the page's coordinates
+
+
+def test_detection_alone_finds_the_lines_a_prediction_reads():
+    charset = Charset.build([t for spec in PAGES for t, _, _ in spec])
+    torch.manual_seed(0)
+    # Loose thresholds: an untrained model's cores are near 0.5 everywhere.
+    model = build_model({**TINY, "postprocess": {"core_threshold": 0.45, "min_score": 0.0, "min_area": 1.0}},
+                        charset).eval()
+    images, _ = batch(charset)
+    preds = model(images)
+    found = model.detect(images)
+    assert sum(len(p["lines"]) for p in preds) > 0
+    for pred, polys in zip(preds, found):
+        assert [ln["polygon"] for ln in pred["lines"]] == [p.tolist() for p in polys]
