@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from docrec.data.augment import build_augment
+from docrec.data.augment import eval_transform
 from docrec.data.dataset import to_model_input
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError
 from docrec.geometry import line_quads
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
+from docrec.models.roi import quad_size
 from docrec.pages import Line, Page, Region, polygon_area
 from docrec.postprocess import estimate_baseline, lines_from_maps
 from docrec.text import Charset
@@ -78,7 +79,6 @@ class ImageFolder(Dataset):
                  long_sides: Mapping[int, int] | None = None) -> None:
         self.paths, self.long_side, self.max_pixels = paths, long_side, max_pixels
         self.long_sides = dict(long_sides or {})
-        self._resize: dict[int, object] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -88,9 +88,7 @@ class ImageFolder(Dataset):
         long_side = self.long_sides.get(i, self.long_side)
         # Decoded and scaled as in training (read_image's long_side), then padded like a validation page.
         img = read_image(self.paths[i], self.max_pixels, long_side=long_side)
-        if long_side not in self._resize:
-            self._resize[long_side] = build_augment(None, long_side, train=False)
-        out = self._resize[long_side](image=img, keypoints=np.zeros((0, 2), np.float32))["image"]
+        out = eval_transform(long_side)(image=img, keypoints=np.zeros((0, 2), np.float32))["image"]
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), {
             "index": i, "path": str(self.paths[i]), "width": width, "height": height,
             "scale": long_side / max(width, height)}
@@ -100,9 +98,8 @@ def median_line_height(polygons: Sequence) -> float | None:
     """Median height, across the reading direction, of line polygons (their boxes'); None without lines."""
     if len(polygons) == 0:
         return None
-    q = line_quads(polygons)
-    heights = (np.linalg.norm(q[:, 3] - q[:, 0], axis=1) + np.linalg.norm(q[:, 2] - q[:, 1], axis=1)) / 2
-    return float(np.median(heights))
+    _, heights = quad_size(torch.from_numpy(line_quads(polygons)))
+    return float(np.median(heights.numpy()))
 
 
 def line_scaled_long_side(long_side: int, line_height: float | None, max_line_height: float | None,

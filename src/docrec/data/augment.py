@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import albumentations as A
 import cv2
@@ -110,6 +111,12 @@ def _photometric(cfg: Mapping) -> list[A.BasicTransform]:
     if (c := cfg.get("jpeg")) and c["p"] > 0:
         t.append(A.ImageCompression(quality_range=tuple(c["quality"]), p=c["p"]))
     return t
+
+
+@lru_cache(maxsize=16)
+def eval_transform(long_side: int) -> A.Compose:
+    """:func:`build_augment` for evaluation and prediction pages (resize, pad), built once per long side."""
+    return build_augment(None, long_side, train=False)
 
 
 def build_augment(cfg: Mapping | None, long_side: int, crop: tuple[int, int] | None = None,

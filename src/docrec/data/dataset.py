@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from docrec.data.augment import WHITE, build_augment
+from docrec.data.augment import WHITE, build_augment, eval_transform
 from docrec.data.cache import read_page
 from docrec.data.targets import MIN_LINE_AREA, build_targets
 from docrec.images import MAX_PIXELS
@@ -108,7 +108,6 @@ class PageDataset(Dataset):
         if long_sides and train:
             raise ValueError("long_sides is for evaluation pages (train=False): training pages share long_side")
         self.long_sides = dict(long_sides or {})
-        self._resize = {long_side: self.aug}
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws each epoch (call before iterating, like DistributedSampler)."""
@@ -121,9 +120,7 @@ class PageDataset(Dataset):
         # A weighted sampler yields index + k * len for a page's k-th pass: same page, its own augmentation.
         page = self.pages[index % len(self.pages)]
         long_side = self.long_sides.get(index, self.long_side)
-        if long_side not in self._resize:
-            self._resize[long_side] = build_augment(None, long_side, train=False)
-        aug = self._resize[long_side]
+        aug = self.aug if long_side == self.long_side else eval_transform(long_side)
         try:
             img = read_page(page.image_path, self.max_pixels, long_side=long_side, grey=True,
                             cache_dir=self.cache_dir)

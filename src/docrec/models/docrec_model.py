@@ -184,9 +184,8 @@ class DocRecModel(nn.Module):
     def detect(self, images: Tensor) -> list[list[np.ndarray]]:
         """Eval-mode line polygons of each image (input pixels), without reading them: the cheap first
         pass of reading a page at the scale of its lines (:func:`docrec.inference.line_scaled_long_sides`)."""
-        h, w = images.shape[-2:]
-        class_logits, core_logits, _ = self.seg_head(self._fused(images))
-        _, detections = self._detections(class_logits[..., :h, :w], core_logits[..., :h, :w])
+        _, class_logits, core_logits, _ = self._maps(images)
+        _, detections = self._detections(class_logits, core_logits)
         return [[poly for poly, _, _ in dets] for dets in detections]
 
     @torch.no_grad()
