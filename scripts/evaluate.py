@@ -23,7 +23,7 @@ from docrec.data.dataset import PageDataset, collate
 from docrec.data.loading import data_sources, loader_workers, read_pages, worker_dies_with
 from docrec.engine.runtime import setup
 from docrec.engine.validate import run_validation
-from docrec.inference import line_scaled_long_sides, load_model
+from docrec.inference import line_scaled_long_sides, load_model, reading_max_line_height
 from docrec.settings import abs_path
 
 log = logging.getLogger("docrec.evaluate")
@@ -87,17 +87,18 @@ def main(cfg: DictConfig) -> None:
 
     loader = pages_loader()
     # max_line_height: a first pass finds each page's lines; pages with taller lines are read smaller.
-    sides = line_scaled_long_sides(model, loader, rt, long_side, cfg.max_line_height)
+    max_line_height = reading_max_line_height(cfg.max_line_height, train_cfg)
+    sides = line_scaled_long_sides(model, loader, rt, long_side, max_line_height)
     if sides:
         loader = pages_loader(sides)
-        log.info("max_line_height=%s: %d of %d pages read at a smaller long side (%d-%d)", cfg.max_line_height,
+        log.info("max_line_height=%s: %d of %d pages read at a smaller long side (%d-%d)", max_line_height,
                  len(sides), len(pages), min(sides.values()), max(sides.values()))
     result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True,
                             groups=groups if sources else None)
     table = metrics_table(result.metrics, kinds + region_kinds)
     print(f"docrec evaluate | {cfg.checkpoint} ({cfg.weights} weights) on {', '.join(read_from)}, "
           f"{len(pages)} pages, {n_skipped} skipped, long side {long_side}"
-          + (f" ({len(sides)} pages smaller: max_line_height={cfg.max_line_height})" if sides else "")
+          + (f" ({len(sides)} pages smaller: max_line_height={max_line_height})" if sides else "")
           + f"\n{table}")
     for name, metrics in result.groups.items():
         print(f"\nsource {name}\n{metrics_table(metrics, kinds + region_kinds)}")

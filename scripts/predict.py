@@ -31,7 +31,14 @@ from docrec.engine.runtime import setup
 from docrec.engine.tb import draw_lines
 from docrec.formats import alto, manifest, mirrored_names, pagexml, relative_image
 from docrec.images import read_image
-from docrec.inference import ImageFolder, find_images, line_scaled_long_sides, load_model, to_page
+from docrec.inference import (
+    ImageFolder,
+    find_images,
+    line_scaled_long_sides,
+    load_model,
+    reading_max_line_height,
+    to_page,
+)
 
 #: What predict can write per page, and the suffix of each file.
 FORMATS = {"page": ".xml", "alto": ".alto.xml", "json": ".json", "overlay": ".overlay.png"}
@@ -82,7 +89,8 @@ def main(cfg: DictConfig) -> None:
 
     loader = images_loader()
     # max_line_height: a first pass finds each page's lines; pages with taller lines are read smaller.
-    sides = line_scaled_long_sides(model, loader, rt, long_side, cfg.max_line_height)
+    max_line_height = reading_max_line_height(cfg.max_line_height, train_cfg)
+    sides = line_scaled_long_sides(model, loader, rt, long_side, max_line_height)
     if sides:
         loader = images_loader(sides)
     n_lines, done = 0, 0
@@ -99,7 +107,7 @@ def main(cfg: DictConfig) -> None:
                 write_page(page, plan, rgb, cfg.absolute_paths, str(checkpoint))
                 n_lines += len(page.lines)
                 bar.update(1)
-    smaller = f", {len(sides)} read smaller (max_line_height={cfg.max_line_height})" if sides else ""
+    smaller = f", {len(sides)} read smaller (max_line_height={max_line_height})" if sides else ""
     print(f"docrec predict | {len(paths)} page(s){smaller}, {n_lines} lines -> {out}")
 
 

@@ -62,6 +62,7 @@ def test_model_kinds_follow_the_data_and_an_override_of_them_is_refused(tmp_path
     ("data.batch_size=2.5", "data.batch_size"),
     ("trainer.monitor_mode=up", "trainer.monitor_mode"),
     ("trainer.precise_bn_batches=-1", "trainer.precise_bn_batches"),
+    ("data.max_line_height=0", "data.max_line_height"),
 ])
 def test_impossible_values_name_the_key(tmp_path, override, key):
     cfg = _with_data(tmp_path, [override])

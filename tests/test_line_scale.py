@@ -1,5 +1,6 @@
-"""Reading a page at the scale of its lines (``max_line_height`` of evaluate and predict): the first
-pass's line heights, the long side it chooses, and pages and images read at a long side of their own."""
+"""Reading a page at the scale of its lines (``max_line_height`` of evaluate and predict, and
+``data.max_line_height`` of training): the first pass's line heights, the long side it chooses, the
+long sides training takes from the annotations, and pages and images read at a long side of their own."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from docrec.data.dataset import PageDataset
+from docrec.data.dataset import PageDataset, line_scaled_sides
+from docrec.data.loading import PageSplits, make_loaders
 from docrec.engine.config import ConfigError
 from docrec.engine.runtime import setup
 from docrec.formats import load
-from docrec.inference import (
-    MIN_LONG_SIDE,
-    ImageFolder,
-    line_scaled_long_side,
-    line_scaled_long_sides,
-    median_line_height,
-)
+from docrec.geometry import MIN_LONG_SIDE, line_scaled_long_side, median_line_height
+from docrec.inference import ImageFolder, line_scaled_long_sides, reading_max_line_height
 from docrec.models import Charset, build_model
+from docrec.pages import Line, Page
+from tests.conftest import compose_cfg
 from tests.test_model import PAGES, TINY, batch
 
 
@@ -44,6 +43,16 @@ def test_a_page_is_read_smaller_only_when_its_lines_are_taller_than_the_limit():
     assert line_scaled_long_side(1536, 60.0, None) == 1536  # the option off
     assert line_scaled_long_side(1536, 1000.0, 40) == MIN_LONG_SIDE
     assert line_scaled_long_side(200, 100.0, 40) == 200  # already below the smallest long side
+    with pytest.raises(ValueError, match="max_line_height"):
+        line_scaled_long_side(1536, 60.0, -1)
+
+
+def test_evaluate_and_predict_read_a_run_trained_at_the_scale_of_its_lines_alike_unless_told():
+    run = {"data": {"long_side": 1536, "max_line_height": 40}}
+    assert reading_max_line_height(None, run) == 40  # the run's own
+    assert reading_max_line_height(28, run) == 28
+    assert reading_max_line_height(0, run) == 0  # off
+    assert reading_max_line_height(None, {"data": {"long_side": 1536}}) is None  # runs from before the option
 
 
 class Detector:
@@ -82,8 +91,6 @@ def test_pages_and_images_are_read_at_their_own_long_side(toy_data):
     assert meta_full["scale"] == pytest.approx(1.0) and meta_half["scale"] == pytest.approx(0.5)
     for a, b in zip(meta_full["gt_lines"], meta_half["gt_lines"]):
         np.testing.assert_allclose(np.array(b["polygon"]), np.array(a["polygon"]) * 0.5, atol=1e-3)
-    with pytest.raises(ValueError, match="long_sides"):
-        PageDataset([page], charset, ["printed"], 320, train=True, long_sides={0: 160})
 
     folder = ImageFolder([page.image_path, page.image_path], 320, long_sides={1: 160})
     (img0, m0), (img1, m1) = folder[0], folder[1]
@@ -104,3 +111,39 @@ def test_detection_alone_finds_the_lines_a_prediction_reads():
     assert sum(len(p["lines"]) for p in preds) > 0
     for pred, polys in zip(preds, found):
         assert [ln["polygon"] for ln in pred["lines"]] == [p.tolist() for p in polys]
+
+
+def _tall_page(i: int, line_height: float, size: tuple[int, int] = (1000, 2000)) -> Page:
+    w, h = size
+    lines = [Line(id=f"l{j}", polygon=[(50, y), (900, y), (900, y + line_height), (50, y + line_height)],
+                  text="ab", kind="handwritten") for j, y in enumerate(range(100, 1500, 200))]
+    return Page(image=f"{i}.png", width=w, height=h, lines=lines, source=f"p{i}.json")
+
+
+def test_training_takes_each_pages_long_side_from_its_annotated_lines():
+    # Long side 1000 of 2000-px pages: lines of 40, 100 and 160 px are 20, 50 and 80 px tall there.
+    pages = [_tall_page(0, 40), _tall_page(1, 100), _tall_page(2, 160), Page(image="3.png", width=800,
+                                                                                  height=1000, source="p3.json")]
+    assert line_scaled_sides(pages, 1000, 40) == {1: 800, 2: 500}  # the page without lines keeps its side
+    assert line_scaled_sides(pages, 1000, None) == {} and line_scaled_sides(pages, 1000, 0) == {}
+    cfg = compose_cfg(["data.num_workers=0", "data.long_side=1000", "data.max_line_height=40"])
+    train, val, _ = make_loaders(PageSplits(train=pages, val=pages[1:2]), Charset.build(["ab"]), cfg.data,
+                                 cfg.augment, 0, 0, 1)
+    assert train.dataset.long_sides == {1: 800, 2: 500} and val.dataset.long_sides == {0: 800}
+    off = compose_cfg(["data.num_workers=0", "data.long_side=1000"])  # the default: null, every page at 1000
+    assert make_loaders(PageSplits(train=pages, val=[]), Charset.build(["ab"]), off.data, off.augment,
+                        0, 0, 1)[0].dataset.long_sides == {}
+
+
+def test_a_training_page_is_cropped_and_augmented_at_its_own_long_side(toy_data):
+    page = load("manifest", toy_data / "train.jsonl").pages[0]  # 320 x 240
+    charset = Charset.build([ln.text for ln in page.lines])
+    aug = {"enabled": True, "affine": {"p": 1.0, "rotate": 0.0, "shear": 0.0, "scale": [1.0, 1.0], "translate": 0.0}}
+    ds = PageDataset([page, page], charset, ["printed", "handwritten"], 320, augment=aug, crop=(64, 320), train=True,
+                     long_sides={1: 160})
+    (full, _, m_full), (half, _, m_half) = ds[0], ds[1]
+    assert full.shape[1:] == (64, 320) and half.shape[1:] == (64, 320)  # one crop size: the smaller page padded
+    assert m_full["scale"] == pytest.approx(1.0) and m_half["scale"] == pytest.approx(0.5)
+    # A weighted sampler's repeat pass (index + k * len) is the same page at the same long side.
+    assert ds[1 + 2][2]["scale"] == pytest.approx(0.5) and ds[0 + 4][2]["scale"] == pytest.approx(1.0)
+    assert ds._transform(160) is ds._transform(160) is not ds.aug  # one pipeline per long side, built once

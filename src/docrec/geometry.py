@@ -52,6 +52,31 @@ def line_quads(polygons: Sequence[np.ndarray]) -> np.ndarray:
     return quad.astype(np.float32)
 
 
+#: The smallest long side ``max_line_height`` scales a page down to.
+MIN_LONG_SIDE = 256
+
+
+def median_line_height(polygons: Sequence) -> float | None:
+    """Median height, across the reading direction, of line polygons (their boxes'); None without lines."""
+    if len(polygons) == 0:
+        return None
+    quads = line_quads(polygons)
+    # line_quads' boxes are rectangles: the height is the side from the top-left to the bottom-left corner.
+    return float(np.median(np.linalg.norm(quads[:, 3] - quads[:, 0], axis=1)))
+
+
+def line_scaled_long_side(long_side: int, line_height: float | None, max_line_height: float | None,
+                          min_long_side: int = MIN_LONG_SIDE) -> int:
+    """The long side at which a page whose median line is ``line_height`` px tall at ``long_side`` has it
+    ``max_line_height`` tall; ``long_side`` when its lines are no taller (or it has none, or the option
+    is off). Pages are only scaled down: at most to ``min_long_side``."""
+    if max_line_height is not None and max_line_height < 0:
+        raise ValueError(f"max_line_height must be a height in pixels > 0 or null, got {max_line_height}")
+    if not max_line_height or line_height is None or line_height <= max_line_height:
+        return long_side
+    return max(min(min_long_side, long_side), round(long_side * max_line_height / line_height))
+
+
 def _running_median(values: np.ndarray, window: int) -> np.ndarray:
     """Median of each value's centred window (edges repeated), so bulges a window wide do not move it."""
     half = max(int(window) // 2, 0)

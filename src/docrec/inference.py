@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,14 @@ from docrec.data.augment import eval_transform
 from docrec.data.dataset import to_model_input
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError
-from docrec.geometry import line_quads
+from docrec.geometry import line_scaled_long_side, median_line_height
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
-from docrec.models.roi import quad_size
 from docrec.pages import Line, Page, Region, polygon_area
 from docrec.postprocess import estimate_baseline, lines_from_maps
 from docrec.text import Charset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-
-#: The smallest long side ``max_line_height`` scales a page down to.
-MIN_LONG_SIDE = 256
-
 
 #: What ``postprocess`` overrides may set: the thresholds of :func:`lines_from_maps` (not ``shrink``,
 #: which the training targets fixed).
@@ -94,22 +89,10 @@ class ImageFolder(Dataset):
             "scale": long_side / max(width, height)}
 
 
-def median_line_height(polygons: Sequence) -> float | None:
-    """Median height, across the reading direction, of line polygons (their boxes'); None without lines."""
-    if len(polygons) == 0:
-        return None
-    _, heights = quad_size(torch.from_numpy(line_quads(polygons)))
-    return float(np.median(heights.numpy()))
-
-
-def line_scaled_long_side(long_side: int, line_height: float | None, max_line_height: float | None,
-                          min_long_side: int = MIN_LONG_SIDE) -> int:
-    """The long side at which a page whose median line is ``line_height`` px tall at ``long_side`` has it
-    ``max_line_height`` tall; ``long_side`` when its lines are no taller (or it has none, or the option
-    is off). Pages are only scaled down: at most to ``min_long_side``."""
-    if not max_line_height or line_height is None or line_height <= max_line_height:
-        return long_side
-    return max(min(min_long_side, long_side), round(long_side * max_line_height / line_height))
+def reading_max_line_height(value: float | None, train_cfg: Mapping) -> float | None:
+    """``max_line_height`` of evaluate / predict: the value given, else the run's ``data.max_line_height``
+    (so a model fine-tuned on pages read at the scale of their lines is read alike); 0 turns it off."""
+    return value if value is not None else train_cfg["data"].get("max_line_height")
 
 
 @torch.no_grad()

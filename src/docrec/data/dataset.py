@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, get_worker_info
 from docrec.data.augment import WHITE, build_augment, eval_transform
 from docrec.data.cache import read_page
 from docrec.data.targets import MIN_LINE_AREA, build_targets
+from docrec.geometry import line_scaled_long_side, median_line_height
 from docrec.images import MAX_PIXELS
 from docrec.pages import DataError, Page
 
@@ -47,6 +48,25 @@ def to_model_input(images: torch.Tensor, targets: list[dict] | None, device: tor
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """Augmentation seed of one sample: a pure function, so resumed runs and any worker count agree."""
     return (seed * 1_000_003 + epoch * 65_537 + index) % (2**31 - 1)
+
+
+def line_scaled_sides(pages: Sequence[Page], long_side: int, max_line_height: float | None) -> dict[int, int]:
+    """``data.max_line_height`` from the annotations: for each page whose median GT line is taller than
+    ``max_line_height`` px at ``long_side``, the long side that makes it that tall (index -> long side).
+
+    Training and its validation scale by the ground truth; ``scripts/evaluate.py`` and ``predict.py``
+    choose the same long side from the lines a first pass finds (:func:`docrec.inference.line_scaled_long_sides`).
+    """
+    if not max_line_height:
+        return {}
+    sides = {}
+    for i, page in enumerate(pages):
+        height = median_line_height([ln.polygon for ln in page.lines])
+        scale = long_side / max(page.width, page.height)
+        side = line_scaled_long_side(long_side, None if height is None else height * scale, max_line_height)
+        if side != long_side:
+            sides[i] = side
+    return sides
 
 
 def _clip_to_frame(poly: np.ndarray, w: int, h: int) -> tuple[np.ndarray, float]:
@@ -101,13 +121,23 @@ class PageDataset(Dataset):
         self.region_kinds = list(region_kinds)
         self.max_len, self.max_pixels, self.seed, self.epoch = max_len, max_pixels, seed, 0
         self.long_side, self.strict = long_side, strict
-        self.aug = build_augment(augment, long_side, tuple(crop) if crop else None, train=train,
-                                 crop_tries=crop_tries)
+        self._augment = (augment, tuple(crop) if crop else None, crop_tries)
+        self.aug = build_augment(augment, long_side, self._augment[1], train=train, crop_tries=crop_tries)
+        self._train_augs = {long_side: self.aug}  # training pipelines by long side (long_sides)
         self.dense_crop = train and bool(crop) and crop_tries > 1  # the crop needs the lines' boxes
-        # Pages read at their own long side (by index: evaluation at the scale of each page's lines).
-        if long_sides and train:
-            raise ValueError("long_sides is for evaluation pages (train=False): training pages share long_side")
+        # Pages read at their own long side, by page index (the scale of each page's lines: line_scaled_sides).
         self.long_sides = dict(long_sides or {})
+
+    def _transform(self, long_side: int):
+        """The pipeline of a page read at ``long_side``: this dataset's own, or one like it at that side."""
+        if long_side == self.long_side:
+            return self.aug
+        if not self.train:
+            return eval_transform(long_side)
+        if long_side not in self._train_augs:
+            augment, crop, tries = self._augment
+            self._train_augs[long_side] = build_augment(augment, long_side, crop, train=True, crop_tries=tries)
+        return self._train_augs[long_side]
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws each epoch (call before iterating, like DistributedSampler)."""
@@ -119,8 +149,8 @@ class PageDataset(Dataset):
     def __getitem__(self, index: int):
         # A weighted sampler yields index + k * len for a page's k-th pass: same page, its own augmentation.
         page = self.pages[index % len(self.pages)]
-        long_side = self.long_sides.get(index, self.long_side)
-        aug = self.aug if long_side == self.long_side else eval_transform(long_side)
+        long_side = self.long_sides.get(index % len(self.pages), self.long_side)
+        aug = self._transform(long_side)
         try:
             img = read_page(page.image_path, self.max_pixels, long_side=long_side, grey=True,
                             cache_dir=self.cache_dir)

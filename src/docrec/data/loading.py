@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from docrec.data.dataset import PageDataset, collate
+from docrec.data.dataset import PageDataset, collate, line_scaled_sides
 from docrec.data.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
 from docrec.formats import load
 from docrec.pages import Page
@@ -220,9 +220,13 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     pages_kw = {"charset": charset, "kinds": kinds, "long_side": data_cfg.long_side, "max_len": data_cfg.max_len,
                 "max_pixels": data_cfg.max_pixels, "seed": seed, "strict": data_cfg.strict, "region_kinds": regions,
                 "cache_dir": cache_dir}
+    # data.max_line_height: pages whose GT lines are taller are read smaller, so that they are that tall.
+    max_line_height = data_cfg.get("max_line_height")
     train_ds = PageDataset(splits.train, augment=aug_cfg, crop=data_cfg.crop, train=True,
-                           crop_tries=data_cfg.get("crop_tries", 1), **pages_kw)
-    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, **pages_kw)
+                           crop_tries=data_cfg.get("crop_tries", 1),
+                           long_sides=line_scaled_sides(splits.train, data_cfg.long_side, max_line_height), **pages_kw)
+    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False,
+                         long_sides=line_scaled_sides(splits.val, data_cfg.long_side, max_line_height), **pages_kw)
     if splits.sources:
         ramp = data_cfg.get("weight_ramp")  # steps -> pages drawn by all ranks together
         curriculum = {} if ramp is None else {

@@ -62,6 +62,8 @@ def check_config(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "data.aspect_ratio_group_factor") is not None:
         _number(cfg, "data.aspect_ratio_group_factor", 0, integer=True)
     _number(cfg, "data.val_fraction", 0.0, 0.9)
+    if OmegaConf.select(cfg, "data.max_line_height") is not None:
+        _number(cfg, "data.max_line_height", 0, lo_open=True)
     _number(cfg, "optim.lr", 0.0, lo_open=True)
     _number(cfg, "optim.weight_decay", 0.0)
     _number(cfg, "optim.backbone_lr_scale", 0.0)
