@@ -4,6 +4,8 @@ long sides training takes from the annotations, and pages and images read at a l
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -120,15 +122,17 @@ def _tall_page(i: int, line_height: float, size: tuple[int, int] = (1000, 2000))
     return Page(image=f"{i}.png", width=w, height=h, lines=lines, source=f"p{i}.json")
 
 
-def test_training_takes_each_pages_long_side_from_its_annotated_lines():
+def test_training_takes_each_pages_long_side_from_its_annotated_lines(caplog):
     # Long side 1000 of 2000-px pages: lines of 40, 100 and 160 px are 20, 50 and 80 px tall there.
     pages = [_tall_page(0, 40), _tall_page(1, 100), _tall_page(2, 160), Page(image="3.png", width=800,
                                                                                   height=1000, source="p3.json")]
     assert line_scaled_sides(pages, 1000, 40) == {1: 800, 2: 500}  # the page without lines keeps its side
     assert line_scaled_sides(pages, 1000, None) == {} and line_scaled_sides(pages, 1000, 0) == {}
     cfg = compose_cfg(["data.num_workers=0", "data.long_side=1000", "data.max_line_height=40"])
-    train, val, _ = make_loaders(PageSplits(train=pages, val=pages[1:2]), Charset.build(["ab"]), cfg.data,
-                                 cfg.augment, 0, 0, 1)
+    with caplog.at_level(logging.INFO, logger="docrec.data.loading"):
+        train, val, _ = make_loaders(PageSplits(train=pages, val=pages[1:2]), Charset.build(["ab"]), cfg.data,
+                                     cfg.augment, 0, 0, 1)
+    assert "2 of 4 training and 1 of 1 validation pages read smaller" in caplog.text
     assert train.dataset.long_sides == {1: 800, 2: 500} and val.dataset.long_sides == {0: 800}
     off = compose_cfg(["data.num_workers=0", "data.long_side=1000"])  # the default: null, every page at 1000
     assert make_loaders(PageSplits(train=pages, val=[]), Charset.build(["ab"]), off.data, off.augment,

@@ -222,11 +222,13 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
                 "cache_dir": cache_dir}
     # data.max_line_height: pages whose GT lines are taller are read smaller, so that they are that tall.
     max_line_height = data_cfg.get("max_line_height")
+    sides = [line_scaled_sides(pages, data_cfg.long_side, max_line_height) for pages in (splits.train, splits.val)]
+    if max_line_height and rank == 0:
+        log.info("data.max_line_height=%s: %d of %d training and %d of %d validation pages read smaller",
+                 max_line_height, len(sides[0]), len(splits.train), len(sides[1]), len(splits.val))
     train_ds = PageDataset(splits.train, augment=aug_cfg, crop=data_cfg.crop, train=True,
-                           crop_tries=data_cfg.get("crop_tries", 1),
-                           long_sides=line_scaled_sides(splits.train, data_cfg.long_side, max_line_height), **pages_kw)
-    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False,
-                         long_sides=line_scaled_sides(splits.val, data_cfg.long_side, max_line_height), **pages_kw)
+                           crop_tries=data_cfg.get("crop_tries", 1), long_sides=sides[0], **pages_kw)
+    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, long_sides=sides[1], **pages_kw)
     if splits.sources:
         ramp = data_cfg.get("weight_ramp")  # steps -> pages drawn by all ranks together
         curriculum = {} if ramp is None else {
