@@ -133,6 +133,19 @@ def test_non_finite_steps_are_skipped_then_stop(toy_data, tmp_path, monkeypatch)
     assert "train/skipped_steps" in set(_tags(tmp_path).Tags()["scalars"])
 
 
+def test_a_null_max_steps_sizes_the_schedule_by_epochs_of_the_data(toy_data, tmp_path):
+    # 6 training pages (the toy set holds 2 more for validation) in batches of 2: 3 batches an epoch
+    cfg = compose_cfg([*TINY, *_data(toy_data), "trainer.max_steps=null", "trainer.max_epochs=2",
+                       "trainer.grad_accum=2", "trainer.val_every=100", "trainer.log_every=1", "optim.warmup_steps=1"])
+    train(cfg, tmp_path)
+    state = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["config"]["trainer"]["max_steps"] == 2 * 2  # ceil(3 batches / 2 accumulated) per epoch
+    # the run ends at the last batch of its second epoch (epoch index 1, all 3 batches trained)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 1, 3)
+    lrs = [e.value for e in _tags(tmp_path).Scalars("train/lr")]
+    assert lrs[-1] == pytest.approx(cfg.optim.lr * cfg.optim.min_lr_ratio, rel=1e-3)  # the schedule ends with the run
+
+
 def test_out_of_memory_names_batch_and_resolution(toy_data, tmp_path, monkeypatch):
     from docrec.models.docrec_model import DocRecModel
 

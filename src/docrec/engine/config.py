@@ -53,9 +53,17 @@ def check_config(cfg: DictConfig) -> None:
     """Fail at start-up on values that would only break hours later."""
     _number(cfg, "model.backbone.p_min", 0.0, 1.0, lo_open=True)
     for key in ("data.batch_size", "data.val_batch_size", "data.long_side", "data.max_len",
-                "trainer.max_steps", "trainer.grad_accum", "trainer.val_every", "trainer.log_every",
+                "trainer.grad_accum", "trainer.val_every", "trainer.log_every",
                 "trainer.ckpt_every"):
         _number(cfg, key, 1, integer=True)
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if max_epochs is not None:
+        _number(cfg, "trainer.max_epochs", 1, integer=True)
+    if OmegaConf.select(cfg, "trainer.max_steps") is not None:
+        _number(cfg, "trainer.max_steps", 1, integer=True)
+    elif max_epochs is None:
+        raise ConfigError("trainer.max_steps=null sizes the schedule by trainer.max_epochs, which is null too: "
+                          "set one of them (trainer.max_epochs=N: N epochs of the training data)")
     if _get(cfg, "data.num_workers") != "auto":
         _number(cfg, "data.num_workers", 0, integer=True)
     _number(cfg, "trainer.precise_bn_batches", 0, integer=True)

@@ -151,6 +151,10 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
         charset = Charset.build(texts)
     train_loader, val_loader, sampler = make_loaders(splits, charset, cfg.data, cfg.augment, cfg.seed,
                                                      rt.rank, rt.world_size)
+    if cfg.trainer.max_steps is None:  # the schedule is sized by the data: what a checkpoint's config records
+        cfg.trainer.max_steps = schedule_steps(cfg.trainer.max_epochs, len(sampler.batches()), cfg.trainer.grad_accum)
+        log.info("trainer.max_steps=null: %d epochs (trainer.max_epochs) of %d batches -> %d steps",
+                 cfg.trainer.max_epochs, len(sampler.batches()), cfg.trainer.max_steps)
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)  # kinds and seed interpolate data's and seed
     raw = build_model(model_cfg, charset)
@@ -187,6 +191,12 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
     if rt.is_main and cfg.logger.enabled:
         run.writer = tb.open_writer(run_dir, cfg.logger.flush_secs)
     return run
+
+
+def schedule_steps(epochs: int, batches_per_epoch: int, grad_accum: int) -> int:
+    """Optimizer steps in ``epochs`` epochs of ``batches_per_epoch`` micro-batches: an epoch's last,
+    short accumulation is a step of its own (:func:`optimizer_step`)."""
+    return epochs * math.ceil(batches_per_epoch / grad_accum)
 
 
 def restore(run: Run, state: dict) -> None:
