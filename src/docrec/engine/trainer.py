@@ -151,10 +151,11 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
         charset = Charset.build(texts)
     train_loader, val_loader, sampler = make_loaders(splits, charset, cfg.data, cfg.augment, cfg.seed,
                                                      rt.rank, rt.world_size)
-    if cfg.trainer.max_steps is None:  # the schedule is sized by the data: what a checkpoint's config records
-        cfg.trainer.max_steps = schedule_steps(cfg.trainer.max_epochs, len(sampler.batches()), cfg.trainer.grad_accum)
+    if cfg.trainer.max_steps is None:  # sized by the data (epoch 0's batches); the checkpoint's config records it
+        n_batches = len(sampler.batches())
+        cfg.trainer.max_steps = schedule_steps(cfg.trainer.max_epochs, n_batches, cfg.trainer.grad_accum)
         log.info("trainer.max_steps=null: %d epochs (trainer.max_epochs) of %d batches -> %d steps",
-                 cfg.trainer.max_epochs, len(sampler.batches()), cfg.trainer.max_steps)
+                 cfg.trainer.max_epochs, n_batches, cfg.trainer.max_steps)
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)  # kinds and seed interpolate data's and seed
     raw = build_model(model_cfg, charset)
