@@ -270,6 +270,8 @@ def test_two_sources_validate_per_source_and_resume_exactly(two_sources, tmp_pat
     assert "2 sources: epochs of 6 draws" in out and "source    alpha: 3 train / 1 val pages, weight 3 (75% of" in out
     assert metrics["val/ema/n_pages"] == 2
     assert metrics["val/ema/alpha/n_pages"] == metrics["val/ema/beta/n_pages"] == 1
+    # each source's figures in the final summary too, not in TensorBoard only
+    assert f"  source    ema alpha: cer={metrics['val/ema/alpha/cer']:.4f}" in out and "  source    ema beta: " in out
     ea = EventAccumulator(str(tmp_path / "full" / "tb"), size_guidance={"scalars": 0})
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
@@ -305,3 +307,15 @@ def test_two_sources_validate_per_source_and_resume_exactly(two_sources, tmp_pat
     assert summary["n_pages"] == 2 and {k: v["n_pages"] for k, v in summary["sources"].items()} == {"alpha": 1,
                                                                                                    "beta": 1}
     assert summary["n_gt_lines"] == sum(v["n_gt_lines"] for v in summary["sources"].values())
+
+
+def test_each_source_gets_a_log_line_of_its_headline_metrics():
+    from docrec.engine.report import by_source, headline
+
+    metrics = {"val/ema/cer": 0.3, "val/ema/n_pages": 4, "val/ema/funsd/cer": 0.25, "val/ema/funsd/n_pages": 2,
+               "val/ema/funsd/det_f1": 0.75, "val/raw/sroie/cer": 0.5, "val/ema/sroie/bow_f1": 0.4,
+               "train/loss": 1.0}
+    assert by_source(metrics) == ["ema funsd: cer=0.2500, det_f1=0.7500", "raw sroie: cer=0.5000",
+                                  "ema sroie: bow_f1=0.4000"]
+    assert headline(metrics) == "val/ema/cer=0.3000"  # the overall line keeps the sources out
+    assert by_source({"val/ema/cer": 0.3}) == []  # one source: nothing more to say

@@ -122,11 +122,25 @@ def close_writer(run: Run, metrics: dict[str, float]) -> None:
     run.writer.close()
 
 
+#: The metrics a validation's log lines show (all of them go to TensorBoard).
+HEADLINE = ("cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1", "bow_f1", "page_cer", "seg_miou")
+
+
 def headline(metrics: dict[str, float]) -> str:
     """The headline metrics over all sources (``val/<weights>/<metric>``)."""
-    keys = [k for k in metrics if k.count("/") == 2 and k.split("/")[-1] in (
-        "cer", "cer_ctc", "cer_attention", "wer", "det_f1", "e2e_f1", "bow_f1", "page_cer", "seg_miou")]
+    keys = [k for k in metrics if k.count("/") == 2 and k.split("/")[-1] in HEADLINE]
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
+
+
+def by_source(metrics: dict[str, float]) -> list[str]:
+    """One line per weights and source of a mixed run (``val/<weights>/<source>/<metric>``), in the
+    order validation wrote them: ``"ema funsd: cer=0.2231, det_f1=0.7712, ..."``."""
+    rows: dict[str, list[str]] = {}
+    for k, v in metrics.items():
+        parts = k.split("/")
+        if len(parts) == 4 and parts[0] == "val" and parts[3] in HEADLINE:
+            rows.setdefault(f"{parts[1]} {parts[2]}", []).append(f"{parts[3]}={v:.4f}")
+    return [f"{name}: {', '.join(values)}" for name, values in rows.items()]
 
 
 def data_health(splits, charset) -> dict[str, int]:
@@ -183,6 +197,7 @@ def print_end(reason, step, metrics, best, cfg, ckpt_dir, run_dir) -> None:
     print(
         f"docrec | {reason} at step {step}\n"
         f"  final     {headline(metrics) or 'no validation data'}\n"
+        + "".join(f"  source    {row}\n" for row in by_source(metrics)) +
         f"  best      {cfg.trainer.monitor} = {best}\n"
         f"  checkpoints {ckpt_dir}\n"
         f"  watch     tensorboard --logdir {run_dir}",

@@ -254,6 +254,8 @@ def validate(run: Run) -> dict[str, float]:
                 ckpt.save_atomic(snapshot, run.ckpt_dir / "best.pt")
             run.topk.add(value, pr.step, snapshot)
         log.info("step %d validation: %s", pr.step, report.headline(metrics))
+        for row in report.by_source(metrics):  # a mixed run: each source's figures (a fine-tune's real pages)
+            log.info("step %d validation, %s", pr.step, row)
     if rt.distributed:
         torch.distributed.barrier()
     return metrics
