@@ -33,7 +33,7 @@ def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
     """Rows: metrics; columns: all lines, then each line kind."""
     names = ["det_precision", "det_recall", "det_f1", "e2e_precision", "e2e_recall", "e2e_f1", "e2e_cer",
              "e2e_cer_gt_quads",
-             "cer", "cer_ctc", "cer_attention", "wer", "line_acc", "kind_acc", "baseline_dev",
+             "cer", "cer_ctc", "cer_attention", "wer", "line_acc", "len_ratio", "kind_acc", "baseline_dev",
              "bow_precision", "bow_recall", "bow_f1", "page_cer"]
     cols = ["all", *kinds]
     w = max(len(n) for n in names) + 1

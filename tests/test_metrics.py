@@ -275,6 +275,8 @@ EXPECTED = {
     "cer/printed": 0.0, "wer/printed": 0.0, "line_acc/printed": 1.0,
     "cer/handwritten": 1 / 15, "wer/handwritten": 1 / 3, "line_acc/handwritten": 1 / 2,
     "cer/form_field": 1 / 5, "wer/form_field": 1.0, "line_acc/form_field": 0.0,
+    # Characters read per GT character: 11+8+3+5+11 = 38 of 39; printed 19/19, handwritten 14/15, form_field 5/5.
+    "len_ratio": 38 / 39, "len_ratio/printed": 1.0, "len_ratio/handwritten": 14 / 15, "len_ratio/form_field": 1.0,
     # Pixels (gt, pred): p1 (0,0) (1,1) (2,2) (2,0); p2 (1,1) (2,1) (0,0) (0,0).
     # background: GT 3, pred 4, both 3 -> 3/4; printed: GT 2, pred 3, both 2 -> 2/3;
     # handwritten: GT 3, pred 1, both 1 -> 1/3.

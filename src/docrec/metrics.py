@@ -29,7 +29,9 @@ the kind of region holding the line (``form_field``: lines given with ``region``
 - ``kind_acc``: share of matched pairs whose predicted kind equals the GT kind;
 - ``baseline_dev``: over matched pairs that both have a baseline, the mean distance of the
   predicted baseline from the GT one, in GT line heights (:func:`baseline_deviation`);
-- ``cer``, ``wer``, ``line_acc``: recognition on GT lines (``gt_line_preds``);
+- ``cer``, ``wer``, ``line_acc``: recognition on GT lines (``gt_line_preds``); ``len_ratio``: the
+  characters read per GT character on those lines (below 1 the reader drops characters, as a CTC
+  reader unsure of a script falls silent; above 1 it writes more than is there);
 - ``bow_precision``, ``bow_recall``, ``bow_f1``: bag of words per page: the page's predicted
   words (``str.split()`` of every predicted line, NFC) against its GT words as multisets, hits
   summed over pages; no line has to match, so a dataset that cuts lines per entity (FUNSD) and
@@ -451,6 +453,7 @@ class PageEvaluator:
                 self._add("rec_exact", g.groups, int(normalize_text(text) == normalize_text(g.text)))
                 self._add("rec_cdist", g.groups, c_dist)
                 self._add("rec_clen", g.groups, c_len)
+                self._add("rec_plen", g.groups, len(normalize_text(text)))
                 self._add("rec_wdist", g.groups, w_dist)
                 self._add("rec_wlen", g.groups, w_len)
 
@@ -504,6 +507,8 @@ class PageEvaluator:
                 out[f"cer{sfx}"] = _error_rate(n["rec_cdist", kind], n["rec_clen", kind])
                 out[f"wer{sfx}"] = _error_rate(n["rec_wdist", kind], n["rec_wlen", kind])
                 out[f"line_acc{sfx}"] = n["rec_exact", kind] / n["rec_lines", kind]
+                if n["rec_clen", kind]:
+                    out[f"len_ratio{sfx}"] = n["rec_plen", kind] / n["rec_clen", kind]
         if self.confusion is not None and self._seg_pages:
             miou = self.confusion.mean_iou()
             if not math.isnan(miou):
