@@ -81,6 +81,25 @@ HANDS: tuple[FontSpec, ...] = (
     FontSpec("bwht/BecauseWeLearn-Regular.otf", "hand", caps_only=True),
     FontSpec("bwht/BecauseWeMentor-Regular.otf", "hand", caps_only=True),
     FontSpec("bwht/BecauseWeOrganize-Regular.otf", "hand", caps_only=True),
+    # Google Fonts' handwriting category (as packaged on PyPI by fontpkg) and Debian's script fonts.
+    FontSpec("caveat/Caveat.ttf", "hand"),  # a variable font: its default (regular) instance
+    FontSpec("delius/Delius-Regular.ttf", "hand"),
+    FontSpec("great-vibes/GreatVibes-Regular.ttf", "hand"),  # a copperplate round hand
+    FontSpec("indie-flower/IndieFlower-Regular.ttf", "hand"),
+    FontSpec("kalam/Kalam-Light.ttf", "hand"),
+    FontSpec("kalam/Kalam-Regular.ttf", "hand"),
+    FontSpec("kalam/Kalam-Bold.ttf", "hand", bold=True),
+    FontSpec("satisfy/Satisfy-Regular.ttf", "hand"),
+    FontSpec("shadows-into-light/ShadowsIntoLight.ttf", "hand"),
+    FontSpec("yellowtail/Yellowtail-Regular.ttf", "hand"),
+    FontSpec("zeyada/Zeyada.ttf", "hand"),
+    FontSpec("permanent-marker/PermanentMarker-Regular.ttf", "hand", caps_only=True),
+    FontSpec("ecolier-court/Ecolier-court.ttf", "hand"),  # French school cursive (ecriture scolaire)
+    FontSpec("havana/Havana-Regular.otf", "hand"),
+    FontSpec("kaushanscript/KaushanScript-Regular.otf", "hand"),
+    FontSpec("rufscript/Rufscript010.ttf", "hand"),
+    FontSpec("sjfonts/Delphine.ttf", "hand"),
+    FontSpec("sjfonts/SteveHand.ttf", "hand"),
 )
 
 
