@@ -203,6 +203,10 @@ def test_font_catalogue_has_the_faces_and_their_licences():
     assert {f.style for f in printed} == {"serif", "sans", "mono"}
     assert sum(f.style == "mono" for f in printed) >= 30  # typewriter, till and code faces
     assert any(f.bold for f in printed) and any(f.italic for f in printed)
+    hands = [f for f in fonts.FONTS if f.style == "hand"]
+    assert len(hands) >= 35 and sum(not f.caps_only for f in hands) >= 26  # print hands, scripts, cursive
+    accented = [f for f in hands if not f.caps_only and not fonts.missing(f, "éèàçùôê")]
+    assert len(accented) >= 20  # French letters written with their accents, not stripped
     readme = (fonts.FONT_DIR / "README.md").read_text()
     for folder in {f.path.split("/")[0] for f in fonts.FONTS}:
         assert list((fonts.FONT_DIR / folder).glob("copyright*")), f"{folder} has no licence file"
