@@ -5,7 +5,8 @@
 Each page is read whole (``--psm 3``, the set's language: English, French for the wills); the
 words of each Tesseract line become one predicted line (its box, its words joined by spaces),
 scored with :class:`docrec.metrics.PageEvaluator` like ``scripts/evaluate.py`` scores docrec:
-line detection at IoU >= 0.5, CER over matched lines, bag-of-words F1 and page CER. With
+line detection at IoU >= 0.5, CER over matched lines, bag-of-words F1 and page CER (SROIE's
+ignoring case, as its transcripts do). With
 ``--gt-lines`` every ground-truth line is also cut out (its box, 2 px margin) and read alone
 (``--psm 7``), which gives CER on GT lines, the figure docrec's ``cer`` is. Tesseract is a
 benchmark, never a dependency of docrec: install it yourself (Debian: ``tesseract-ocr``,
@@ -87,7 +88,8 @@ def score_set(name: str, part: str, realdata: Path, gt_lines: bool) -> dict[str,
     with tempfile.TemporaryDirectory() as tmp:
         for page in pages:
             preds = page_lines(page.image_path, lang)
-            ev.update(preds, page.lines, gt_line_preds=gt_line_texts(page, lang, Path(tmp)) if gt_lines else None)
+            ev.update(preds, page.lines, gt_line_preds=gt_line_texts(page, lang, Path(tmp)) if gt_lines else None,
+                      fold_case=page.fold_case)
     out = ev.compute()
     out["s_per_page"] = (time.perf_counter() - t0) / max(1, len(pages))
     return out

@@ -4,6 +4,8 @@
     python train.py 'experiment=[cpu,finetune]' init_from=RUN data.sources.0.path=/tmp/realsplit/funsd/finetune.jsonl ...
     python scripts/evaluate.py checkpoint=RUN data=manifest data.path=/tmp/realsplit/funsd/kept.jsonl \\
         data.allow_outside_root=true
+    python scripts/evaluate.py checkpoint=RUN data=manifest data.path=/tmp/realsplit/sroie/kept.jsonl \\
+        data.allow_outside_root=true data.fold_case=true    # SROIE's upper-case transcripts: scored ignoring case
 
 The kept-apart pages are listed in ``data/realdata_split.json`` (:mod:`docrec.realdata`); the
 manifests point at the images where they lie, so they are read with ``data.allow_outside_root=true``.

@@ -338,6 +338,7 @@ def test_sroie_rows_become_lines_sized_from_the_image():
     assert [(ln.id, ln.text, ln.kind, ln.region) for ln in page.lines] == [
         ("row1", "TOTAL: 1,234.00", "printed", None), ("row3", "THANK YOU", "printed", None)]
     assert page.lines[0].polygon == [(10, 10), (100, 10), (100, 30), (10, 30)]
+    assert page.fold_case  # its transcripts are upper case whatever the print: scored ignoring case
 
 
 @pytest.mark.parametrize("sub", ["", "data", "data/box/000.csv"])

@@ -397,6 +397,25 @@ def test_page_metrics_do_not_depend_on_how_the_lines_are_cut():
     assert result["page_cer"] == pytest.approx(9 / 22)
 
 
+def test_fold_case_scores_every_text_metric_ignoring_case():
+    # SROIE labels "Jalan Ria" as "JALAN RIA": a reader that writes what is printed is right.
+    gt = [{"polygon": rect(0, 0, 100, 10), "text": "4-20, JALAN RIA"}, {"polygon": rect(0, 20, 100, 30), "text": "TOTAL"}]
+    pred = [{"polygon": rect(0, 0, 100, 10), "text": "4-20, Jalan Ria"}, {"polygon": rect(0, 20, 100, 30), "text": "Tota"}]
+    reads = ["4-20, Jalan Ria", "TOTAl"]
+    cased, folded = PageEvaluator(), PageEvaluator()
+    cased.update(pred, gt, gt_line_preds=reads)
+    folded.update(pred, gt, gt_line_preds=reads, fold_case=True)
+    c, f = cased.compute(), folded.compute()
+    # With case: 6 small letters of line 1 and the 3 of "ota" + the dropped "L"; "TOTAl" costs 1.
+    assert c["e2e_cer"] == pytest.approx(10 / 20) and c["cer"] == pytest.approx(7 / 20) and c["e2e_f1"] == 0.0
+    assert c["bow_f1"] == pytest.approx(1 / 4)  # only "4-20," is in both bags
+    # Ignoring case only the dropped "L" counts; line 1 is exact, every word but TOTAL is in both bags.
+    assert f["e2e_cer"] == pytest.approx(1 / 20) and f["cer"] == 0.0 and f["wer"] == 0.0
+    assert f["e2e_f1"] == pytest.approx(0.5) and f["page_cer"] == pytest.approx(1 / 21)
+    assert f["bow_precision"] == pytest.approx(3 / 4) and f["bow_recall"] == pytest.approx(3 / 4)
+    assert f["len_ratio"] == c["len_ratio"] == 1.0
+
+
 def test_reading_order_is_rows_top_to_bottom_then_left_to_right():
     polygons = [rect(60, 22, 90, 32), rect(0, 0, 50, 10), rect(0, 21, 50, 31), rect(60, 2, 100, 12), rect(0, 60, 10, 70)]
     assert reading_order(polygons) == [1, 3, 2, 0, 4]

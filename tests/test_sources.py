@@ -15,10 +15,14 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from docrec.data.dataset import PageDataset, collate
 from docrec.data.loading import load_splits
 from docrec.data.sampler import ResumableSampler, WeightedSourceSampler
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError, check_config
+from docrec.engine.runtime import Runtime
+from docrec.engine.validate import run_validation
+from docrec.text import Charset
 from tests.conftest import REPO, compose_cfg, make_toy_pages
 
 
@@ -183,6 +187,52 @@ def test_mixed_config_composes_and_inherits_the_data_group(two_sources):
     assert [(s.name, s.n_train, s.n_val) for s in splits.sources] == [("synthetic", 3, 1), ("pagexml", 2, 1)]
     assert len(splits.train) == 5 and splits.val_source_names() == ["synthetic", "pagexml"]
     assert {ln.kind for p in splits.train[3:] for ln in p.lines} == {"printed", "handwritten"}  # the file's kinds
+
+
+def test_fold_case_is_set_per_source_and_reaches_the_pages_metadata(two_sources):
+    # A source whose transcriptions drop case (an upper-cased export) is scored ignoring case; the other is not.
+    sources = _sources(*two_sources)
+    sources[1]["fold_case"] = True
+    cfg = _with_sources([], sources)
+    check_config(cfg)
+    splits = load_splits(cfg.data)
+    n_a = splits.sources[0].n_train
+    assert [p.fold_case for p in splits.train] == [False] * n_a + [True] * (len(splits.train) - n_a)
+    assert [p.fold_case for p in splits.val] == [False, True]
+    ds = PageDataset(splits.val, Charset.build(["ab"]), ["printed", "handwritten"], 128, train=False)
+    assert [ds[i][2]["fold_case"] for i in range(2)] == [False, True]
+    # The data group's value is every source's default.
+    cfg = _with_sources(["data.fold_case=true"], _sources(*two_sources))
+    assert all(p.fold_case for p in load_splits(cfg.data).train)
+
+
+class _ShoutingReader(torch.nn.Module):
+    """Reads every ground-truth line right, in capitals (a fake model with the validation interface)."""
+
+    def __init__(self, texts: list[list[str]]) -> None:
+        super().__init__()
+        self.rec_head = type("Head", (), {"decoder_kind": "ctc"})()
+        self.rec_branches, self.region_kinds = {}, ()  # CTC alone, no region maps
+        self.texts = iter(texts)
+
+    def predict_and_read(self, images, quads, decoders):
+        preds = [{"lines": [], "class_map": torch.zeros(images.shape[-2:], dtype=torch.long)} for _ in quads]
+        return preds, {"ctc": [[(t.upper(), 1.0) for t in next(self.texts)] for _ in quads]}
+
+
+def test_validation_scores_a_fold_case_source_ignoring_case(two_sources):
+    sources = _sources(*two_sources)
+    sources[1]["fold_case"] = True
+    splits = load_splits(_with_sources([], sources).data)
+    ds = PageDataset(splits.val, Charset.build(["ab"]), ["printed", "handwritten"], 128, train=False)
+    texts = [[ln["text"] for ln in ds[i][2]["gt_lines"]] for i in range(len(ds))]
+    assert all(any(t != t.upper() for t in page) for page in texts)  # each page has small letters
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=collate)
+    rt = Runtime(torch.device("cpu"), "fp32", False)
+    result = run_validation(_ShoutingReader(texts), loader, rt, ["printed", "handwritten"],
+                            groups=splits.val_source_names())
+    assert result.groups["beta"]["cer"] == 0.0 and result.groups["beta"]["bow_f1"] == 0.0  # no line detected
+    assert result.groups["alpha"]["cer"] > 0.0  # its transcriptions keep case: the capitals are errors
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -1,6 +1,8 @@
 """Evaluation metrics: recognition, line detection, end to end and segmentation.
 
-Text is compared after Unicode NFC. CER and WER are Levenshtein distance over the
+Text is compared after Unicode NFC; a page whose transcriptions do not keep the print's case
+(``PageEvaluator.update(fold_case=True)``: SROIE's are upper case) is compared after
+``str.casefold`` of both sides too, in every text metric. CER and WER are Levenshtein distance over the
 reference length; WER tokens are ``str.split()`` words (punctuation stays attached to its
 word). Corpus rates (what a report prints) sum distances and reference lengths over all
 lines, so a long line weighs more than a short one.
@@ -396,9 +398,16 @@ class PageEvaluator:
         pred_class_map: np.ndarray | None = None,
         gt_class_map: np.ndarray | None = None,
         gt_line_preds: Sequence[str] | None = None,
+        fold_case: bool = False,
     ) -> None:
-        """Add one page: detected lines, GT lines, optional class maps and recognition on GT lines."""
+        """Add one page: detected lines, GT lines, optional class maps and recognition on GT lines.
+
+        ``fold_case``: the page's transcriptions ignore the print's case; every text is case-folded first."""
         preds, gts = [_view(x) for x in pred_lines], [_view(x) for x in gt_lines]
+        if fold_case:
+            preds = [v._replace(text=v.text.casefold()) for v in preds]
+            gts = [v._replace(text=v.text.casefold()) for v in gts]
+            gt_line_preds = None if gt_line_preds is None else [t.casefold() for t in gt_line_preds]
         if gt_line_preds is not None and len(gt_line_preds) != len(gts):
             raise ValueError(f"gt_line_preds has {len(gt_line_preds)} texts for {len(gts)} GT lines")
         if (pred_class_map is None) != (gt_class_map is None):

@@ -96,7 +96,8 @@ class Page:
 
     ``image`` is the path as written in the annotation, relative to ``root`` (the folder
     of the annotation file) unless absolute. ``source`` is the annotation file, used in
-    error messages.
+    error messages. ``fold_case``: the transcriptions do not keep the case of the print
+    (SROIE's are all upper case), so texts are scored ignoring case (:mod:`docrec.metrics`).
     """
 
     image: str
@@ -106,6 +107,7 @@ class Page:
     lines: list[Line] = field(default_factory=list)
     root: Path | None = None
     source: str = ""
+    fold_case: bool = False
 
     def __post_init__(self) -> None:
         src = self.source

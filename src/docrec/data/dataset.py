@@ -204,7 +204,7 @@ class PageDataset(Dataset):
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len,
                                 regions=region_polys, region_kinds=self.region_kinds, holes=holes)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),
-                "scale": long_side / max(page.width, page.height), "gt_lines": gt_lines}
+                "scale": long_side / max(page.width, page.height), "gt_lines": gt_lines, "fold_case": page.fold_case}
         chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(chw)), targets, meta
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: Keys a source of ``data.sources`` may set; a key it omits takes the data group's value, except
 #: that a source with its own ``path`` holds its validation pages out of them unless it sets ``val_path``.
 SOURCE_READER_KEYS = ("format", "path", "val_path", "val_fraction", "kind", "strict", "allow_outside_root",
-                      "limit_pages", "max_val_pages")
+                      "limit_pages", "max_val_pages", "fold_case")
 
 
 def data_sources(data_cfg: DictConfig) -> list[DictConfig]:
@@ -98,8 +98,9 @@ class PageSplits:
 
 def read_pages(src, path: str, limit: int | None, skipped: list[tuple[str, str]]) -> list[Page]:
     """The pages at ``path`` read as reader config ``src`` says (the data group or one of its
-    sources: format, strict, kind, allow_outside_root, max_pixels); skipped pages are logged and
-    added to ``skipped``, the readers' notes logged. Training and ``scripts/evaluate.py`` read alike."""
+    sources: format, strict, kind, allow_outside_root, max_pixels, fold_case); skipped pages are logged and
+    added to ``skipped``, the readers' notes logged. Training and ``scripts/evaluate.py`` read alike.
+    ``fold_case`` true or false overrides the reader's own (SROIE: true, every other format: false)."""
     opts = {"kind": src.kind, "allow_outside_root": src.allow_outside_root, "max_pixels": src.max_pixels}
 
     def report(source: str, message: str) -> None:
@@ -109,6 +110,10 @@ def read_pages(src, path: str, limit: int | None, skipped: list[tuple[str, str]]
     skipped.extend(res.skipped)
     for note in res.notes(src.format):
         log.info("%s: %s", path, note)
+    fold = src.get("fold_case")
+    if fold is not None:
+        for page in res.pages:
+            page.fold_case = bool(fold)
     return res.pages
 
 

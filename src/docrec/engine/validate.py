@@ -96,7 +96,9 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
                 for ln in pred["lines"]:
                     ln["baseline"] = estimate_baseline(gray, ln["polygon"])
             rec_texts = [text for text, _ in reads[i]]
-            other_pairs = {d: [(text, gt) for (text, _), gt in zip(reads_by[d][i], gt_texts)] for d in decoders[1:]}
+            fold = meta.get("fold_case", False)  # the page's transcriptions ignore case: so does every score
+            other_pairs = {d: [(text.casefold(), gt.casefold()) if fold else (text, gt)
+                               for (text, _), gt in zip(reads_by[d][i], gt_texts)] for d in decoders[1:]}
             region_masks = []
             if region_kinds:
                 pred_regions = pred["region_map"].numpy()
@@ -105,7 +107,7 @@ def run_validation(model: torch.nn.Module, loader, rt: Runtime, kinds: list[str]
                                 for r in range(len(region_kinds))]
             page_eval = PageEvaluator(class_names=classes)
             page_eval.update(pred["lines"], meta["gt_lines"], pred["class_map"].cpu().numpy(),
-                             target["class_mask"].numpy(), rec_texts)
+                             target["class_mask"].numpy(), rec_texts, fold_case=fold)
             total.add(page_eval, other_pairs, region_masks)
             group = groups[meta["index"]] if groups is not None else None
             if group is not None:

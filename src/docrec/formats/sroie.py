@@ -68,4 +68,5 @@ def read(file: Path, opts: ReadOptions | None = None) -> Iterator[Page]:
         lines.append(Line(id=f"row{rowno}", polygon=polygon, text=parts[8], kind=opts.kind or "printed"))
     if widened:
         log.warning("%s: widened %d zero-area box(es) to 1 px", file, widened)
-    yield Page(image=image, width=width, height=height, lines=lines, root=root, source=str(file))
+    # SROIE's transcripts are upper case whatever the print's case ("Jalan Ria" is "JALAN RIA").
+    yield Page(image=image, width=width, height=height, lines=lines, root=root, source=str(file), fold_case=True)
