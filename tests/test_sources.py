@@ -204,6 +204,10 @@ def test_fold_case_is_set_per_source_and_reaches_the_pages_metadata(two_sources)
     # The data group's value is every source's default.
     cfg = _with_sources(["data.fold_case=true"], _sources(*two_sources))
     assert all(p.fold_case for p in load_splits(cfg.data).train)
+    # Anything but true, false or null is refused before a page is read, naming the pages it is for.
+    sources[1]["fold_case"] = "upper"
+    with pytest.raises(ConfigError, match=r"fold_case of .*beta/train\.jsonl must be true, false or null.*'upper'"):
+        load_splits(_with_sources([], sources).data)
 
 
 class _ShoutingReader(torch.nn.Module):

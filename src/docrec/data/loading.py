@@ -101,6 +101,9 @@ def read_pages(src, path: str, limit: int | None, skipped: list[tuple[str, str]]
     sources: format, strict, kind, allow_outside_root, max_pixels, fold_case); skipped pages are logged and
     added to ``skipped``, the readers' notes logged. Training and ``scripts/evaluate.py`` read alike.
     ``fold_case`` true or false overrides the reader's own (SROIE: true, every other format: false)."""
+    fold = src.get("fold_case")
+    if fold is not None and not isinstance(fold, bool):
+        raise ConfigError(f"fold_case of {path} must be true, false or null (the reader's own), got {fold!r}")
     opts = {"kind": src.kind, "allow_outside_root": src.allow_outside_root, "max_pixels": src.max_pixels}
 
     def report(source: str, message: str) -> None:
@@ -110,10 +113,9 @@ def read_pages(src, path: str, limit: int | None, skipped: list[tuple[str, str]]
     skipped.extend(res.skipped)
     for note in res.notes(src.format):
         log.info("%s: %s", path, note)
-    fold = src.get("fold_case")
     if fold is not None:
         for page in res.pages:
-            page.fold_case = bool(fold)
+            page.fold_case = fold
     return res.pages
 
 
