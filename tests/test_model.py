@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from docrec.data.dataset import normalize
+from docrec.data.dataset import normalize, to_model_input
 from docrec.data.targets import build_targets
 from docrec.metrics import corpus_cer
 from docrec.models import Charset, DocRecModel, build_model
@@ -97,6 +97,15 @@ def test_charset_encode_decode_roundtrip_and_specials():
     assert cs.decode([cs.bos_id, *ids[1:3], cs.eos_id, *ids[3:]]) == "ba"  # stops at EOS
     assert cs.decode(cs.encode("axb")) == "a\ufffdb"
     assert cs.count_unknown("axyb") == 2
+
+
+def test_charset_pairs_each_letter_with_its_other_case():
+    cs = Charset.build(["aAbß7 é", "ÉS"])
+    partner = cs.case_partners()
+    assert len(partner) == len(cs)
+    pairs = {cs.decode([i]): cs.decode([p]) for i, p in enumerate(partner) if i >= 4}
+    assert pairs == {"a": "A", "A": "a", "é": "É", "É": "é", "b": "b", "ß": "ß", "7": "7", " ": " ", "S": "S"}
+    assert partner[:4] == [0, 1, 2, 3]  # the special tokens have no case
 
 
 def test_charset_is_nfc_and_survives_a_checkpoint():
@@ -306,9 +315,14 @@ def test_a_batch_without_readable_lines_still_reaches_every_head_parameter(tiny_
 def test_training_caps_the_lines_per_batch(charset):
     images, targets = batch(charset)
     model = build_model({**TINY, "recognition": {**TINY["recognition"], "max_lines_per_batch": 2}}, charset)
-    quads, tokens = model._cap_lines([t["line_quads"] for t in targets], [t["line_tokens"] for t in targets],
-                                    model.max_lines_per_batch)
-    assert sum(q.shape[0] for q in quads) == 2 and sum(t.shape[0] for t in tokens) == 2
+    quads = [t["line_quads"] for t in targets]
+    ids = [torch.arange(len(q)) + 10 * b for b, q in enumerate(quads)]  # which line is which
+    capped, tokens, kept = model._cap_lines(model.max_lines_per_batch, quads,
+                                            [t["line_tokens"] for t in targets], ids)
+    assert sum(q.shape[0] for q in capped) == 2 and sum(t.shape[0] for t in tokens) == 2
+    for b, (q, t, i) in enumerate(zip(capped, tokens, kept)):  # the same lines kept in every list
+        torch.testing.assert_close(q, quads[b][i - 10 * b])
+        torch.testing.assert_close(t, targets[b]["line_tokens"][i - 10 * b])
     losses = model.train()(images, targets)
     assert torch.isfinite(losses["rec"])
 
@@ -335,8 +349,8 @@ def test_reads_per_line_reads_each_line_k_times_with_its_own_box_noise(charset, 
     model = build_model({**TINY, "recognition": rec}, charset).train()
     seen = {}
 
-    def spy(fused, quads, tokens, label_smoothing=0.0, branches=("rec", "ctc"), images=None):
-        seen["quads"], seen["tokens"] = quads, tokens
+    def spy(fused, quads, tokens, label_smoothing=0.0, branches=("rec", "ctc"), images=None, case_free=None):
+        seen["quads"], seen["tokens"], seen["case_free"] = quads, tokens, case_free
         return {b: fused.sum() * 0.0 for b in branches}
 
     monkeypatch.setattr(model.rec_head, "loss", spy)
@@ -347,6 +361,87 @@ def test_reads_per_line_reads_each_line_k_times_with_its_own_box_noise(charset, 
     m = targets[0]["line_quads"].shape[0]
     assert not torch.allclose(first[:m], first[m:2 * m])  # the same lines, different noise
     torch.testing.assert_close(seen["tokens"][:m], seen["tokens"][m:2 * m])
+    assert seen["case_free"] is None  # no page ignores case: the losses as written
+    targets[1]["line_fold_case"][:] = True  # the second page's labels ignore case
+    model(images, targets)
+    fold = seen["case_free"][0]  # each read of each line keeps its page's flag
+    assert fold.tolist() == [False] * 3 * m + [True] * 3 * (n - m)
+    assert seen["case_free"][1].tolist() == charset.case_partners()
+
+
+def _upper(targets: list[dict], charset: Charset, fold: bool) -> list[dict]:
+    """The pages' targets with every label in capitals, flagged as ignoring case or not."""
+    out = []
+    for t in targets:
+        rows = [charset.encode(charset.decode(r).upper()) for r in t["line_tokens"]]
+        tokens = torch.full((len(rows), max(map(len, rows))), charset.pad_id)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)] = torch.tensor(r)
+        out.append({**t, "line_tokens": tokens, "line_fold_case": torch.full((len(rows),), fold)})
+    return out
+
+
+def test_a_loss_that_ignores_case_scores_either_case_of_a_label_alike():
+    charset = Charset.build(["hi 42 cat Ok go box 7 zap".upper(), "hi 42 cat Ok go box 7 zap"])
+    torch.manual_seed(0)
+    # No block dropped: the same network for every call.
+    model = build_model({**TINY, "backbone": {**TINY["backbone"], "p_min": 1.0}, "label_smoothing": 0.1},
+                        charset).train()
+    images, targets = batch(charset)
+
+    def losses(t):
+        torch.manual_seed(0)
+        return model(images, t)
+
+    written = losses(targets)
+    unflagged = {**targets[0], "line_fold_case": torch.zeros(len(targets[0]["line_tokens"]), dtype=torch.bool)}
+    folded_lower = losses([{**t, "line_fold_case": torch.ones(len(t["line_tokens"]), dtype=torch.bool)}
+                           for t in targets])
+    upper_written, upper_folded = losses(_upper(targets, charset, False)), losses(_upper(targets, charset, True))
+    # No line flagged: the losses as written (F.cross_entropy's smoothed loss and CTC), exactly.
+    assert {k: v.item() for k, v in losses([unflagged, targets[1]]).items()} == {k: v.item() for k, v in written.items()}
+    # A flagged line in small letters: the merged loss's smoothing term is F.cross_entropy's.
+    assert folded_lower["rec"] < written["rec"] + 1e-6
+    # CTC ignoring case: a label in capitals costs what the same label in small letters does.
+    torch.testing.assert_close(upper_folded["ctc"], folded_lower["ctc"])
+    # Either loss of a label in capitals falls when case is ignored (the untrained reader leans to neither
+    # case); the small letters' own probability is merged in, never taken away.
+    assert upper_folded["ctc"] < upper_written["ctc"] and upper_folded["rec"] < upper_written["rec"]
+    sum(upper_folded.values()).backward()
+    assert model.rec_head.classifier.weight.grad is not None and model.rec_head.ctc_head.weight.grad is not None
+
+
+def test_the_case_flags_stay_on_the_host_when_the_batch_moves_to_the_device(charset):
+    _, targets = batch(charset)
+    _, moved = to_model_input(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), targets, torch.device("meta"))
+    assert moved[0]["line_tokens"].device.type == "meta"  # as a GPU would have them
+    assert moved[0]["line_fold_case"].device.type == "cpu"  # tested without waiting for the device
+
+
+def test_pages_whose_labels_ignore_case_teach_no_case():
+    """The same drawn lines labelled in small letters on one page and in capitals on the other: read
+    as written on both, the reader must learn each glyph both ways; with the capitals' page flagged as
+    ignoring case it learns them once, as drawn, and reads the flagged page in small letters."""
+    spec = [("hi 42", (8, 30), "printed"), ("cat", (8, 70), "handwritten")]
+    img, lines = render(spec)
+    images = normalize(torch.from_numpy(np.stack([img, img])).permute(0, 3, 1, 2))
+    charset = Charset.build(["hi 42 cat".upper(), "hi 42 cat"])
+    as_drawn = build_targets(lines, img.shape[0], img.shape[1], KINDS, charset, max_len=16)
+    capitals = build_targets([(p, t.upper(), k) for p, t, k in lines], img.shape[0], img.shape[1], KINDS,
+                             charset, max_len=16, fold_case=True)
+    assert capitals["line_fold_case"].all() and not as_drawn["line_fold_case"].any()
+    torch.manual_seed(0)
+    model = build_model(TINY, charset).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for step in range(60):
+        model.set_step(step)
+        loss = sum(model(images, [as_drawn, capitals]).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    reads = model.recognize(images, [as_drawn["line_quads"], capitals["line_quads"]])
+    assert [[text for text, _ in page] for page in reads] == [["hi 42", "cat"]] * 2
 
 
 def test_two_samples_per_feature_column_double_the_tokens(charset):

@@ -201,6 +201,9 @@ def test_fold_case_is_set_per_source_and_reaches_the_pages_metadata(two_sources)
     assert [p.fold_case for p in splits.val] == [False, True]
     ds = PageDataset(splits.val, Charset.build(["ab"]), ["printed", "handwritten"], 128, train=False)
     assert [ds[i][2]["fold_case"] for i in range(2)] == [False, True]
+    # ...and the targets: the fold_case page's lines are read by a loss that ignores case (test_model.py)
+    flags = [ds[i][1]["line_fold_case"] for i in range(2)]
+    assert len(flags[1]) and flags[1].all() and not flags[0].any()
     # The data group's value is every source's default.
     cfg = _with_sources(["data.fold_case=true"], _sources(*two_sources))
     assert all(p.fold_case for p in load_splits(cfg.data).train)

@@ -73,6 +73,16 @@ class Charset:
                 out.append(self.chars[i - n_special])
         return "".join(out)
 
+    def case_partners(self) -> list[int]:
+        """Per token id, the id of the same letter in the other case (``a`` <-> ``A``), or the id itself
+        when the charset lacks it or it has none: what a loss that ignores case merges."""
+        partners = list(range(len(self)))
+        for c, i in self._index.items():
+            other = c.swapcase()
+            if other != c and other.swapcase() == c and other in self._index:  # 1:1 pairs only ('ß' -> 'SS' is not)
+                partners[i] = self._index[other]
+        return partners
+
     def count_unknown(self, text: str) -> int:
         """Number of code points of the NFC text that are not in the charset."""
         return sum(1 for ch in normalize(text) if ch not in self._index)

@@ -33,15 +33,21 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - mean) / std
 
 
+#: Targets that stay on the host: the model tests them before it launches any work on the device.
+HOST_TARGETS = frozenset({"line_fold_case"})
+
+
 def to_model_input(images: torch.Tensor, targets: list[dict] | None, device: torch.device,
                    channels_last: bool = False) -> tuple[torch.Tensor, list[dict] | None]:
     """A loader batch as the model takes it: uint8 images on ``device``, normalised, channels-last
-    when asked; the targets (if any) on the same device."""
+    when asked; the targets (if any) on the same device, but for the per-line flags the model reads
+    on the host (:data:`HOST_TARGETS`)."""
     images = normalize(images.to(device, non_blocking=True))
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if targets is not None:
-        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        targets = [{k: v if k in HOST_TARGETS else v.to(device, non_blocking=True) for k, v in t.items()}
+                   for t in targets]
     return images, targets
 
 
@@ -202,7 +208,8 @@ class PageDataset(Dataset):
                                  "baseline": baseline.tolist() if baseline is not None else None})
         region_polys = [(_clip_to_frame(poly, w, h)[0], r.kind) for r, poly in zip(regions, moved[2 * n:])]
         targets = build_targets(lines, h, w, self.kinds, self.charset, self.max_len,
-                                regions=region_polys, region_kinds=self.region_kinds, holes=holes)
+                                regions=region_polys, region_kinds=self.region_kinds, holes=holes,
+                                fold_case=page.fold_case)
         meta = {"index": index, "source": page.source, "image": str(page.image_path),
                 "scale": long_side / max(page.width, page.height), "gt_lines": gt_lines, "fold_case": page.fold_case}
         chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)

@@ -70,6 +70,7 @@ def build_targets(
     regions: Sequence[tuple[np.ndarray, str]] = (),
     region_kinds: Sequence[str] = (),
     holes: np.ndarray | None = None,
+    fold_case: bool = False,
 ) -> dict[str, Tensor]:
     """Targets of one sample from its lines ``(polygon [K,2] in pixels, text, kind[, baseline])``.
 
@@ -78,7 +79,8 @@ def build_targets(
     uint8[H,W] (0 none, 1 + index in ``region_kinds`` for the ``regions`` ``(polygon, kind)``
     of those kinds, e.g. form fields), and for the lines that have a transcription ``line_quads``
     Float[N,4,2], ``line_tokens`` Long[N,T] (BOS text EOS PAD..., cut at ``max_len``) and
-    ``line_kinds`` Long[N] (255 for an unknown kind). Lines smaller than ``min_area`` are
+    ``line_kinds`` Long[N] (255 for an unknown kind) and ``line_fold_case`` Bool[N] (``fold_case``: the
+    page's labels ignore case, so its lines are read by a loss that does too). Lines smaller than ``min_area`` are
     dropped. A line whose text is ``None`` or empty (e.g. cut by a crop, so its visible
     text is unknown) is painted into the masks but not used for recognition. ``holes``
     [K, 4] (x0, y0, x1, y1) are erased patches: what they cover is ignored by the class and
@@ -125,4 +127,5 @@ def build_targets(
         "line_quads": torch.from_numpy(np.asarray(read, np.float32).reshape(-1, 4, 2)),
         "line_tokens": torch.from_numpy(token_array),
         "line_kinds": torch.tensor(line_kinds, dtype=torch.int64),
+        "line_fold_case": torch.full((len(tokens),), bool(fold_case), dtype=torch.bool),
     }

@@ -68,6 +68,10 @@ class DocRecModel(nn.Module):
         self.quad_jitter = quad_jitter
         self.quad_grow = (float(quad_grow[0]), float(quad_grow[1]))
         self.postprocess = dict(postprocess or {})
+        # For the lines of pages whose labels ignore case (SROIE's are all capitals whatever the
+        # receipt prints): each letter's other case, merged with it in their reading loss.
+        self.register_buffer("case_partner", torch.tensor(charset.case_partners(), dtype=torch.long),
+                             persistent=False)
 
     def set_step(self, step: int) -> None:
         """Global training step, which (with the seed) decides the dropped backbone blocks."""
@@ -120,17 +124,21 @@ class DocRecModel(nn.Module):
         losses = segmentation_losses(class_logits, core_logits, class_mask, core_mask, region_logits, region_mask)
         quads = [t["line_quads"].to(dev, torch.float32) for t in targets]
         tokens = [t["line_tokens"] for t in targets]
+        folds = [t.get("line_fold_case", torch.zeros(len(tok), dtype=torch.bool)) for t, tok in zip(targets, tokens)]
         if self.training:
             k = self.reads_per_line
-            quads, tokens = self._cap_lines(quads, tokens, self.max_lines_per_batch // k)
+            quads, tokens, folds = self._cap_lines(self.max_lines_per_batch // k, quads, tokens, folds)
             # Each line read k times, each time through its own box noise: more reading signal per
             # page for the price of the head alone (the backbone has already run).
             quads = [jitter_quads(q.repeat(k, 1, 1), self.quad_jitter, self.quad_grow) for q in quads]
             tokens = [t.repeat(k, 1) for t in tokens]
+            folds = [f.repeat(k) for f in folds]
         n_lines = sum(q.shape[0] for q in quads)
         if n_lines:
+            fold = torch.cat(folds).cpu()  # host flags (to_model_input leaves them there): no device sync
+            case_free = (fold.to(dev, non_blocking=True), self.case_partner) if bool(fold.any()) else None
             losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing,
-                                             self.rec_branches, images=images))
+                                             self.rec_branches, images=images, case_free=case_free))
         else:
             # Zero, but through every head parameter: DDP without find_unused_parameters
             # (p_min = 1) expects a gradient for each of them in every step.
@@ -138,16 +146,17 @@ class DocRecModel(nn.Module):
             losses.update({k: zero for k in self.rec_branches})
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
-    def _cap_lines(self, quads: list[Tensor], tokens: list[Tensor], cap: int) -> tuple[list[Tensor], list[Tensor]]:
-        """A random subset of at most ``cap`` lines, to bound the head's memory."""
+    def _cap_lines(self, cap: int, quads: list[Tensor], *per_line: list[Tensor]) -> tuple[list[Tensor], ...]:
+        """A random subset of at most ``cap`` lines, to bound the head's memory: the same lines of
+        ``quads`` and of each list in ``per_line`` (their tokens, flags...), image by image."""
         counts = [q.shape[0] for q in quads]
         total = sum(counts)
         if total <= cap:
-            return quads, tokens
+            return (quads, *per_line)
         chosen = torch.zeros(total, dtype=torch.bool)
         chosen[torch.randperm(total)[: max(cap, 1)]] = True
         keep = chosen.split(counts)
-        return [q[k.to(q.device)] for q, k in zip(quads, keep)], [t[k.to(t.device)] for t, k in zip(tokens, keep)]
+        return tuple([x[k.to(x.device)] for x, k in zip(xs, keep)] for xs in (quads, *per_line))
 
     def _pad_tokens(self, tokens: list[Tensor], device: torch.device) -> Tensor:
         """Concatenate the images' token rows, PAD-extended to a common length (capped at max_len)."""

@@ -92,6 +92,18 @@ class PixelStem(nn.Module):
         return self.fold(x).squeeze(2).transpose(1, 2)
 
 
+def merge_cases(log_p: Tensor, partner: Tensor, rows: Tensor) -> Tensor:
+    """``log_p`` [..., V] with, where ``rows`` (broadcast over the leading dims) is True, each cased
+    letter's log-probability replaced by that of either case (``logaddexp`` with ``partner[v]``'s).
+
+    Only a label's column and the blank are ever read by the losses, so the merged rows need not
+    sum to one: an upper-case label then costs nothing when the line is read in small letters.
+    """
+    cased = partner != torch.arange(len(partner), device=partner.device)
+    merged = torch.logaddexp(log_p, log_p[..., partner])
+    return torch.where(rows[..., None] & cased, merged, log_p)
+
+
 class RecognitionHead(nn.Module):
     """Reads each line from the fused map: quad RoI, encoder, then a CTC head and an attention decoder.
 
@@ -274,7 +286,8 @@ class RecognitionHead(nn.Module):
         return padding.repeat_interleave(self.ctc_frames, dim=1) if self.ctc_frames > 1 else padding
 
     def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor, label_smoothing: float = 0.0,
-             branches: tuple[str, ...] = ("rec", "ctc"), images: Tensor | None = None) -> dict[str, Tensor]:
+             branches: tuple[str, ...] = ("rec", "ctc"), images: Tensor | None = None,
+             case_free: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
         """Teacher-forced character cross-entropy (``rec``) and CTC (``ctc``) of lines ``tokens`` [N, T].
 
         ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
@@ -284,6 +297,9 @@ class RecognitionHead(nn.Module):
         line and longest text; the losses are those of the whole batch at once.
         Only the ``branches`` asked for are computed (a branch with loss weight 0 costs nothing).
         ``images``: the normalised page images, which a head with a pixel stem reads too.
+        ``case_free``: (Bool[N] lines, Long[V] each token's other case, :meth:`Charset.case_partners`):
+        the flagged lines' labels ignore case, so both losses score a letter in either case as the
+        label's (the two cases' probabilities summed, :func:`merge_cases`); None: every line as written.
         """
         ce_sum = ctc_sum = fused.new_zeros((), dtype=torch.float32)
         n_tokens = 0
@@ -291,15 +307,24 @@ class RecognitionHead(nn.Module):
         for group, idx, memory, padding in self.encoded_groups(fused, quads, images):
             tok = tokens[idx.to(tokens.device), : max(lengths[i] for i in group)]  # this group's longest text
             text = tok[:, 1:]
+            fold = case_free[0][idx] if case_free is not None else None
             if "rec" in branches:
-                logits = self.decode(memory, padding, tok[:, :-1])
-                ce_sum = ce_sum + F.cross_entropy(logits.float().flatten(0, 1), text.flatten(), reduction="sum",
-                                                  ignore_index=self.pad_id, label_smoothing=label_smoothing)
+                logits = self.decode(memory, padding, tok[:, :-1]).float()
+                if fold is None:
+                    ce_sum = ce_sum + F.cross_entropy(logits.flatten(0, 1), text.flatten(), reduction="sum",
+                                                      ignore_index=self.pad_id, label_smoothing=label_smoothing)
+                else:  # F.cross_entropy's smoothed loss, with the label's probability merged over its cases
+                    log_p = logits.log_softmax(-1)
+                    label = merge_cases(log_p, case_free[1], fold[:, None]).gather(-1, text[..., None])[..., 0]
+                    per_token = -(1 - label_smoothing) * label - label_smoothing * log_p.mean(-1)
+                    ce_sum = ce_sum + per_token.masked_fill(text == self.pad_id, 0.0).sum()
                 n_tokens += sum(lengths[i] - 1 for i in group)  # the targets: text and EOS
             if "ctc" in branches:
                 is_char = (text != self.pad_id) & (text != self.eos_id)
                 target_lengths = is_char.sum(1)
                 log_probs = self.ctc_log_probs(memory).transpose(0, 1)  # [W, n, V]
+                if fold is not None:
+                    log_probs = merge_cases(log_probs, case_free[1], fold[None, :])
                 per_line = F.ctc_loss(log_probs, text.masked_fill(~is_char, self.pad_id),
                                       (~padding).sum(1) * self.ctc_frames,
                                       target_lengths, blank=self.pad_id, reduction="none", zero_infinity=True)
