@@ -140,11 +140,14 @@ class OnnxPageReader:
     def ctc_best_path(self, log_probs: np.ndarray, padding: np.ndarray) -> list[tuple[str, float]]:
         """CTC best path of log-probabilities [N, W, V] (padding [N, W], True = pad): (text, confidence) per line.
 
-        The most likely symbol per column, repeats merged, blanks (PAD) dropped, as
+        The most likely symbol per column (the blank's log-probability lowered by the export's
+        ``blank_penalty`` first), repeats merged, blanks (PAD) dropped, as
         ``RecognitionHead.ctc_greedy``; the confidence is the geometric mean of the chosen
         columns' probabilities over the valid columns.
         """
-        sym = log_probs.argmax(axis=-1)
+        scores = log_probs.copy()
+        scores[..., self.tokens["pad"]] -= self.meta.get("blank_penalty", 0.0)
+        sym = scores.argmax(axis=-1)
         best = np.take_along_axis(log_probs, sym[..., None], axis=-1)[..., 0]
         valid = ~padding
         conf = np.exp((best * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1))

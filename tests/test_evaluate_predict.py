@@ -199,6 +199,28 @@ def test_postprocess_overrides_take_the_checkpoints_other_values_and_refuse_unkn
         load_model(checkpoint, postprocess={"shrink": 0.4})
 
 
+def test_blank_penalty_override_takes_the_checkpoints_value_unless_given(trained, tmp_path):
+    from docrec.engine.config import ConfigError
+    from docrec.inference import load_model
+
+    checkpoint = trained[0] / "checkpoints" / "last.pt"
+    base, _, cfg = load_model(checkpoint)
+    assert base.rec_head.blank_penalty == cfg["model"]["recognition"]["blank_penalty"] == 1.0
+    assert load_model(checkpoint, blank_penalty=None)[0].rec_head.blank_penalty == 1.0
+    assert load_model(checkpoint, blank_penalty=0)[0].rec_head.blank_penalty == 0.0
+    for bad in (-1.0, "high", True):
+        with pytest.raises(ConfigError, match="blank_penalty must be a log-probability >= 0"):
+            load_model(checkpoint, blank_penalty=bad)
+    # A checkpoint written before the option (no key) reads with the plain best path.
+    from docrec.engine import checkpoint as ckpt
+
+    state = ckpt.load(checkpoint)
+    del state["config"]["model"]["recognition"]["blank_penalty"]
+    old = tmp_path / "before_option.pt"
+    ckpt.save_atomic(state, old)
+    assert load_model(old)[0].rec_head.blank_penalty == 0.0
+
+
 def _realdata(*parts: str) -> Path:
     path = REALDATA.joinpath(*parts)
     if not path.exists():

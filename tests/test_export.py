@@ -249,6 +249,30 @@ def test_example_decoder_choice(exported, tmp_path):
         reader_cls(tmp_path, decoder="beam")
 
 
+def test_example_ctc_reads_with_the_exports_blank_penalty(exported, tmp_path, monkeypatch):
+    """export.json carries the head's blank_penalty; the example's best path applies it as ``ctc_greedy`` does."""
+    model, out = exported
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["blank_penalty"] == model.rec_head.blank_penalty == 1.0  # configs/model/default.yaml
+    for name in [*meta["files"].values()]:
+        (tmp_path / name).symlink_to(out / name)
+    monkeypatch.setattr(model.rec_head, "decoder_kind", "ctc")
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 192, 256)
+    quads = _quads()
+    reads = {}
+    for penalty in (0.0, 4.0):
+        (tmp_path / "export.json").write_text(json.dumps({**meta, "blank_penalty": penalty}))
+        onnx_reader = _load_example().OnnxPageReader(tmp_path, decoder="ctc")
+        monkeypatch.setattr(model.rec_head, "blank_penalty", penalty)
+        got = onnx_reader.read(onnx_reader.segment(x.numpy())[3], quads.numpy())
+        ref = model.recognize(x, [quads])[0]
+        assert [t for t, _ in got] == [t for t, _ in ref]
+        np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
+        reads[penalty] = "".join(t for t, _ in ref)
+    assert len(reads[4.0]) > len(reads[0.0])  # the penalty changed what was read: more characters, fewer blanks
+
+
 def test_example_preprocessing_matches_image_folder(reader, pages):
     read_rgb = _load_example().read_rgb
     for path in pages:

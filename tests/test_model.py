@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from docrec.data.dataset import normalize, to_model_input
 from docrec.data.targets import build_targets
+from docrec.engine.config import ConfigError, check_config
 from docrec.metrics import corpus_cer
 from docrec.models import Charset, DocRecModel, build_model
 from docrec.models.fpn import FusedFPN, LightFPN
@@ -560,6 +561,40 @@ def test_ctc_best_path_merges_repeats_and_drops_blanks(tiny_model):
         head.ctc_log_probs = original
     assert rows == [[a, a, b]]
     assert 0.99 < float(conf[0]) <= 1.0
+
+
+def test_blank_penalty_writes_the_guess_where_the_blank_wins_narrowly(tiny_model, monkeypatch):
+    """A column whose blank beats "b" by less than the penalty reads "b"; one it beats by more stays blank.
+    The confidence is the unpenalised probability of the path read."""
+    head = tiny_model.rec_head
+    blank, a, b = head.pad_id, 5, 6
+    logits = torch.full((1, 4, head.ctc_head.out_features), -10.0)
+    logits[0, 0, a] = 10.0
+    logits[0, 1, blank], logits[0, 1, b] = 3.0, 2.5     # blank ahead by 0.5 log-probability
+    logits[0, 2, blank], logits[0, 2, b] = 3.0, 0.0     # blank ahead by 3.0
+    logits[0, 3, a] = 10.0
+    padding = torch.zeros(1, 4, dtype=torch.bool)
+    monkeypatch.setattr(head, "ctc_log_probs", lambda memory: memory.log_softmax(-1))
+    logp = logits.log_softmax(-1)[0]
+    for penalty, path, expected in [(0.0, [a, blank, blank, a], [a, a]), (1.0, [a, b, blank, a], [a, b, a]),
+                                    (4.0, [a, b, b, a], [a, b, a])]:
+        monkeypatch.setattr(head, "blank_penalty", penalty)
+        rows, conf = head.ctc_greedy(logits, padding)
+        assert rows == [expected], penalty
+        unpenalised = logp[torch.arange(4), torch.tensor(path)].mean().exp()
+        assert float(conf[0]) == pytest.approx(float(unpenalised), rel=1e-5)
+
+
+def test_blank_penalty_is_checked_and_reaches_the_head_from_the_config():
+    from docrec.models.recognition import RecognitionHead
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="blank_penalty"):
+            RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, blank_penalty=bad)
+    cfg = compose_cfg(["model.recognition.blank_penalty=1.5"])
+    assert build_model(cfg.model, Charset(list("ab"))).rec_head.blank_penalty == 1.5
+    assert compose_cfg([]).model.recognition.blank_penalty == 1.0
+    with pytest.raises(ConfigError, match="model.recognition.blank_penalty must be >= 0"):
+        check_config(compose_cfg(["model.recognition.blank_penalty=-1"]))
 
 
 def _frames_head(frames: int):

@@ -212,6 +212,9 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         # How lines are read: "attention" (greedy loop over decoder_step.onnx) or "ctc" (best path over
         # encoder.onnx's ctc_log_probs, blank = the "pad" token). Absent in older exports: attention.
         "decoder": head.decoder_kind,
+        # ctc: the blank's log-probability is lowered by this before each frame's best symbol is taken
+        # (RecognitionHead.ctc_greedy). Absent in older exports: 0.
+        "blank_penalty": head.blank_penalty,
         "tokens": {name.strip("<>"): SPECIALS.index(name) for name in SPECIALS},
         "postprocess": dict(model.postprocess),
     }

@@ -29,10 +29,11 @@ POSTPROCESS_KEYS = tuple(k for k in list(inspect.signature(lines_from_maps).para
 
 
 def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu",
-               decoder: str | None = None, postprocess: Mapping | None = None):
+               decoder: str | None = None, postprocess: Mapping | None = None, blank_penalty: float | None = None):
     """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw,
     ``decoder`` (attention | ctc) overrides how the checkpoint reads lines, ``postprocess`` (some of
-    :data:`POSTPROCESS_KEYS`; None values keep the checkpoint's) its line-finding thresholds."""
+    :data:`POSTPROCESS_KEYS`; None values keep the checkpoint's) its line-finding thresholds,
+    ``blank_penalty`` (None: the checkpoint's) the CTC reader's :meth:`RecognitionHead.ctc_greedy`."""
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     postprocess = {k: v for k, v in (postprocess or {}).items() if v is not None}
@@ -48,6 +49,11 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     model_cfg["backbone"] = {**model_cfg["backbone"], "weights": None}  # the checkpoint holds the weights
     if decoder is not None:
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "decoder": decoder}
+    if blank_penalty is not None:
+        if isinstance(blank_penalty, bool) or not isinstance(blank_penalty, (int, float)) or not blank_penalty >= 0:
+            raise ConfigError(f"blank_penalty must be a log-probability >= 0 (or null: the checkpoint's), "
+                              f"got {blank_penalty!r}")
+        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "blank_penalty": blank_penalty}
     if postprocess:
         model_cfg["postprocess"] = {**(model_cfg.get("postprocess") or {}), **postprocess}
     charset = Charset.from_dict(state["charset"])

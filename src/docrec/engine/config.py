@@ -82,6 +82,8 @@ def check_config(cfg: DictConfig) -> None:
         crop = _get(cfg, "data.crop")
         if len(crop) != 2 or any(not isinstance(c, int) or c < 32 or c % 32 for c in crop):
             raise ConfigError(f"data.crop must be [h, w], multiples of 32 and >= 32, got {list(crop)}")
+    if OmegaConf.select(cfg, "model.recognition.blank_penalty") is not None:
+        _number(cfg, "model.recognition.blank_penalty", 0.0)
     decoder = OmegaConf.select(cfg, "model.recognition.decoder", default="attention")
     if decoder not in ("attention", "ctc"):
         raise ConfigError(f"model.recognition.decoder must be attention or ctc, got {decoder!r}")

@@ -92,6 +92,16 @@ class PixelStem(nn.Module):
         return self.fold(x).squeeze(2).transpose(1, 2)
 
 
+def ctc_best_symbols(log_probs: Tensor, blank: int, blank_penalty: float = 0.0) -> Tensor:
+    """The best symbol per CTC frame [..., T] of ``log_probs`` [..., T, V], the blank's log-probability
+    lowered by ``blank_penalty`` first (0: plain best path)."""
+    if not blank_penalty:
+        return log_probs.argmax(-1)
+    penalty = torch.zeros(log_probs.shape[-1], dtype=log_probs.dtype, device=log_probs.device)
+    penalty[blank] = blank_penalty
+    return (log_probs - penalty).argmax(-1)
+
+
 def merge_cases(log_p: Tensor, partner: Tensor, rows: Tensor) -> Tensor:
     """``log_p`` [..., V] with, where ``rows`` (broadcast over the leading dims) is True, each cased
     letter's log-probability replaced by that of either case (``logaddexp`` with ``partner[v]``'s).
@@ -142,6 +152,7 @@ class RecognitionHead(nn.Module):
         width_groups: float = WIDTH_GROUPS,
         pixel_stem: int = 0,
         pixel_stem_height: int = 16,
+        blank_penalty: float = 0.0,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -159,6 +170,9 @@ class RecognitionHead(nn.Module):
             raise ValueError(f"width_groups must be 0 (every line padded to the widest) or >= 1, got {width_groups}")
         self.width_groups = width_groups if width_groups > 0 else math.inf
         self.decoder_kind = decoder
+        if not math.isfinite(blank_penalty) or blank_penalty < 0:
+            raise ValueError(f"blank_penalty must be a log-probability >= 0, got {blank_penalty}")
+        self.blank_penalty = float(blank_penalty)
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
         self.roi_proj = nn.Sequential(
@@ -359,10 +373,14 @@ class RecognitionHead(nn.Module):
     def ctc_greedy(self, memory: Tensor, padding: Tensor) -> tuple[list[list[int]], Tensor]:
         """Best path: the most likely symbol per column, repeats merged, blanks removed (no loop over steps).
 
-        The confidence is the geometric mean of the best path's column probabilities.
+        The blank's log-probability is lowered by ``blank_penalty`` before each column's symbol is
+        chosen: a reader unsure of a hand emits blanks (it falls silent); the penalty makes it write its
+        best guess where the blank wins narrowly. The confidence is the geometric mean of the best path's
+        column probabilities, unpenalised.
         """
         logp = self.ctc_log_probs(memory)
-        best, sym = logp.max(-1)
+        sym = ctc_best_symbols(logp, self.pad_id, self.blank_penalty)
+        best = logp.gather(-1, sym.unsqueeze(-1)).squeeze(-1)
         valid = ~self.frame_padding(padding)
         conf = torch.exp((best * valid).sum(1) / valid.sum(1).clamp(min=1))
         keep = valid & (sym != self.pad_id)
