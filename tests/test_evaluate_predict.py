@@ -205,8 +205,8 @@ def test_blank_penalty_override_takes_the_checkpoints_value_unless_given(trained
 
     checkpoint = trained[0] / "checkpoints" / "last.pt"
     base, _, cfg = load_model(checkpoint)
-    assert base.rec_head.blank_penalty == cfg["model"]["recognition"]["blank_penalty"] == 1.0
-    assert load_model(checkpoint, blank_penalty=None)[0].rec_head.blank_penalty == 1.0
+    assert base.rec_head.blank_penalty == cfg["model"]["recognition"]["blank_penalty"] == 0.5
+    assert load_model(checkpoint, blank_penalty=None)[0].rec_head.blank_penalty == 0.5
     assert load_model(checkpoint, blank_penalty=0)[0].rec_head.blank_penalty == 0.0
     for bad in (-1.0, "high", True):
         with pytest.raises(ConfigError, match="blank_penalty must be a log-probability >= 0"):

@@ -253,7 +253,7 @@ def test_example_ctc_reads_with_the_exports_blank_penalty(exported, tmp_path, mo
     """export.json carries the head's blank_penalty; the example's best path applies it as ``ctc_greedy`` does."""
     model, out = exported
     meta = json.loads((out / "export.json").read_text())
-    assert meta["blank_penalty"] == model.rec_head.blank_penalty == 1.0  # configs/model/default.yaml
+    assert meta["blank_penalty"] == model.rec_head.blank_penalty == 0.5  # configs/model/default.yaml
     for name in [*meta["files"].values()]:
         (tmp_path / name).symlink_to(out / name)
     monkeypatch.setattr(model.rec_head, "decoder_kind", "ctc")

@@ -592,7 +592,7 @@ def test_blank_penalty_is_checked_and_reaches_the_head_from_the_config():
             RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, blank_penalty=bad)
     cfg = compose_cfg(["model.recognition.blank_penalty=1.5"])
     assert build_model(cfg.model, Charset(list("ab"))).rec_head.blank_penalty == 1.5
-    assert compose_cfg([]).model.recognition.blank_penalty == 1.0
+    assert compose_cfg([]).model.recognition.blank_penalty == 0.5
     with pytest.raises(ConfigError, match="model.recognition.blank_penalty must be >= 0"):
         check_config(compose_cfg(["model.recognition.blank_penalty=-1"]))
 
