@@ -208,7 +208,7 @@ def test_blank_penalty_override_takes_the_checkpoints_value_unless_given(trained
     assert base.rec_head.blank_penalty == cfg["model"]["recognition"]["blank_penalty"] == 0.5
     assert load_model(checkpoint, blank_penalty=None)[0].rec_head.blank_penalty == 0.5
     assert load_model(checkpoint, blank_penalty=0)[0].rec_head.blank_penalty == 0.0
-    for bad in (-1.0, "high", True):
+    for bad in (-1.0, "high", True, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="blank_penalty must be a log-probability >= 0"):
             load_model(checkpoint, blank_penalty=bad)
     # A checkpoint written before the option (no key) reads with the plain best path.

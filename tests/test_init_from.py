@@ -188,7 +188,9 @@ def test_finetune_experiments_compose_mix_synthetic_pages_and_freeze_norms(exper
     check_config(cfg)
     sources = data_sources(cfg.data)
     assert [s["name"] for s in sources][1] == "synthetic" and sources[0]["weight"] == 7 * sources[1]["weight"]
-    assert cfg.model.backbone.norm == "frozen" and cfg.model.backbone.frozen_stages == 2
+    # The stem and layer1 frozen (cheaper steps, the same learning per step on print); the hands' recipe keeps layer1.
+    assert cfg.model.backbone.norm == "frozen"
+    assert cfg.model.backbone.frozen_stages == (1 if "handwriting" in experiment else 2)
     # The pretrained features move slower than any pretraining moved them; the heads may move faster
     # (5e-4: measured against 2e-4 after experiment=cpu, docs/results.md "Learning rates per part").
     assert cfg.optim.lr * cfg.optim.backbone_lr_scale < compose_cfg([]).optim.lr

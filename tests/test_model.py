@@ -595,6 +595,11 @@ def test_blank_penalty_is_checked_and_reaches_the_head_from_the_config():
     assert compose_cfg([]).model.recognition.blank_penalty == 0.5
     with pytest.raises(ConfigError, match="model.recognition.blank_penalty must be >= 0"):
         check_config(compose_cfg(["model.recognition.blank_penalty=-1"]))
+    with pytest.raises(ConfigError, match="model.recognition.blank_penalty must be a number, got None"):
+        check_config(compose_cfg(["model.recognition.blank_penalty=null"]))
+    for bad in ("inf", "nan"):
+        with pytest.raises(ConfigError, match="model.recognition.blank_penalty must be"):
+            check_config(compose_cfg([f"model.recognition.blank_penalty={bad}"]))
 
 
 def _frames_head(frames: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     if decoder is not None:
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "decoder": decoder}
     if blank_penalty is not None:
-        if isinstance(blank_penalty, bool) or not isinstance(blank_penalty, (int, float)) or not blank_penalty >= 0:
+        if isinstance(blank_penalty, bool) or not isinstance(blank_penalty, (int, float)) or not 0 <= blank_penalty < math.inf:
             raise ConfigError(f"blank_penalty must be a log-probability >= 0 (or null: the checkpoint's), "
                               f"got {blank_penalty!r}")
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "blank_penalty": blank_penalty}

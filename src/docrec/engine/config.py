@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -82,8 +83,9 @@ def check_config(cfg: DictConfig) -> None:
         crop = _get(cfg, "data.crop")
         if len(crop) != 2 or any(not isinstance(c, int) or c < 32 or c % 32 for c in crop):
             raise ConfigError(f"data.crop must be [h, w], multiples of 32 and >= 32, got {list(crop)}")
-    if OmegaConf.select(cfg, "model.recognition.blank_penalty") is not None:
-        _number(cfg, "model.recognition.blank_penalty", 0.0)
+    recognition = OmegaConf.select(cfg, "model.recognition") or {}
+    if "blank_penalty" in recognition and not math.isfinite(_number(cfg, "model.recognition.blank_penalty", 0.0)):
+        raise ConfigError(f"model.recognition.blank_penalty must be finite, got {recognition.blank_penalty}")
     decoder = OmegaConf.select(cfg, "model.recognition.decoder", default="attention")
     if decoder not in ("attention", "ctc"):
         raise ConfigError(f"model.recognition.decoder must be attention or ctc, got {decoder!r}")
