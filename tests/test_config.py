@@ -57,6 +57,8 @@ def test_model_kinds_follow_the_data_and_an_override_of_them_is_refused(tmp_path
     ("model.backbone.p_min=1.2", "model.backbone.p_min"),
     ("data.batch_size=0", "data.batch_size"),
     ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=nan", "optim.lr must be a finite number"),  # nan passes every bound check: refused as such
+    ("optim.weight_decay=inf", "optim.weight_decay must be a finite number"),
     ("trainer.max_steps=0", "trainer.max_steps"),
     ("data.crop=[100,100]", "data.crop"),
     ("data.batch_size=2.5", "data.batch_size"),

@@ -209,7 +209,7 @@ def test_blank_penalty_override_takes_the_checkpoints_value_unless_given(trained
     assert load_model(checkpoint, blank_penalty=None)[0].rec_head.blank_penalty == 0.5
     assert load_model(checkpoint, blank_penalty=0)[0].rec_head.blank_penalty == 0.0
     for bad in (-1.0, "high", True, float("inf"), float("nan")):
-        with pytest.raises(ConfigError, match="blank_penalty must be a log-probability >= 0"):
+        with pytest.raises(ConfigError, match=r"blank_penalty must be (>= 0|a number|a finite number)"):
             load_model(checkpoint, blank_penalty=bad)
     # A checkpoint written before the option (no key) reads with the plain best path.
     from docrec.engine import checkpoint as ckpt

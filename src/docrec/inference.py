@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from torch.utils.data import Dataset
 from docrec.data.augment import eval_transform
 from docrec.data.dataset import to_model_input
 from docrec.engine import checkpoint as ckpt
-from docrec.engine.config import ConfigError
+from docrec.engine.config import ConfigError, check_number
 from docrec.geometry import line_scaled_long_side, median_line_height
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
@@ -51,9 +50,7 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     if decoder is not None:
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "decoder": decoder}
     if blank_penalty is not None:
-        if isinstance(blank_penalty, bool) or not isinstance(blank_penalty, (int, float)) or not 0 <= blank_penalty < math.inf:
-            raise ConfigError(f"blank_penalty must be a log-probability >= 0 (or null: the checkpoint's), "
-                              f"got {blank_penalty!r}")
+        check_number(blank_penalty, "blank_penalty", 0.0)
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "blank_penalty": blank_penalty}
     if postprocess:
         model_cfg["postprocess"] = {**(model_cfg.get("postprocess") or {}), **postprocess}

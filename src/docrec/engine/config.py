@@ -41,8 +41,15 @@ def _number(cfg, key, lo=None, hi=None, lo_open=False, integer=False, where=None
     v = _get(cfg, key)
     if where:  # cfg is a part of the config found at ``where``: name the key in full
         key = f"{where}.{key}"
+    return check_number(v, key, lo, hi, lo_open, integer)
+
+
+def check_number(v, key, lo=None, hi=None, lo_open=False, integer=False):
+    """``v`` if it is a finite number (an integer if asked) within the bounds, else a ConfigError naming ``key``."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
         raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{key} must be a finite number, got {v}")
     if lo is not None and (v <= lo if lo_open else v < lo):
         raise ConfigError(f"{key} must be {'>' if lo_open else '>='} {lo}, got {v}")
     if hi is not None and v > hi:
@@ -83,9 +90,8 @@ def check_config(cfg: DictConfig) -> None:
         crop = _get(cfg, "data.crop")
         if len(crop) != 2 or any(not isinstance(c, int) or c < 32 or c % 32 for c in crop):
             raise ConfigError(f"data.crop must be [h, w], multiples of 32 and >= 32, got {list(crop)}")
-    recognition = OmegaConf.select(cfg, "model.recognition") or {}
-    if "blank_penalty" in recognition and not math.isfinite(_number(cfg, "model.recognition.blank_penalty", 0.0)):
-        raise ConfigError(f"model.recognition.blank_penalty must be finite, got {recognition.blank_penalty}")
+    if "blank_penalty" in (OmegaConf.select(cfg, "model.recognition") or {}):  # null too: refused
+        _number(cfg, "model.recognition.blank_penalty", 0.0)
     decoder = OmegaConf.select(cfg, "model.recognition.decoder", default="attention")
     if decoder not in ("attention", "ctc"):
         raise ConfigError(f"model.recognition.decoder must be attention or ctc, got {decoder!r}")
