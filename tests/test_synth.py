@@ -116,7 +116,9 @@ def test_every_line_polygon_has_ink_under_it():
         for ln in page.lines:
             mask = np.zeros(grey.shape, np.uint8)
             cv2.fillPoly(mask, [np.round(np.asarray(ln.polygon)).astype(np.int32)], 1)
-            assert dark[mask > 0].mean() > background + 4.0, (page.page_type, ln.text)
+            # The darkest tenth of the box is ink: a thin face on a pale copy covers little of its box
+            # (the box's mean can sit within a level of the paper's while its strokes are 20 darker).
+            assert np.percentile(dark[mask > 0], 90) > background + 12.0, (page.page_type, ln.text)
 
 
 def test_ink_hull_contains_every_ink_pixel():
@@ -204,9 +206,9 @@ def test_font_catalogue_has_the_faces_and_their_licences():
     assert sum(f.style == "mono" for f in printed) >= 30  # typewriter, till and code faces
     assert any(f.bold for f in printed) and any(f.italic for f in printed)
     hands = [f for f in fonts.FONTS if f.style == "hand"]
-    assert len(hands) >= 35 and sum(not f.caps_only for f in hands) >= 26  # print hands, scripts, cursive
+    assert len(hands) >= 50 and sum(not f.caps_only for f in hands) >= 40  # print hands, scripts, cursive
     accented = [f for f in hands if not f.caps_only and not fonts.missing(f, "éèàçùôê")]
-    assert len(accented) >= 20  # French letters written with their accents, not stripped
+    assert len(accented) >= 30  # French letters written with their accents, not stripped
     readme = (fonts.FONT_DIR / "README.md").read_text()
     for folder in {f.path.split("/")[0] for f in fonts.FONTS}:
         assert list((fonts.FONT_DIR / folder).glob("copyright*")), f"{folder} has no licence file"

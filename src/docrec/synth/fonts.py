@@ -100,6 +100,24 @@ HANDS: tuple[FontSpec, ...] = (
     FontSpec("rufscript/Rufscript010.ttf", "hand"),
     FontSpec("sjfonts/Delphine.ttf", "hand"),
     FontSpec("sjfonts/SteveHand.ttf", "hand"),
+    # Debian's fonts-dustin, -lobster(two), -leckerli-one, -staypuft, -aenigma and PyPI's fontpkg-pacifico:
+    # print hands and pen scrawls, joined brush scripts.
+    FontSpec("dustin/Domestic_Manners.ttf", "hand"),
+    FontSpec("dustin/Junkyard.ttf", "hand"),
+    FontSpec("dustin/PenguinAttack.ttf", "hand"),
+    FontSpec("lobster/Lobster.otf", "hand"),
+    FontSpec("lobster/LobsterTwo-Regular.otf", "hand"),
+    FontSpec("lobster/LobsterTwo-Bold.otf", "hand", bold=True),
+    FontSpec("lobster/LobsterTwo-Italic.otf", "hand", italic=True),
+    FontSpec("leckerli-one/LeckerliOne-Regular.ttf", "hand"),
+    FontSpec("staypuft/StayPuft.ttf", "hand"),
+    FontSpec("pacifico/Pacifico-Regular.ttf", "hand"),
+    FontSpec("aenigma/aescrawl.ttf", "hand"),
+    FontSpec("aenigma/madscrwl.ttf", "hand"),
+    FontSpec("aenigma/jmacscrl.ttf", "hand"),
+    FontSpec("aenigma/roughday.ttf", "hand"),
+    FontSpec("aenigma/handmeds.ttf", "hand"),
+    FontSpec("aenigma/hairball.ttf", "hand"),
 )
 
 
