@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from docrec.engine.config import ConfigError
 from docrec.engine.init_from import check_architecture, grow_charset, transfer
+from docrec.engine.optim import build_optimizer
 from docrec.models import build_model
 from docrec.models.stochastic_depth import build_backbone
 from docrec.text import Charset
@@ -90,6 +92,39 @@ def test_frozen_batchnorm_keeps_its_statistics_and_frozen_stages_get_no_gradient
         torch.testing.assert_close(v, buffers[k])  # no running-stat updates
     assert frozen.conv1.weight.grad is None and all(p.grad is None for p in frozen.layer1.parameters())
     assert frozen.layer2[0].conv1.weight.grad is not None
+
+
+def test_frozen_stages_freeze_the_backbone_from_the_input_up():
+    for k, trained in ((3, "layer3"), (4, "layer4")):
+        net = build_backbone("resnet18", norm="frozen", frozen_stages=k)
+        frozen = ["conv1", "layer1", "layer2", "layer3"][:k - 1]
+        assert not any(p.requires_grad for name in frozen for p in getattr(net, name).parameters()), k
+        assert all(p.requires_grad for p in getattr(net, trained).parameters()), k
+    for bad in (-1, 6, True, 2.5):
+        with pytest.raises(ValueError, match="frozen_stages must be 0 .none. to 5"):
+            build_backbone("resnet18", frozen_stages=bad)
+
+
+def test_a_model_with_the_whole_backbone_frozen_trains_its_neck_and_heads():
+    # frozen_stages=5: no backbone parameter learns, the optimizer has no backbone group, and the
+    # neck and heads still get their gradients (the backward pass stops at the neck).
+    charset = Charset.build(["hi 42", "cat", "Ok go", "box 7", "zap"])
+    learning = {}
+    for k in (0, 5):
+        model = build_model({**TINY, "backbone": {**TINY["backbone"], "norm": "frozen", "frozen_stages": k}}, charset)
+        images, targets = batch(charset)
+        losses = model.train()(images, targets)
+        sum(losses.values()).backward()
+        learning[k] = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert not any(n.startswith("backbone.") for n in learning[5])
+    assert learning[5] == {n for n in learning[0] if not n.startswith("backbone.")}  # neck and heads as before
+    assert any(n.startswith("neck.") for n in learning[5]) and "seg_head.out.weight" in learning[5]
+    opt = build_optimizer(model, OmegaConf.create({"lr": 1e-3, "backbone_lr_scale": 0.1, "weight_decay": 0.05,
+                                                   "betas": [0.9, 0.999]}))
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not in_opt & {id(p) for p in model.backbone.parameters()}
+    assert {g["lr"] for g in opt.param_groups} == {1e-3}
 
 
 def test_a_model_with_frozen_norm_trains_on_a_batch():

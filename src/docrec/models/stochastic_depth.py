@@ -188,6 +188,9 @@ class StochasticDepthResNet(nn.Module):
 #: Backbone normalisation: trained BatchNorm, or BatchNorm frozen to its loaded statistics.
 NORMS = ("batch", "frozen")
 
+#: What ``frozen_stages=k`` freezes: the first k of these, in order from the input.
+FROZEN_STAGES = (("conv1", "bn1"), *((stage,) for stage in STAGES))
+
 
 def build_backbone(
     name: str = "resnet50",
@@ -204,21 +207,23 @@ def build_backbone(
     affine terms of every backbone BN stay those of the loaded weights (ImageNet, or a
     checkpoint through ``init_from``), as torchvision's detection models do, since 2-4 pages
     per GPU give noisy batch statistics. ``frozen_stages`` also stops the gradients of the
-    stem (1) and of layer1 (2), whose low-level filters transfer as they are.
+    stem (1), and of layer1 (2), layer2 (3), layer3 (4) and layer4 (5) after it: the low-level
+    filters transfer as they are, and 5 trains only the neck and the heads on the pretrained
+    features (no backward pass through the backbone at all).
     """
     factory = getattr(torchvision.models, name, None)
     if factory is None or not name.startswith(("resnet", "resnext", "wide_resnet")):
         raise ValueError(f"unknown torchvision ResNet {name!r}")
     if norm not in NORMS:
         raise ValueError(f"backbone norm must be one of {NORMS}, got {norm!r}")
-    if frozen_stages not in (0, 1, 2):
-        raise ValueError(f"frozen_stages must be 0 (none), 1 (stem) or 2 (stem and layer1), got {frozen_stages!r}")
+    if isinstance(frozen_stages, bool) or frozen_stages not in range(len(FROZEN_STAGES) + 1):
+        raise ValueError(f"frozen_stages must be 0 (none) to {len(FROZEN_STAGES)} (the stem and layer1-4: the whole "
+                         f"backbone), got {frozen_stages!r}")
     kwargs = {"norm_layer": FrozenBatchNorm2d} if norm == "frozen" else {}
     backbone = StochasticDepthResNet(factory(weights=None, **kwargs), p_min=p_min, scaling=scaling, seed=seed)
     if weights:
         backbone.load_torchvision_weights(weights)
-    frozen = [backbone.conv1, backbone.bn1][: 2 if frozen_stages >= 1 else 0] + (
-        [backbone.layer1] if frozen_stages >= 2 else [])
-    for module in frozen:
-        module.requires_grad_(False)
+    for stage in FROZEN_STAGES[:frozen_stages]:
+        for module in stage:
+            getattr(backbone, module).requires_grad_(False)
     return backbone
