@@ -97,7 +97,7 @@ def test_frozen_batchnorm_keeps_its_statistics_and_frozen_stages_get_no_gradient
 def test_frozen_stages_freeze_the_backbone_from_the_input_up():
     for k, trained in ((3, "layer3"), (4, "layer4")):
         net = build_backbone("resnet18", norm="frozen", frozen_stages=k)
-        frozen = ["conv1", "layer1", "layer2", "layer3"][:k - 1]
+        frozen = ["conv1", "bn1", "layer1", "layer2", "layer3"][:k + 1]  # stem (two modules), then one layer each
         assert not any(p.requires_grad for name in frozen for p in getattr(net, name).parameters()), k
         assert all(p.requires_grad for p in getattr(net, trained).parameters()), k
     for bad in (-1, 6, True, 2.5):
