@@ -25,7 +25,7 @@ from PIL import Image
 
 # docrec's geometry and post-processing are NumPy + OpenCV (not ONNX) and import no torch:
 # used here as they are, not copied (tests/test_export.py::test_example_runs_without_torch).
-from docrec.geometry import line_quad
+from docrec.geometry import line_quad, shift_across
 from docrec.images import scaled_size
 from docrec.postprocess import line_regions, lines_from_maps
 
@@ -102,7 +102,13 @@ class OnnxPageReader:
                 raise ValueError("this export's reader has a pixel stem: read(fused, quads, image) needs the image")
             feeds["image"] = image
         if self.decoder == "ctc":
-            log_probs, padding = self.enc.run(["ctc_log_probs", "memory_padding"], feeds)
+            # Each box read at every one of the export's read_shifts (across its line, in line heights),
+            # the reads' probabilities averaged (RecognitionHead.ctc_greedy).
+            shifts = self.meta.get("read_shifts", [0.0])
+            runs = [self.enc.run(["ctc_log_probs", "memory_padding"], {**feeds, "quads": shift_across(quads, s)})
+                    for s in shifts]
+            padding = runs[0][1]
+            log_probs = np.logaddexp.reduce(np.stack([r[0] for r in runs]), axis=0) - np.log(len(runs))
             # model.recognition.ctc_frames frames per column: each column's padding holds for its frames.
             padding = np.repeat(padding, log_probs.shape[1] // padding.shape[1], axis=1)
             return self.ctc_best_path(log_probs, padding)

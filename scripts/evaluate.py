@@ -56,7 +56,8 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     rt = setup(cfg.device, cfg.precision, "auto")
     model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder,
-                                           OmegaConf.to_container(cfg.postprocess), cfg.blank_penalty)
+                                           OmegaConf.to_container(cfg.postprocess), cfg.blank_penalty,
+                                           cfg.read_shifts)
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
     sources = data_sources(d)

@@ -77,7 +77,8 @@ def main(cfg: DictConfig) -> None:
     out = abs_path(cfg.output)
     plans = output_paths(paths, input_root, out, formats)
     model, _, train_cfg = load_model(checkpoint, cfg.weights, rt.device, cfg.decoder,
-                                     OmegaConf.to_container(cfg.postprocess), cfg.blank_penalty)
+                                     OmegaConf.to_container(cfg.postprocess), cfg.blank_penalty,
+                                     cfg.read_shifts)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     long_side = cfg.long_side or train_cfg["data"]["long_side"]

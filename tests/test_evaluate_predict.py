@@ -221,6 +221,27 @@ def test_blank_penalty_override_takes_the_checkpoints_value_unless_given(trained
     assert load_model(old)[0].rec_head.blank_penalty == 0.0
 
 
+def test_read_shifts_override_takes_the_checkpoints_value_unless_given(trained, tmp_path):
+    from docrec.engine import checkpoint as ckpt
+    from docrec.engine.config import ConfigError
+    from docrec.inference import load_model
+
+    checkpoint = trained[0] / "checkpoints" / "last.pt"
+    base, _, cfg = load_model(checkpoint)
+    assert base.rec_head.read_shifts == tuple(cfg["model"]["recognition"]["read_shifts"]) == (-0.1, 0.0, 0.1)
+    assert load_model(checkpoint, read_shifts=None)[0].rec_head.read_shifts == (-0.1, 0.0, 0.1)
+    assert load_model(checkpoint, read_shifts=[0])[0].rec_head.read_shifts == (0.0,)
+    for bad in ([], [1.0], "high", 0.1):
+        with pytest.raises(ConfigError, match="read_shifts must"):
+            load_model(checkpoint, read_shifts=bad)
+    # A checkpoint written before the option (no key) reads each box once.
+    state = ckpt.load(checkpoint)
+    del state["config"]["model"]["recognition"]["read_shifts"]
+    old = tmp_path / "before_option.pt"
+    ckpt.save_atomic(state, old)
+    assert load_model(old)[0].rec_head.read_shifts == (0.0,)
+
+
 def _realdata(*parts: str) -> Path:
     path = REALDATA.joinpath(*parts)
     if not path.exists():

@@ -126,6 +126,7 @@ def test_export_writes_graphs_and_metadata(exported):
     assert meta["postprocess"] == model.postprocess
     assert meta["region_kinds"] == model.region_kinds
     assert meta["decoder"] == model.rec_head.decoder_kind == "attention"
+    assert meta["read_shifts"] == list(model.rec_head.read_shifts) == [-0.1, 0.0, 0.1]  # configs/model/default.yaml
     assert meta["pixel_stem"] is False
     encoder = ort.InferenceSession(str(out / ENCODER_FILE))
     assert [o.name for o in encoder.get_outputs()] == ["memory", "memory_padding", "ctc_log_probs", "cross_keys",
@@ -261,8 +262,9 @@ def test_example_ctc_reads_with_the_exports_blank_penalty(exported, tmp_path, mo
     x = torch.randn(1, 3, 192, 256)
     quads = _quads()
     reads = {}
+    monkeypatch.setattr(model.rec_head, "read_shifts", (0.0,))  # one read per box: the penalty alone
     for penalty in (0.0, 4.0):
-        (tmp_path / "export.json").write_text(json.dumps({**meta, "blank_penalty": penalty}))
+        (tmp_path / "export.json").write_text(json.dumps({**meta, "blank_penalty": penalty, "read_shifts": [0.0]}))
         onnx_reader = _load_example().OnnxPageReader(tmp_path, decoder="ctc")
         monkeypatch.setattr(model.rec_head, "blank_penalty", penalty)
         got = onnx_reader.read(onnx_reader.segment(x.numpy())[3], quads.numpy())
@@ -271,6 +273,33 @@ def test_example_ctc_reads_with_the_exports_blank_penalty(exported, tmp_path, mo
         np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
         reads[penalty] = "".join(t for t, _ in ref)
     assert len(reads[4.0]) > len(reads[0.0])  # the penalty changed what was read: more characters, fewer blanks
+
+
+def test_example_ctc_reads_each_box_at_the_exports_read_shifts(exported, tmp_path, monkeypatch):
+    """export.json carries the head's read_shifts; the example runs the encoder once per shift on the moved
+    quads and averages the probabilities, as ``RecognitionHead.read`` does (older exports: one read)."""
+    model, out = exported
+    meta = json.loads((out / "export.json").read_text())
+    for name in [*meta["files"].values()]:
+        (tmp_path / name).symlink_to(out / name)
+    monkeypatch.setattr(model.rec_head, "decoder_kind", "ctc")
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 192, 256)
+    quads = _quads()
+    confidences = []
+    for shifts in (None, [-0.25, 0.0, 0.25]):
+        edited = {k: v for k, v in meta.items() if k != "read_shifts"}
+        if shifts is not None:
+            edited["read_shifts"] = shifts
+        (tmp_path / "export.json").write_text(json.dumps(edited))
+        onnx_reader = _load_example().OnnxPageReader(tmp_path, decoder="ctc")
+        monkeypatch.setattr(model.rec_head, "read_shifts", tuple(shifts or [0.0]))
+        got = onnx_reader.read(onnx_reader.segment(x.numpy())[3], quads.numpy())
+        ref = model.recognize(x, [quads])[0]
+        assert [t for t, _ in got] == [t for t, _ in ref]
+        np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
+        confidences.append([c for _, c in got])
+    assert not np.allclose(*confidences)  # the shifted reads changed the probabilities read
 
 
 def test_example_preprocessing_matches_image_folder(reader, pages):

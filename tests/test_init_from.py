@@ -226,6 +226,8 @@ def test_finetune_experiments_compose_mix_synthetic_pages_and_freeze_norms(exper
     # The stem and layer1 frozen (cheaper steps, the same learning per step on print); the hands' recipe keeps layer1.
     assert cfg.model.backbone.norm == "frozen"
     assert cfg.model.backbone.frozen_stages == (1 if "handwriting" in experiment else 2)
+    # Hands are read once per box (three reads' mean falls silent on them); print three times.
+    assert list(cfg.model.recognition.read_shifts) == ([0.0] if "handwriting" in experiment else [-0.1, 0.0, 0.1])
     # The pretrained features move slower than any pretraining moved them; the heads may move faster
     # (5e-4: measured against 2e-4 after experiment=cpu, docs/results.md "Learning rates per part").
     assert cfg.optim.lr * cfg.optim.backbone_lr_scale < compose_cfg([]).optim.lr

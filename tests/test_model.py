@@ -602,6 +602,70 @@ def test_blank_penalty_is_checked_and_reaches_the_head_from_the_config():
             check_config(compose_cfg([f"model.recognition.blank_penalty={bad}"]))
 
 
+def test_shift_across_moves_boxes_by_their_height_in_numpy_and_torch():
+    from docrec.geometry import shift_across
+    # A level box 10 px tall and a box tilted 90 degrees (its "down" is -x): each moves along its own across.
+    quads = np.array([[[0, 0], [40, 0], [40, 10], [0, 10]], [[20, 0], [20, 30], [0, 30], [0, 0]]], np.float32)
+    moved = shift_across(quads, 0.1)
+    assert moved.dtype == np.float32
+    np.testing.assert_allclose(moved[0], quads[0] + [0, 1.0])
+    np.testing.assert_allclose(moved[1], quads[1] + [-2.0, 0])
+    np.testing.assert_allclose(shift_across(torch.from_numpy(quads), -0.25).numpy(), shift_across(quads, -0.25))
+    np.testing.assert_array_equal(shift_across(quads, 0.0), quads)
+
+
+def test_read_shifts_average_the_reads_of_moved_boxes(small_head, monkeypatch):
+    """The CTC reader reads each box at every shift and takes the best path of the mean probabilities;
+    [0.0] reads it once, as found; the attention decoder reads it once whatever the shifts."""
+    from docrec.geometry import shift_across
+    head = small_head
+    torch.manual_seed(3)
+    fused = torch.randn(2, 32, 16, 24)
+    quads = [torch.tensor([[[4.0, 10.0], [60.0, 12.0], [60.0, 26.0], [4.0, 24.0]]]),
+             torch.tensor([[[8.0, 30.0], [90.0, 30.0], [90.0, 44.0], [8.0, 44.0]],
+                           [[8.0, 4.0], [40.0, 4.0], [40.0, 16.0], [8.0, 16.0]]])]
+    assert head.read_shifts == (0.0,)  # a head built without the option (checkpoints before it)
+    once = head.read(fused, quads, "ctc")
+    # Each shifted read is the read of the moved boxes; the averaged read, the best path of their mean.
+    logps, paddings = [], []
+    for s in (-0.2, 0.0, 0.2):
+        moved = [shift_across(q, s) for q in quads]
+        flat, owner, widths = head.lines(fused, moved)
+        memory, padding = head.encode_lines(fused, flat, owner, widths)
+        logps.append(head.ctc_log_probs(memory))
+        paddings.append(padding)
+    assert not torch.allclose(logps[0], logps[1])  # the moved boxes read other features
+    mean = torch.stack(logps).exp().mean(0).log()
+    monkeypatch.setattr(head, "read_shifts", (-0.2, 0.0, 0.2))
+    ids, conf = head.read(fused, quads, "ctc")
+    monkeypatch.setattr(head, "ctc_log_probs", lambda memory: memory)  # read the mean as it is
+    ref_ids, ref_conf = head.ctc_greedy(mean, paddings[0])
+    assert ids == ref_ids
+    torch.testing.assert_close(conf, ref_conf, atol=1e-5, rtol=0)
+    monkeypatch.undo()
+    assert head.read(fused, quads, "ctc")[0] == once[0]
+    monkeypatch.setattr(head, "read_shifts", (0.0, 0.0))  # the same read twice: its own mean
+    assert head.read(fused, quads, "ctc")[0] == once[0]
+    attention = head.read(fused, quads, "attention", max_len=6)
+    monkeypatch.setattr(head, "read_shifts", (-0.2, 0.2))
+    assert head.read(fused, quads, "attention", max_len=6)[0] == attention[0]
+
+
+def test_read_shifts_are_checked_and_reach_the_head_from_the_config():
+    from docrec.models.recognition import RecognitionHead
+    for bad, msg in (([], "at least one"), ([0.6], "within"), (["a"], "within"), ([float("nan")], "within"),
+                     ([True], "within"), (0.1, "a list"), ("0.1", "a list")):
+        with pytest.raises(ConfigError, match=msg):
+            RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, read_shifts=bad)
+    cfg = compose_cfg(["model.recognition.read_shifts=[-0.2,0,0.2]"])
+    assert build_model(cfg.model, Charset(list("ab"))).rec_head.read_shifts == (-0.2, 0.0, 0.2)
+    assert tuple(compose_cfg([]).model.recognition.read_shifts) == (-0.1, 0.0, 0.1)
+    with pytest.raises(ConfigError, match=r"model.recognition.read_shifts must be finite numbers within \+-0.5"):
+        check_config(compose_cfg(["model.recognition.read_shifts=[0,0.7]"]))
+    with pytest.raises(ConfigError, match="model.recognition.read_shifts must be a list"):
+        check_config(compose_cfg(["model.recognition.read_shifts=0.1"]))
+
+
 def _frames_head(frames: int):
     from docrec.models.recognition import RecognitionHead
     torch.manual_seed(0)

@@ -215,6 +215,10 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         # ctc: the blank's log-probability is lowered by this before each frame's best symbol is taken
         # (RecognitionHead.ctc_greedy). Absent in older exports: 0.
         "blank_penalty": head.blank_penalty,
+        # ctc: encoder.onnx is run once per shift with every quad moved across its line by that many line
+        # heights (docrec.geometry.shift_across), and the runs' ctc_log_probs averaged as probabilities
+        # (RecognitionHead.read). Absent in older exports: [0.0], one run.
+        "read_shifts": list(head.read_shifts),
         "tokens": {name.strip("<>"): SPECIALS.index(name) for name in SPECIALS},
         "postprocess": dict(model.postprocess),
     }

@@ -29,6 +29,13 @@ def line_quad(polygon: np.ndarray) -> np.ndarray:
     return line_quads([polygon])[0]
 
 
+def shift_across(quads, shift: float):
+    """Quads [N, 4, 2] (TL, TR, BR, BL; a NumPy array or a torch tensor) moved across their lines by
+    ``shift`` x each box's height (> 0: down the page for upright lines), their length and height kept."""
+    across = (quads[:, 3] - quads[:, 0] + quads[:, 2] - quads[:, 1]) / 2  # top -> bottom
+    return quads + shift * across[:, None, :]
+
+
 def line_quads(polygons: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`line_quad` of each polygon, [N, 4, 2] float32 (the box geometry vectorised over lines)."""
     if len(polygons) == 0:

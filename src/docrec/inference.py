@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from docrec.engine.config import ConfigError, check_number
 from docrec.geometry import line_scaled_long_side, median_line_height
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
+from docrec.models.recognition import check_read_shifts
 from docrec.pages import Line, Page, Region, polygon_area
 from docrec.postprocess import estimate_baseline, lines_from_maps
 from docrec.text import Charset
@@ -29,11 +30,13 @@ POSTPROCESS_KEYS = tuple(k for k in list(inspect.signature(lines_from_maps).para
 
 
 def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu",
-               decoder: str | None = None, postprocess: Mapping | None = None, blank_penalty: float | None = None):
+               decoder: str | None = None, postprocess: Mapping | None = None, blank_penalty: float | None = None,
+               read_shifts: Sequence[float] | None = None):
     """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw,
     ``decoder`` (attention | ctc) overrides how the checkpoint reads lines, ``postprocess`` (some of
     :data:`POSTPROCESS_KEYS`; None values keep the checkpoint's) its line-finding thresholds,
-    ``blank_penalty`` (None: the checkpoint's) the CTC reader's :meth:`RecognitionHead.ctc_greedy`."""
+    ``blank_penalty`` and ``read_shifts`` (None: the checkpoint's) the CTC reader's
+    :meth:`RecognitionHead.ctc_greedy` and :meth:`RecognitionHead.read`."""
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     postprocess = {k: v for k, v in (postprocess or {}).items() if v is not None}
@@ -52,6 +55,8 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     if blank_penalty is not None:
         check_number(blank_penalty, "blank_penalty", 0.0)
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "blank_penalty": blank_penalty}
+    if read_shifts is not None:
+        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "read_shifts": check_read_shifts(read_shifts)}
     if postprocess:
         model_cfg["postprocess"] = {**(model_cfg.get("postprocess") or {}), **postprocess}
     charset = Charset.from_dict(state["charset"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from docrec.data.loading import data_sources
+from docrec.models.recognition import check_read_shifts
 from docrec.settings import ConfigError, abs_path
 
 __all__ = ["CONFIG_DIR", "ConfigError", "abs_path", "check_config", "compose_train_config", "data_sources"]
@@ -92,6 +93,8 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"data.crop must be [h, w], multiples of 32 and >= 32, got {list(crop)}")
     if "blank_penalty" in (OmegaConf.select(cfg, "model.recognition") or {}):  # null too: refused
         _number(cfg, "model.recognition.blank_penalty", 0.0)
+    if "read_shifts" in (OmegaConf.select(cfg, "model.recognition") or {}):
+        check_read_shifts(_get(cfg, "model.recognition.read_shifts"), "model.recognition.read_shifts")
     decoder = OmegaConf.select(cfg, "model.recognition.decoder", default="attention")
     if decoder not in ("attention", "ctc"):
         raise ConfigError(f"model.recognition.decoder must be attention or ctc, got {decoder!r}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from docrec.geometry import shift_across
 from docrec.models.roi import flatten_quads, roi_widths, sample_lines, width_buckets
+from docrec.settings import ConfigError
 
 #: How a line is read at inference: the attention decoder (greedy) or the CTC head (one parallel pass).
 DECODERS = ("attention", "ctc")
@@ -16,6 +19,22 @@ DECODERS = ("attention", "ctc")
 WIDTH_GROUPS = 1.25
 #: The loss (``loss_weights`` key) that trains each decoder.
 DECODER_LOSS = {"attention": "rec", "ctc": "ctc"}
+#: How far the CTC reader may move a box across its line (in line heights): further, it reads the neighbour.
+MAX_READ_SHIFT = 0.5
+
+
+def check_read_shifts(shifts, key: str = "read_shifts") -> tuple[float, ...]:
+    """``shifts`` as a tuple of floats if it is a non-empty list of finite numbers within
+    +-:data:`MAX_READ_SHIFT`, else a ConfigError naming ``key``."""
+    if isinstance(shifts, (str, bytes)) or not hasattr(shifts, "__iter__"):
+        raise ConfigError(f"{key} must be a list of shifts in line heights (e.g. [-0.1, 0.0, 0.1]), got {shifts!r}")
+    out = list(shifts)
+    if not out:
+        raise ConfigError(f"{key} must hold at least one shift ([0.0]: each box read once, as found)")
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > MAX_READ_SHIFT:
+            raise ConfigError(f"{key} must be finite numbers within +-{MAX_READ_SHIFT} line heights, got {v!r}")
+    return tuple(float(v) for v in out)
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -153,6 +172,7 @@ class RecognitionHead(nn.Module):
         pixel_stem: int = 0,
         pixel_stem_height: int = 16,
         blank_penalty: float = 0.0,
+        read_shifts: Sequence[float] = (0.0,),
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -173,6 +193,7 @@ class RecognitionHead(nn.Module):
         if not math.isfinite(blank_penalty) or blank_penalty < 0:
             raise ValueError(f"blank_penalty must be a log-probability >= 0, got {blank_penalty}")
         self.blank_penalty = float(blank_penalty)
+        self.read_shifts = check_read_shifts(read_shifts)
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
         self.roi_proj = nn.Sequential(
@@ -252,13 +273,17 @@ class RecognitionHead(nn.Module):
             pixels = self.line_pixels(images, quads, owner, widths, rois.shape[-1])
         return self.memory(rois.to(fused.dtype), valid, pixels)
 
-    def encoded_groups(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None):
+    def encoded_groups(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None, shift: float = 0.0):
         """Image b's ``quads[b]`` read in width groups (:func:`width_buckets`): yields each group's line
         indices (host list, ordered by image), the same indices on the device, its memory and padding.
+        ``shift``: every box moved across its line by this many line heights first (the groups are the same
+        for every shift: a shift keeps each box's length).
 
         Two host-device transfers per call (the widths down, all groups' line indices up), none per group.
         """
         flat, owner, widths = self.lines(fused, quads)
+        if shift:
+            flat = shift_across(flat, shift)
         w = widths.tolist()
         groups = [sorted(g) for g in width_buckets(w, self.width_groups)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
@@ -355,13 +380,16 @@ class RecognitionHead(nn.Module):
              max_len: int | None = None, images: Tensor | None = None) -> tuple[list[list[int]], Tensor]:
         """Token ids per line (for ``Charset.decode``) and a confidence each, by the configured (or given)
         decoder; lines are read in width groups, the results in the order of ``quads`` (``images``: as
-        :meth:`loss`)."""
+        :meth:`loss`). The CTC reader reads each box at every one of ``read_shifts`` (:meth:`ctc_greedy`)."""
         n = sum(q.shape[0] for q in quads)
         ids: list[list[int]] = [[] for _ in range(n)]
         conf = torch.zeros(n, device=fused.device)
-        for group, idx, memory, padding in self.encoded_groups(fused, quads, images):
-            if (decoder or self.decoder_kind) == "ctc":
-                rows, c = self.ctc_greedy(memory, padding)
+        ctc = (decoder or self.decoder_kind) == "ctc"
+        shifts = self.read_shifts if ctc else (0.0,)
+        for views in zip(*(self.encoded_groups(fused, quads, images, shift=s) for s in shifts)):
+            group, idx, memory, padding = views[0]
+            if ctc:
+                rows, c = self.ctc_greedy([m for _, _, m, _ in views], padding)
             else:
                 out, c = self.greedy(memory, padding, max_len)
                 rows = out.tolist()
@@ -370,15 +398,22 @@ class RecognitionHead(nn.Module):
             conf[idx] = c.float()
         return ids, conf
 
-    def ctc_greedy(self, memory: Tensor, padding: Tensor) -> tuple[list[list[int]], Tensor]:
+    def ctc_greedy(self, memory: Tensor | Sequence[Tensor], padding: Tensor) -> tuple[list[list[int]], Tensor]:
         """Best path: the most likely symbol per column, repeats merged, blanks removed (no loop over steps).
 
+        ``memory``: the lines' memory [N, W, d], or several memories of the same lines (the same boxes
+        moved across by ``read_shifts``), whose per-frame probabilities are averaged first: a box a few
+        pixels off reads a different guess of the same characters, and their mean errs less than any one.
         The blank's log-probability is lowered by ``blank_penalty`` before each column's symbol is
         chosen: a reader unsure of a hand emits blanks (it falls silent); the penalty makes it write its
         best guess where the blank wins narrowly. The confidence is the geometric mean of the best path's
         column probabilities, unpenalised.
         """
-        logp = self.ctc_log_probs(memory)
+        views = [memory] if isinstance(memory, Tensor) else list(memory)
+        logp = self.ctc_log_probs(views[0])
+        if len(views) > 1:
+            logp = torch.logsumexp(torch.stack([logp, *(self.ctc_log_probs(m) for m in views[1:])]), 0)
+            logp = logp - math.log(len(views))
         sym = ctc_best_symbols(logp, self.pad_id, self.blank_penalty)
         best = logp.gather(-1, sym.unsqueeze(-1)).squeeze(-1)
         valid = ~self.frame_padding(padding)
