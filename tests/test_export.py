@@ -250,56 +250,52 @@ def test_example_decoder_choice(exported, tmp_path):
         reader_cls(tmp_path, decoder="beam")
 
 
+def _ctc_reads_agree(exported, folder: Path, monkeypatch, meta: dict, **head_settings) -> list[tuple[str, float]]:
+    """The example's CTC reading of a random page's ``_quads`` with ``meta`` as export.json (the graphs linked into
+    ``folder``) against ``DocRecModel.recognize`` with ``head_settings`` set on its head: the same texts and
+    confidences; returns them."""
+    model, out = exported
+    for name in meta["files"].values():
+        if not (folder / name).exists():
+            (folder / name).symlink_to(out / name)
+    (folder / "export.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(model.rec_head, "decoder_kind", "ctc")
+    for key, value in head_settings.items():
+        monkeypatch.setattr(model.rec_head, key, value)
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 192, 256)
+    quads = _quads()
+    onnx_reader = _load_example().OnnxPageReader(folder, decoder="ctc")
+    got = onnx_reader.read(onnx_reader.segment(x.numpy())[3], quads.numpy())
+    ref = model.recognize(x, [quads])[0]
+    assert [t for t, _ in got] == [t for t, _ in ref]
+    np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
+    return got
+
+
 def test_example_ctc_reads_with_the_exports_blank_penalty(exported, tmp_path, monkeypatch):
     """export.json carries the head's blank_penalty; the example's best path applies it as ``ctc_greedy`` does."""
     model, out = exported
     meta = json.loads((out / "export.json").read_text())
     assert meta["blank_penalty"] == model.rec_head.blank_penalty == 0.5  # configs/model/default.yaml
-    for name in [*meta["files"].values()]:
-        (tmp_path / name).symlink_to(out / name)
-    monkeypatch.setattr(model.rec_head, "decoder_kind", "ctc")
-    torch.manual_seed(4)
-    x = torch.randn(1, 3, 192, 256)
-    quads = _quads()
     reads = {}
-    monkeypatch.setattr(model.rec_head, "read_shifts", (0.0,))  # one read per box: the penalty alone
-    for penalty in (0.0, 4.0):
-        (tmp_path / "export.json").write_text(json.dumps({**meta, "blank_penalty": penalty, "read_shifts": [0.0]}))
-        onnx_reader = _load_example().OnnxPageReader(tmp_path, decoder="ctc")
-        monkeypatch.setattr(model.rec_head, "blank_penalty", penalty)
-        got = onnx_reader.read(onnx_reader.segment(x.numpy())[3], quads.numpy())
-        ref = model.recognize(x, [quads])[0]
-        assert [t for t, _ in got] == [t for t, _ in ref]
-        np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
-        reads[penalty] = "".join(t for t, _ in ref)
+    for penalty in (0.0, 4.0):  # one read per box: the penalty alone
+        got = _ctc_reads_agree(exported, tmp_path, monkeypatch, {**meta, "blank_penalty": penalty, "read_shifts": [0.0]},
+                               blank_penalty=penalty, read_shifts=(0.0,))
+        reads[penalty] = "".join(t for t, _ in got)
     assert len(reads[4.0]) > len(reads[0.0])  # the penalty changed what was read: more characters, fewer blanks
 
 
 def test_example_ctc_reads_each_box_at_the_exports_read_shifts(exported, tmp_path, monkeypatch):
     """export.json carries the head's read_shifts; the example runs the encoder once per shift on the moved
     quads and averages the probabilities, as ``RecognitionHead.read`` does (older exports: one read)."""
-    model, out = exported
+    _, out = exported
     meta = json.loads((out / "export.json").read_text())
-    for name in [*meta["files"].values()]:
-        (tmp_path / name).symlink_to(out / name)
-    monkeypatch.setattr(model.rec_head, "decoder_kind", "ctc")
-    torch.manual_seed(4)
-    x = torch.randn(1, 3, 192, 256)
-    quads = _quads()
-    confidences = []
-    for shifts in (None, [-0.25, 0.0, 0.25]):
-        edited = {k: v for k, v in meta.items() if k != "read_shifts"}
-        if shifts is not None:
-            edited["read_shifts"] = shifts
-        (tmp_path / "export.json").write_text(json.dumps(edited))
-        onnx_reader = _load_example().OnnxPageReader(tmp_path, decoder="ctc")
-        monkeypatch.setattr(model.rec_head, "read_shifts", tuple(shifts or [0.0]))
-        got = onnx_reader.read(onnx_reader.segment(x.numpy())[3], quads.numpy())
-        ref = model.recognize(x, [quads])[0]
-        assert [t for t, _ in got] == [t for t, _ in ref]
-        np.testing.assert_allclose([c for _, c in got], [c for _, c in ref], atol=ATOL, rtol=0)
-        confidences.append([c for _, c in got])
-    assert not np.allclose(*confidences)  # the shifted reads changed the probabilities read
+    older = {k: v for k, v in meta.items() if k != "read_shifts"}
+    once = _ctc_reads_agree(exported, tmp_path, monkeypatch, older, read_shifts=(0.0,))
+    thrice = _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "read_shifts": [-0.25, 0.0, 0.25]},
+                              read_shifts=(-0.25, 0.0, 0.25))
+    assert not np.allclose([c for _, c in once], [c for _, c in thrice])  # the shifted reads changed the probabilities
 
 
 def test_example_preprocessing_matches_image_folder(reader, pages):
