@@ -32,8 +32,8 @@ def core_half_thickness(comp: np.ndarray) -> float:
 def lines_from_maps(
     class_prob: np.ndarray,
     core_prob: np.ndarray,
-    core_threshold: float = 0.5,
-    min_score: float = 0.6,
+    core_threshold: float = 0.6,
+    min_score: float = 0.8,
     min_area: float = 16.0,
     shrink: float = CORE_SHRINK,
     max_lines: int = 1000,
