@@ -9,24 +9,18 @@ one per source; metrics.json holds the overall figures and, under ``sources``, e
 from __future__ import annotations
 
 import json
-import logging
-import os
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from docrec.data.dataset import PageDataset, collate
-from docrec.data.loading import data_sources, loader_workers, read_pages, worker_dies_with
+from docrec.data.loading import data_sources
 from docrec.engine.runtime import setup
 from docrec.engine.validate import run_validation
-from docrec.inference import line_scaled_long_sides, load_model, reading_max_line_height
+from docrec.inference import evaluation_loader, evaluation_pages, load_model, reading_max_line_height
 from docrec.settings import abs_path
-
-log = logging.getLogger("docrec.evaluate")
 
 
 def metrics_table(metrics: dict[str, float], kinds: list[str]) -> str:
@@ -61,39 +55,13 @@ def main(cfg: DictConfig) -> None:
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
     sources = data_sources(d)
-    # One source: the data group itself; several (data.sources): each read alike, then reported apart.
-    pages, groups, read_from, n_skipped = [], [], [], 0
-    for i, src in enumerate(sources or [d]):
-        key = f"data.sources.{i}" if sources else "data"
-        path = src.val_path if cfg.split == "val" and src.val_path else src.path
-        if path is None:
-            raise SystemExit(f"{key}.path is required for data={src.format} (pass {key}.path=...)")
-        skipped: list[tuple[str, str]] = []
-        read = read_pages(src, path, cfg.max_pages, skipped)
-        pages += read
-        groups += [src.name] * len(read) if sources else []
-        n_skipped += len(skipped)
-        read_from.append(f"{src.name}={src.format}:{path} ({len(read)} pages)" if sources
-                         else f"{src.format}:{path}")
+    pages, groups, read_from, n_skipped = evaluation_pages(d, cfg.split, cfg.max_pages)
     long_side = cfg.long_side or train_cfg["data"]["long_side"]
     region_kinds = list(model.region_kinds)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-
-    def pages_loader(long_sides=None) -> DataLoader:
-        ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
-                         max_pixels=d.max_pixels, region_kinds=region_kinds, long_sides=long_sides)
-        return DataLoader(ds, batch_size=d.val_batch_size, num_workers=loader_workers(d.num_workers),
-                          collate_fn=collate, worker_init_fn=worker_dies_with(os.getpid()))
-
-    loader = pages_loader()
-    # max_line_height: a first pass finds each page's lines; pages with taller lines are read smaller.
     max_line_height = reading_max_line_height(cfg.max_line_height, train_cfg)
-    sides = line_scaled_long_sides(model, loader, rt, long_side, max_line_height)
-    if sides:
-        loader = pages_loader(sides)
-        log.info("max_line_height=%s: %d of %d pages read at a smaller long side (%d-%d)", max_line_height,
-                 len(sides), len(pages), min(sides.values()), max(sides.values()))
+    loader, sides = evaluation_loader(pages, model, charset, train_cfg, d, rt, long_side, max_line_height)
     result = run_validation(model, loader, rt, kinds, num_samples=0, keep_pages=True,
                             groups=groups if sources else None)
     table = metrics_table(result.metrics, kinds + region_kinds)

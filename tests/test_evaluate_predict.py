@@ -242,6 +242,33 @@ def test_read_shifts_override_takes_the_checkpoints_value_unless_given(trained, 
     assert load_model(old)[0].rec_head.read_shifts == (0.0,)
 
 
+def test_sweep_postprocess_rows_are_what_evaluate_reports(trained, tmp_path):
+    """Each setting's detection F1 is evaluate's det_f1 with that setting: the same pages, scale and matching."""
+    run_dir, data = trained
+    pages = (f"data.path={data / 'train.jsonl'}", f"data.val_path={data / 'val.jsonl'}", "data.num_workers=0")
+    proc = run_script("sweep_postprocess.py", f"checkpoint={run_dir}", f"hydra.run.dir={tmp_path / 'sweep'}", *pages,
+                      "core_thresholds=[0.0,0.3]", "min_scores=[0.0,0.3]")
+    result = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    rows = result["rows"]
+    assert sorted((r["core_threshold"], r["min_score"]) for r in rows) == [(0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3)]
+    assert [r["f1"] for r in rows] == sorted((r["f1"] for r in rows), reverse=True)  # best first
+    assert result["checkpoint_setting"] == {"core_threshold": 0.6, "min_score": 0.8}  # configs/model/default.yaml
+    best = rows[0]
+    assert f"best: postprocess.core_threshold={best['core_threshold']} postprocess.min_score={best['min_score']}" \
+        in proc.stdout
+    for row in rows[:2]:
+        _, metrics, _ = evaluate(tmp_path / f"eval{row['core_threshold']}-{row['min_score']}", run_dir, *pages,
+                                 f"postprocess.core_threshold={row['core_threshold']}",
+                                 f"postprocess.min_score={row['min_score']}")
+        assert (row["pred"], row["gt"]) == (metrics["n_pred_lines"], metrics["n_gt_lines"])
+        assert row["f1"] == pytest.approx(metrics["det_f1"], abs=1e-9)
+    assert any(r["pred"] for r in rows)  # lines were found: the comparison is not of empty pages
+    bad = subprocess.run([sys.executable, "scripts/sweep_postprocess.py", f"checkpoint={run_dir}", *pages,
+                          f"hydra.run.dir={tmp_path / 'bad'}", "min_scores=[0.5,1.5]"],
+                         check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "min_scores must be <= 1.0, got 1.5" in bad.stdout + bad.stderr
+
+
 def _realdata(*parts: str) -> Path:
     path = REALDATA.joinpath(*parts)
     if not path.exists():

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from docrec.data.augment import eval_transform
-from docrec.data.dataset import to_model_input
+from docrec.data.dataset import PageDataset, collate, to_model_input
+from docrec.data.loading import data_sources, loader_workers, read_pages, worker_dies_with
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError, check_number
 from docrec.geometry import line_scaled_long_side, median_line_height
@@ -21,6 +24,8 @@ from docrec.models.recognition import check_read_shifts
 from docrec.pages import Line, Page, Region, polygon_area
 from docrec.postprocess import estimate_baseline, lines_from_maps
 from docrec.text import Charset
+
+log = logging.getLogger("docrec.inference")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -102,6 +107,53 @@ def reading_max_line_height(value: float | None, train_cfg: Mapping) -> float | 
     """``max_line_height`` of evaluate / predict: the value given, else the run's ``data.max_line_height``
     (so a model fine-tuned on pages read at the scale of their lines is read alike); 0 turns it off."""
     return value if value is not None else train_cfg["data"].get("max_line_height")
+
+
+def evaluation_pages(data_cfg, split: str = "val", max_pages: int | None = None
+                     ) -> tuple[list[Page], list[str], list[str], int]:
+    """The pages ``scripts/evaluate.py`` (and ``sweep_postprocess.py``) read from a data config: (pages, each
+    page's source name (empty without ``data.sources``), what was read from where, pages skipped).
+    ``split``: val reads each source's ``val_path`` when set, else its ``path``; path reads ``path``.
+    One source: the data group itself; several (``data.sources``): each read alike, then reported apart."""
+    sources = data_sources(data_cfg)
+    pages: list[Page] = []
+    groups: list[str] = []
+    read_from: list[str] = []
+    n_skipped = 0
+    for i, src in enumerate(sources or [data_cfg]):
+        key = f"data.sources.{i}" if sources else "data"
+        path = src.val_path if split == "val" and src.val_path else src.path
+        if path is None:
+            raise ConfigError(f"{key}.path is required for data={src.format} (pass {key}.path=...)")
+        skipped: list[tuple[str, str]] = []
+        read = read_pages(src, path, max_pages, skipped)
+        pages += read
+        groups += [src.name] * len(read) if sources else []
+        n_skipped += len(skipped)
+        read_from.append(f"{src.name}={src.format}:{path} ({len(read)} pages)" if sources else f"{src.format}:{path}")
+    return pages, groups, read_from, n_skipped
+
+
+def evaluation_loader(pages: list[Page], model, charset: Charset, train_cfg: Mapping, data_cfg, rt, long_side: int,
+                      max_line_height: float | None) -> tuple[DataLoader, dict[int, int]]:
+    """(loader of ``pages`` resized as validation resizes them, the pages read at a smaller long side): with
+    ``max_line_height`` a first, detection-only pass finds each page's lines and pages with taller lines are read
+    smaller (:func:`line_scaled_long_sides`)."""
+    kinds = list(train_cfg["data"]["kinds"])
+
+    def pages_loader(long_sides=None) -> DataLoader:
+        ds = PageDataset(pages, charset, kinds, long_side, train=False, max_len=train_cfg["data"]["max_len"],
+                         max_pixels=data_cfg.max_pixels, region_kinds=list(model.region_kinds), long_sides=long_sides)
+        return DataLoader(ds, batch_size=data_cfg.val_batch_size, num_workers=loader_workers(data_cfg.num_workers),
+                          collate_fn=collate, worker_init_fn=worker_dies_with(os.getpid()))
+
+    loader = pages_loader()
+    sides = line_scaled_long_sides(model, loader, rt, long_side, max_line_height)
+    if sides:
+        loader = pages_loader(sides)
+        log.info("max_line_height=%s: %d of %d pages read at a smaller long side (%d-%d)", max_line_height,
+                 len(sides), len(pages), min(sides.values()), max(sides.values()))
+    return loader, sides
 
 
 @torch.no_grad()
