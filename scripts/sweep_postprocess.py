@@ -28,7 +28,6 @@ from docrec.engine.config import check_number
 from docrec.engine.runtime import setup
 from docrec.inference import evaluation_loader, evaluation_pages, load_model, reading_max_line_height
 from docrec.metrics import detection_prf, match_lines
-from docrec.models.segmentation import class_and_core_probs
 from docrec.postprocess import lines_from_maps
 from docrec.settings import ConfigError, abs_path
 
@@ -40,23 +39,21 @@ def settings(core_thresholds, min_scores) -> list[dict[str, float]]:
             raise ConfigError(f"{key} must list at least one value")
         for v in values:
             check_number(v, key, 0.0, 1.0)
-    return [{"core_threshold": float(c), "min_score": float(m)} for c, m in itertools.product(core_thresholds, min_scores)]
+    return [{"core_threshold": float(c), "min_score": float(m)}
+            for c, m in itertools.product(core_thresholds, min_scores)]
 
 
-@torch.no_grad()
 def sweep(model, loader, rt, grid: list[dict[str, float]]) -> list[dict[str, float]]:
     """Detection counts and precision / recall / F1 of each setting of ``grid`` over ``loader``'s pages."""
     counts = [[0, 0, 0] for _ in grid]  # matched, predicted, ground-truth lines
     for images_u8, _, metas in loader:
         images, _ = to_model_input(images_u8, None, rt.device, rt.channels_last)
         with rt.autocast():
-            _, class_logits, core_logits, _ = model._maps(images)
-        class_prob, core_prob = (p.float().cpu().numpy() for p in class_and_core_probs(class_logits, core_logits))
+            found_by = model.detect_each(images, grid)  # [setting][image]: one forward pass for every setting
         for b, meta in enumerate(metas):
             gt = [ln["polygon"] for ln in meta["gt_lines"]]
-            for count, setting in zip(counts, grid):
-                found = [poly for poly, _, _ in lines_from_maps(class_prob[b], core_prob[b],
-                                                                 **{**model.postprocess, **setting})]
+            for count, found_in in zip(counts, found_by):
+                found = found_in[b]
                 count[0] += len(match_lines(found, gt))
                 count[1] += len(found)
                 count[2] += len(gt)

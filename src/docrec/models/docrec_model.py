@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -166,7 +166,7 @@ class DocRecModel(nn.Module):
 
     def _predict(self, fused: Tensor, class_logits: Tensor, core_logits: Tensor, region_logits: Tensor,
                  images: Tensor | None = None) -> list[dict]:
-        class_maps, detections = self._detections(class_logits, core_logits)
+        class_maps, (detections,) = self._detections(class_logits, core_logits)
         region_np = region_logits.float().sigmoid().cpu().numpy()
         quads = [torch.from_numpy(line_quads([p for p, _, _ in d])) for d in detections]
         reads = self._read(fused, quads, images=images)
@@ -182,20 +182,29 @@ class DocRecModel(nn.Module):
                         "region_map": torch.from_numpy(region_np[b] > 0.5)})
         return out
 
-    def _detections(self, class_logits: Tensor, core_logits: Tensor) -> tuple[Tensor, list[list]]:
-        """Class maps [B, H, W] (CPU) and each image's lines (polygon, kind index, score) from the logits."""
+    def _detections(self, class_logits: Tensor, core_logits: Tensor, settings: Sequence[Mapping] = ({},)
+                    ) -> tuple[Tensor, list[list[list]]]:
+        """Class maps [B, H, W] (CPU) and, for each of ``settings`` (overrides of ``postprocess``; ``{}``: as
+        configured), each image's lines (polygon, kind index, score) from the logits; the probabilities once."""
         class_prob, core_prob = class_and_core_probs(class_logits, core_logits)
         class_np, core_np = class_prob.cpu().numpy(), core_prob.cpu().numpy()
-        return class_prob.argmax(dim=1).cpu(), [lines_from_maps(class_np[b], core_np[b], **self.postprocess)
-                                                 for b in range(len(class_np))]
+        return class_prob.argmax(dim=1).cpu(), [
+            [lines_from_maps(class_np[b], core_np[b], **{**self.postprocess, **setting}) for b in range(len(class_np))]
+            for setting in settings]
 
     @torch.no_grad()
     def detect(self, images: Tensor) -> list[list[np.ndarray]]:
         """Eval-mode line polygons of each image (input pixels), without reading them: the cheap first
         pass of reading a page at the scale of its lines (:func:`docrec.inference.line_scaled_long_sides`)."""
+        return self.detect_each(images, [{}])[0]
+
+    @torch.no_grad()
+    def detect_each(self, images: Tensor, settings: Sequence[Mapping]) -> list[list[list[np.ndarray]]]:
+        """:meth:`detect` at each of ``settings`` (overrides of ``postprocess``, e.g. ``{"min_score": 0.7}``) from one
+        forward pass: polygons [setting][image] (``scripts/sweep_postprocess.py``)."""
         _, class_logits, core_logits, _ = self._maps(images)
-        _, detections = self._detections(class_logits, core_logits)
-        return [[poly for poly, _, _ in dets] for dets in detections]
+        _, by_setting = self._detections(class_logits, core_logits, settings)
+        return [[[poly for poly, _, _ in dets] for dets in per_image] for per_image in by_setting]
 
     @torch.no_grad()
     def predict_and_read(

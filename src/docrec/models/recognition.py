@@ -273,17 +273,16 @@ class RecognitionHead(nn.Module):
             pixels = self.line_pixels(images, quads, owner, widths, rois.shape[-1])
         return self.memory(rois.to(fused.dtype), valid, pixels)
 
-    def encoded_groups(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None, shift: float = 0.0):
+    def encoded_groups(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None,
+                       shifts: Sequence[float] = (0.0,)):
         """Image b's ``quads[b]`` read in width groups (:func:`width_buckets`): yields each group's line
-        indices (host list, ordered by image), the same indices on the device, its memory and padding.
-        ``shift``: every box moved across its line by this many line heights first (the groups are the same
-        for every shift: a shift keeps each box's length).
+        indices (host list, ordered by image), the same indices on the device, its memories and padding:
+        one memory per ``shifts`` entry, the group's boxes moved across their lines by that many line heights
+        (a shift keeps each box's length, so the groups and the padding are the same for every shift).
 
         Two host-device transfers per call (the widths down, all groups' line indices up), none per group.
         """
         flat, owner, widths = self.lines(fused, quads)
-        if shift:
-            flat = shift_across(flat, shift)
         w = widths.tolist()
         groups = [sorted(g) for g in width_buckets(w, self.width_groups)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
@@ -293,9 +292,13 @@ class RecognitionHead(nn.Module):
         for group in groups:
             idx = order[start : start + len(group)]
             start += len(group)
-            memory, padding = self.encode_lines(fused, flat[idx], [owner[i] for i in group], widths[idx],
-                                                width=max(w[i] for i in group), per_image=per_image, images=pages)
-            yield group, idx, memory, padding
+            boxes, images_of, width = flat[idx], [owner[i] for i in group], max(w[i] for i in group)
+            memories = []
+            for shift in shifts:
+                memory, padding = self.encode_lines(fused, shift_across(boxes, shift) if shift else boxes, images_of,
+                                                    widths[idx], width=width, per_image=per_image, images=pages)
+                memories.append(memory)
+            yield group, idx, memories, padding
 
     def encode(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Memory tokens [N, W, d] and their padding mask [N, W] (True = padding) for image b's ``quads[b]``,
@@ -343,7 +346,7 @@ class RecognitionHead(nn.Module):
         ce_sum = ctc_sum = fused.new_zeros((), dtype=torch.float32)
         n_tokens = 0
         lengths = (tokens != self.pad_id).sum(1).tolist()  # BOS text EOS per line: one transfer for all groups
-        for group, idx, memory, padding in self.encoded_groups(fused, quads, images):
+        for group, idx, (memory,), padding in self.encoded_groups(fused, quads, images):
             tok = tokens[idx.to(tokens.device), : max(lengths[i] for i in group)]  # this group's longest text
             text = tok[:, 1:]
             fold = case_free[0][idx] if case_free is not None else None
@@ -385,13 +388,12 @@ class RecognitionHead(nn.Module):
         ids: list[list[int]] = [[] for _ in range(n)]
         conf = torch.zeros(n, device=fused.device)
         ctc = (decoder or self.decoder_kind) == "ctc"
-        shifts = self.read_shifts if ctc else (0.0,)
-        for views in zip(*(self.encoded_groups(fused, quads, images, shift=s) for s in shifts)):
-            group, idx, memory, padding = views[0]
+        for group, idx, memories, padding in self.encoded_groups(fused, quads, images,
+                                                                 self.read_shifts if ctc else (0.0,)):
             if ctc:
-                rows, c = self.ctc_greedy([m for _, _, m, _ in views], padding)
+                rows, c = self.ctc_greedy(memories, padding)
             else:
-                out, c = self.greedy(memory, padding, max_len)
+                out, c = self.greedy(memories[0], padding, max_len)
                 rows = out.tolist()
             for i, row in zip(group, rows):
                 ids[i] = row
@@ -409,11 +411,8 @@ class RecognitionHead(nn.Module):
         best guess where the blank wins narrowly. The confidence is the geometric mean of the best path's
         column probabilities, unpenalised.
         """
-        views = [memory] if isinstance(memory, Tensor) else list(memory)
-        logp = self.ctc_log_probs(views[0])
-        if len(views) > 1:
-            logp = torch.logsumexp(torch.stack([logp, *(self.ctc_log_probs(m) for m in views[1:])]), 0)
-            logp = logp - math.log(len(views))
+        reads = [self.ctc_log_probs(m) for m in ([memory] if isinstance(memory, Tensor) else memory)]
+        logp = reads[0] if len(reads) == 1 else torch.logsumexp(torch.stack(reads), 0) - math.log(len(reads))
         sym = ctc_best_symbols(logp, self.pad_id, self.blank_penalty)
         best = logp.gather(-1, sym.unsqueeze(-1)).squeeze(-1)
         valid = ~self.frame_padding(padding)
