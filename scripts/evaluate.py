@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from docrec.data.loading import data_sources
 from docrec.engine.runtime import setup
 from docrec.engine.validate import run_validation
-from docrec.inference import evaluation_loader, evaluation_pages, load_model, reading_max_line_height
+from docrec.inference import (
+    evaluation_loader,
+    evaluation_pages,
+    load_model,
+    reading_long_side_of,
+    reading_max_line_height,
+)
 from docrec.settings import abs_path
 
 
@@ -56,7 +62,7 @@ def main(cfg: DictConfig) -> None:
     d = cfg.data
     sources = data_sources(d)
     pages, groups, read_from, n_skipped = evaluation_pages(d, cfg.split, cfg.max_pages)
-    long_side = cfg.long_side or train_cfg["data"]["long_side"]
+    long_side = reading_long_side_of(cfg.long_side, train_cfg)
     region_kinds = list(model.region_kinds)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)

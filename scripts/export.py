@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--output", type=Path, required=True, help="folder for the ONNX files and their metadata")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default ema)")
     ap.add_argument("--long-side", type=int, default=None,
-                    help="page long side recorded for pre-processing (default: the checkpoint's data.long_side)")
+                    help="page long side recorded for pre-processing (default: the checkpoint's reading long side, "
+                         "data.long_side x data.read_scale)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 or later (default {DEFAULT_OPSET})")
     return ap.parse_args(argv)
 

@@ -36,6 +36,7 @@ from docrec.inference import (
     find_images,
     line_scaled_long_sides,
     load_model,
+    reading_long_side_of,
     reading_max_line_height,
     to_page,
 )
@@ -81,7 +82,7 @@ def main(cfg: DictConfig) -> None:
                                      cfg.read_shifts)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    long_side = cfg.long_side or train_cfg["data"]["long_side"]
+    long_side = reading_long_side_of(cfg.long_side, train_cfg)
 
     def images_loader(long_sides=None) -> DataLoader:
         return DataLoader(ImageFolder(paths, long_side, long_sides=long_sides), batch_size=cfg.batch_size,
@@ -109,7 +110,7 @@ def main(cfg: DictConfig) -> None:
                 n_lines += len(page.lines)
                 bar.update(1)
     smaller = f", {len(sides)} read smaller (max_line_height={max_line_height})" if sides else ""
-    print(f"docrec predict | {len(paths)} page(s){smaller}, {n_lines} lines -> {out}")
+    print(f"docrec predict | {len(paths)} page(s){smaller}, {n_lines} lines -> {out} (long side {long_side})")
 
 
 def write_page(page, plan: dict[str, Path], rgb, absolute: bool, checkpoint: str) -> None:

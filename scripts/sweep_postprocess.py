@@ -26,7 +26,13 @@ from omegaconf import DictConfig
 from docrec.data.dataset import to_model_input
 from docrec.engine.config import check_number
 from docrec.engine.runtime import setup
-from docrec.inference import evaluation_loader, evaluation_pages, load_model, reading_max_line_height
+from docrec.inference import (
+    evaluation_loader,
+    evaluation_pages,
+    load_model,
+    reading_long_side_of,
+    reading_max_line_height,
+)
 from docrec.metrics import detection_prf, match_lines
 from docrec.postprocess import lines_from_maps
 from docrec.settings import ConfigError, abs_path
@@ -73,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     pages, _, read_from, n_skipped = evaluation_pages(cfg.data, cfg.split, cfg.max_pages)
-    long_side = cfg.long_side or train_cfg["data"]["long_side"]
+    long_side = reading_long_side_of(cfg.long_side, train_cfg)
     loader, _ = evaluation_loader(pages, model, charset, train_cfg, cfg.data, rt, long_side,
                                   reading_max_line_height(cfg.max_line_height, train_cfg))
     rows = sorted(sweep(model, loader, rt, grid), key=lambda r: (-r["f1"], r["core_threshold"], r["min_score"]))

@@ -65,6 +65,8 @@ def test_model_kinds_follow_the_data_and_an_override_of_them_is_refused(tmp_path
     ("trainer.monitor_mode=up", "trainer.monitor_mode"),
     ("trainer.precise_bn_batches=-1", "trainer.precise_bn_batches"),
     ("data.max_line_height=0", "data.max_line_height"),
+    ("data.read_scale=0", "data.read_scale"),
+    ("data.read_scale=8", "data.read_scale"),
     ("trainer.max_epochs=0", "trainer.max_epochs"),
     ("trainer.max_steps=null", "trainer.max_epochs"),  # a schedule sized by epochs needs their count
 ])

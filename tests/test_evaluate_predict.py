@@ -186,6 +186,29 @@ def test_pages_with_lines_taller_than_max_line_height_are_read_smaller(trained, 
     assert all(0 <= x <= 320 and 0 <= y <= 240 for ln in record["lines"] for x, y in ln["polygon"])
 
 
+def test_evaluate_predict_and_export_read_at_the_runs_read_scale(trained, tmp_path):
+    from docrec.engine import checkpoint as ckpt
+    from docrec.export import export_checkpoint
+
+    run_dir, data = trained
+    state = ckpt.load(run_dir / "checkpoints" / "last.pt")
+    assert state["config"]["data"]["read_scale"] == 1.0  # the default: read as trained
+    state["config"]["data"]["read_scale"] = 1.5  # 256 -> 384
+    scaled = tmp_path / "read_scale.pt"
+    ckpt.save_atomic(state, scaled)
+    pages_of = (f"data.path={data / 'train.jsonl'}", f"data.val_path={data / 'val.jsonl'}")
+    stdout, _, pages = evaluate(tmp_path / "eval", scaled, *pages_of)
+    assert "long side 384" in stdout and {p["scale"] for p in pages} == {384 / 320}
+    _, _, pages = evaluate(tmp_path / "told", scaled, *pages_of, "long_side=256")  # an explicit long side wins
+    assert {p["scale"] for p in pages} == {256 / 320}
+    out = tmp_path / "pred"
+    proc = run_script("predict.py", f"checkpoint={scaled}", f"input={data / 'images'}", f"output={out}",
+                      "num_workers=0", "format=[json]")
+    assert "long side 384" in proc.stdout
+    pytest.importorskip("onnx")
+    assert export_checkpoint(scaled, tmp_path / "onnx")["long_side"] == 384
+
+
 def test_postprocess_overrides_take_the_checkpoints_other_values_and_refuse_unknown_keys(trained):
     from docrec.engine.config import ConfigError
     from docrec.inference import load_model

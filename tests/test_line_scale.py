@@ -15,8 +15,13 @@ from docrec.data.loading import PageSplits, make_loaders
 from docrec.engine.config import ConfigError
 from docrec.engine.runtime import setup
 from docrec.formats import load
-from docrec.geometry import MIN_LONG_SIDE, line_scaled_long_side, median_line_height
-from docrec.inference import ImageFolder, line_scaled_long_sides, reading_max_line_height
+from docrec.geometry import MIN_LONG_SIDE, line_scaled_long_side, median_line_height, reading_long_side
+from docrec.inference import (
+    ImageFolder,
+    line_scaled_long_sides,
+    reading_long_side_of,
+    reading_max_line_height,
+)
 from docrec.models import Charset, build_model
 from docrec.pages import Line, Page
 from tests.conftest import compose_cfg
@@ -55,6 +60,34 @@ def test_evaluate_and_predict_read_a_run_trained_at_the_scale_of_its_lines_alike
     assert reading_max_line_height(28, run) == 28
     assert reading_max_line_height(0, run) == 0  # off
     assert reading_max_line_height(None, {"data": {"long_side": 1536}}) is None  # runs from before the option
+
+
+def test_pages_are_read_at_the_runs_long_side_times_its_read_scale_unless_told():
+    assert reading_long_side(1536, 1.08) == 1659 and reading_long_side(1536, 0.5) == 768
+    assert reading_long_side(1537, 1.0) == reading_long_side(1537, None) == 1537  # 1.0 and runs without the key
+    with pytest.raises(ValueError, match="read_scale"):
+        reading_long_side(1536, 0.0)
+    run = {"data": {"long_side": 1536, "read_scale": 1.08}}
+    assert reading_long_side_of(None, run) == 1659  # the run's own reading long side
+    assert reading_long_side_of(2048, run) == 2048  # evaluate / predict long_side=2048
+    assert reading_long_side_of(None, {"data": {"long_side": 1536}}) == 1536  # runs from before the option
+
+
+def test_validation_reads_at_the_reading_long_side_and_training_at_long_side():
+    # Pages 2000 px long, lines 100 px tall there: 50 px at long side 1000, 75 px at the reading side 1500.
+    pages = [_tall_page(0, 100), _tall_page(1, 100)]
+    cfg = compose_cfg(["data.num_workers=0", "data.long_side=1000", "data.read_scale=1.5"])
+    train, val, _ = make_loaders(PageSplits(train=pages, val=pages), Charset.build(["ab"]), cfg.data, cfg.augment,
+                                 0, 0, 1)
+    assert train.dataset.long_side == 1000 and val.dataset.long_side == 1500
+    assert train.dataset.long_sides == val.dataset.long_sides == {}
+    # max_line_height is the height pages are read at on both sides: 60 px -> train 1000 -> 1000 (50 px lines),
+    # validation 1500 -> 1200 (75 px lines made 60).
+    capped = compose_cfg(["data.num_workers=0", "data.long_side=1000", "data.read_scale=1.5",
+                          "data.max_line_height=60"])
+    train, val, _ = make_loaders(PageSplits(train=pages, val=pages), Charset.build(["ab"]), capped.data,
+                                 capped.augment, 0, 0, 1)
+    assert train.dataset.long_sides == {} and val.dataset.long_sides == {0: 1200, 1: 1200}
 
 
 class Detector:

@@ -47,7 +47,7 @@ from torch.export import Dim
 
 from docrec.data.augment import WHITE
 from docrec.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from docrec.inference import load_model
+from docrec.inference import load_model, reading_long_side_of
 from docrec.models.docrec_model import SIZE_DIVISOR, DocRecModel
 from docrec.models.recognition import RecognitionHead
 from docrec.models.roi import roi_widths, sample_rois
@@ -136,7 +136,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
     """Write the three ONNX graphs, ``charset.json`` and ``export.json`` to ``out_dir``; returns the metadata.
 
     The model is switched to eval mode and float32 in place. ``long_side`` is the page size
-    the runtime should scale to (the checkpoint's ``data.long_side``).
+    the runtime should scale to (the checkpoint's reading long side: ``data.long_side`` x ``data.read_scale``).
     """
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: GridSample and LayerNormalization need 17 or later")
@@ -230,4 +230,4 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, weights: str 
                       long_side: int | None = None, opset: int = DEFAULT_OPSET) -> dict:
     """Load a checkpoint (file or run dir) on the CPU and :func:`export_model` it."""
     model, _, cfg = load_model(checkpoint, weights, "cpu")
-    return export_model(model, out_dir, long_side or cfg["data"]["long_side"], opset)
+    return export_model(model, out_dir, reading_long_side_of(long_side, cfg), opset)

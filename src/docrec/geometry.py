@@ -72,6 +72,16 @@ def median_line_height(polygons: Sequence) -> float | None:
     return float(np.median(np.linalg.norm(quads[:, 3] - quads[:, 0], axis=1)))
 
 
+def reading_long_side(long_side: int, read_scale: float | None = 1.0) -> int:
+    """The long side pages are read at (validation, evaluate, predict, export): ``long_side`` (the training
+    scale) times ``data.read_scale``, rounded; ``long_side`` itself at 1.0 or None (a run without the key)."""
+    if read_scale is None or read_scale == 1.0:
+        return int(long_side)
+    if not read_scale > 0:
+        raise ValueError(f"data.read_scale must be > 0, got {read_scale}")
+    return round(long_side * read_scale)
+
+
 def line_scaled_long_side(long_side: int, line_height: float | None, max_line_height: float | None,
                           min_long_side: int = MIN_LONG_SIDE) -> int:
     """The long side at which a page whose median line is ``line_height`` px tall at ``long_side`` has it

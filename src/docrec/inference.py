@@ -17,7 +17,7 @@ from docrec.data.dataset import PageDataset, collate, to_model_input
 from docrec.data.loading import data_sources, loader_workers, read_pages, worker_dies_with
 from docrec.engine import checkpoint as ckpt
 from docrec.engine.config import ConfigError, check_number
-from docrec.geometry import line_scaled_long_side, median_line_height
+from docrec.geometry import line_scaled_long_side, median_line_height, reading_long_side
 from docrec.images import MAX_PIXELS, image_size, read_image
 from docrec.models import build_model
 from docrec.models.recognition import check_read_shifts
@@ -101,6 +101,14 @@ class ImageFolder(Dataset):
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), {
             "index": i, "path": str(self.paths[i]), "width": width, "height": height,
             "scale": long_side / max(width, height)}
+
+
+def reading_long_side_of(value: int | None, train_cfg: Mapping) -> int:
+    """``long_side`` of evaluate / predict / export: the value given, else the run's reading long side
+    (``data.long_side`` x ``data.read_scale``, as its validation read its pages)."""
+    if value:
+        return int(value)
+    return reading_long_side(train_cfg["data"]["long_side"], train_cfg["data"].get("read_scale"))
 
 
 def reading_max_line_height(value: float | None, train_cfg: Mapping) -> float | None:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from docrec.data.dataset import PageDataset, collate, line_scaled_sides
 from docrec.data.sampler import EpochBatchSampler, ResumableSampler, WeightedSourceSampler, aspect_groups
 from docrec.formats import load
+from docrec.geometry import reading_long_side
 from docrec.pages import Page
 from docrec.settings import ConfigError, abs_path
 
@@ -227,15 +228,19 @@ def make_loaders(splits: PageSplits, charset, data_cfg, aug_cfg, seed: int, rank
     pages_kw = {"charset": charset, "kinds": kinds, "long_side": data_cfg.long_side, "max_len": data_cfg.max_len,
                 "max_pixels": data_cfg.max_pixels, "seed": seed, "strict": data_cfg.strict, "region_kinds": regions,
                 "cache_dir": cache_dir}
+    # Validation reads pages as evaluate and predict do: at data.long_side x data.read_scale.
+    read_side = reading_long_side(data_cfg.long_side, data_cfg.get("read_scale"))
     # data.max_line_height: pages whose GT lines are taller are read smaller, so that they are that tall.
     max_line_height = data_cfg.get("max_line_height")
-    sides = [line_scaled_sides(pages, data_cfg.long_side, max_line_height) for pages in (splits.train, splits.val)]
+    sides = [line_scaled_sides(pages, side, max_line_height)
+             for pages, side in ((splits.train, data_cfg.long_side), (splits.val, read_side))]
     if max_line_height and rank == 0:
         log.info("data.max_line_height=%s: %d of %d training and %d of %d validation pages read smaller",
                  max_line_height, len(sides[0]), len(splits.train), len(sides[1]), len(splits.val))
     train_ds = PageDataset(splits.train, augment=aug_cfg, crop=data_cfg.crop, train=True,
                            crop_tries=data_cfg.get("crop_tries", 1), long_sides=sides[0], **pages_kw)
-    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, long_sides=sides[1], **pages_kw)
+    val_ds = PageDataset(splits.val, augment=None, crop=None, train=False, long_sides=sides[1],
+                         **{**pages_kw, "long_side": read_side})
     if splits.sources:
         ramp = data_cfg.get("weight_ramp")  # steps -> pages drawn by all ranks together
         curriculum = {} if ramp is None else {

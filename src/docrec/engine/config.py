@@ -81,6 +81,8 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "data.val_fraction", 0.0, 0.9)
     if OmegaConf.select(cfg, "data.max_line_height") is not None:
         _number(cfg, "data.max_line_height", 0, lo_open=True)
+    if OmegaConf.select(cfg, "data.read_scale") is not None:
+        _number(cfg, "data.read_scale", 0.25, 4.0)
     _number(cfg, "optim.lr", 0.0, lo_open=True)
     _number(cfg, "optim.weight_decay", 0.0)
     _number(cfg, "optim.backbone_lr_scale", 0.0)
