@@ -121,9 +121,10 @@ def test_predict_writes_pagexml_alto_json_and_overlay(trained, tmp_path):
     proc = run_script("predict.py", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", f"input={images}",
                       f"output={out}", "num_workers=0", "batch_size=3", "format=[page,alto,json,overlay]",
                       "weights=raw", "postprocess.core_threshold=0.3", "postprocess.min_score=0.3")
-    summary = re.search(r"docrec predict \| (\d+) page\(s\), (\d+) lines -> (.+)$", proc.stdout, re.MULTILINE)
+    summary = re.search(r"docrec predict \| (\d+) page\(s\), (\d+) lines -> (.+) \(long side (\d+)\)$", proc.stdout,
+                        re.MULTILINE)
     assert summary, proc.stdout
-    assert int(summary[1]) == 8 and Path(summary[3]) == out
+    assert int(summary[1]) == 8 and Path(summary[3]) == out and summary[4] == "256"
     total, texts = 0, []
     for image in sorted(images.glob("*.png")):
         stem = image.stem
