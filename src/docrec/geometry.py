@@ -75,7 +75,7 @@ def median_line_height(polygons: Sequence) -> float | None:
 def reading_long_side(long_side: int, read_scale: float | None = 1.0) -> int:
     """The long side pages are read at (validation, evaluate, predict, export): ``long_side`` (the training
     scale) times ``data.read_scale``, rounded; ``long_side`` itself at 1.0 or None (a run without the key)."""
-    if read_scale is None or read_scale == 1.0:
+    if read_scale is None:
         return int(long_side)
     if not read_scale > 0:
         raise ValueError(f"data.read_scale must be > 0, got {read_scale}")
