@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from docrec.data.cache import cache_usage
 from docrec.engine import checkpoint as ckpt
@@ -64,6 +65,9 @@ def test_smoke_run_writes_checkpoints_and_every_dashboard(toy_data, tmp_path):
     assert "custom_scalars__config__" in tensors
     hp = ea.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hp and "hparam/val_ema_cer" in scalars
+    start = HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info.hparams
+    assert start["long_side"].number_value == cfg.data.long_side and start["read_scale"].number_value == 1.0
+    assert start["backbone"].string_value == "resnet18"
     # Effective depth is the number of residual blocks run: between the always-run ones and all 8.
     depth = [e.value for e in ea.Scalars("train/effective_depth")]
     assert all(3 <= d <= 8 for d in depth)

@@ -115,7 +115,8 @@ def close_writer(run: Run, metrics: dict[str, float]) -> None:
     final = {f"hparam/{k.replace('/', '_')}": v for k, v in metrics.items()
              if k.split("/")[-1] in ("cer", "wer", "det_f1", "e2e_f1", "bow_f1", "page_cer", "seg_miou")}
     hp = {"p_min": cfg.model.backbone.p_min, "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size,
-          "long_side": cfg.data.long_side, "backbone": cfg.model.backbone.name, "seed": cfg.seed,
+          "long_side": cfg.data.long_side, "read_scale": cfg.data.get("read_scale", 1.0),
+          "backbone": cfg.model.backbone.name, "seed": cfg.seed,
           "ema_decay": cfg.trainer.ema.decay, "label_smoothing": cfg.model.label_smoothing,
           "steps": run.progress.step}
     tb.write_hparams(run.writer, hp, final or {"hparam/steps": float(run.progress.step)})
