@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from docrec.engine.config import compose_train_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: str, name: str | None = None) -> ModuleType:
+    """A script of the repo (``scripts/bench_decode.py``, ``examples/onnx_predict.py``) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name or Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_cfg(overrides: list[str] | None = None):

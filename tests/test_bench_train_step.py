@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from docrec.engine.runtime import setup
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train_step", REPO / "scripts" / "bench_train_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/bench_train_step.py")
 
 
 def _weights(model):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, compose_cfg, make_toy_pages
+from tests.conftest import REPO, compose_cfg, load_script, make_toy_pages
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -45,10 +44,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _load_example():
-    spec = importlib.util.spec_from_file_location("onnx_predict", REPO / "examples" / "onnx_predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/onnx_predict.py")
 
 
 def _export_random_model(tmp: Path, overrides: list[str]):

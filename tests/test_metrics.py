@@ -425,13 +425,10 @@ def test_reading_order_is_rows_top_to_bottom_then_left_to_right():
 
 
 def test_cer_by_columns_buckets_lines_by_the_columns_each_character_gets():
-    import importlib.util
 
-    from tests.conftest import REPO
+    from tests.conftest import load_script
 
-    spec = importlib.util.spec_from_file_location("cer_by_columns", REPO / "scripts" / "cer_by_columns.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/cer_by_columns.py")
     # 40 px / 4 px a column / 5 characters = 2 columns each; 120 px for 5 = 6 columns each.
     records = [{"gt_recognition": [{"gt": "Hello", "pred": "Hel", "length_px": 40.0},
                                    {"gt": "World", "pred": "World", "length_px": 120.0},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -709,11 +708,8 @@ def test_ctc_frames_learn_texts_longer_than_the_columns_and_one_frame_keeps_the_
 
 
 def _bench_decode():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_decode", Path(__file__).parents[1] / "scripts/bench_decode.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tests.conftest import load_script
+    return load_script("scripts/bench_decode.py")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -11,11 +10,9 @@ import pytest
 
 from docrec.engine.config import ConfigError
 from docrec.postprocess import DEFAULT_BASELINE_AT, estimate_baseline
+from tests.conftest import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("predict_script", REPO / "scripts" / "predict.py")
-predict = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict)
+predict = load_script("scripts/predict.py", "predict_script")
 
 
 def touch(root: Path, *names: str) -> list[Path]:

@@ -20,7 +20,7 @@ from docrec.realdata import (
     read_set,
     split_pages,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 pytestmark = pytest.mark.realdata
 
@@ -56,11 +56,7 @@ def test_the_split_manifests_read_back_with_the_pages_they_list(tmp_path):
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed (a benchmark anchor only)")
 def test_tesseract_reads_a_rendered_page_and_its_cut_out_lines(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_tesseract", REPO / "scripts" / "bench_tesseract.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("scripts/bench_tesseract.py")
     img = Image.new("L", (900, 200), 255)
     font = ImageFont.truetype(str(REPO / "data/fonts/dejavu/DejaVuSans.ttf"), 40)
     ImageDraw.Draw(img).text((30, 30), "INVOICE 4711", font=font, fill=0)

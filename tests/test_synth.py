@@ -13,7 +13,7 @@ import pytest
 from docrec.formats import load
 from docrec.pages import polygon_area
 from docrec.synth import degrade, fonts, make_page, render, text
-from docrec.synth.generate import generate, is_val
+from docrec.synth.generate import draw_page, generate, is_val
 from docrec.synth.preview import draw
 from docrec.synth.text import LOCALES, TextSource
 
@@ -267,6 +267,20 @@ def test_allowed_processes_limit_the_draw_and_keep_the_page():
     clean = [make_page(0, i, scale=SCALE, processes=("scan",)) for i in range(6)]
     assert {p.process for p in clean} == {"scan"} and {p.process for p in full} != {"scan"}
     assert [[ln.text for ln in p.lines] for p in full] == [[ln.text for ln in p.lines] for p in clean]
+
+
+def test_a_drawn_page_scanned_is_the_generated_page():
+    """draw_page is make_page's first half: its rng goes on to draw the process and scan the page."""
+    for index in (0, 1):
+        page = make_page(5, index, scale=SCALE)
+        drawn = draw_page(5, index, scale=SCALE)
+        process = degrade.choose_process(drawn.page_type, drawn.rng)
+        image = degrade.scan(drawn.canvas.image(), drawn.matrix, drawn.rng, process, drawn.dpi)
+        assert (drawn.page_type, process) == (page.page_type, page.process)
+        assert np.array_equal(image, page.image)
+        assert [ln.text for ln in drawn.canvas.lines] == [ln.text for ln in page.lines]
+    with pytest.raises(ValueError, match="unknown page type 'poster'"):
+        draw_page(5, 0, page_type="poster")
 
 
 def test_font_families_limit_printed_faces_and_are_checked():

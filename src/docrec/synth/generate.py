@@ -59,8 +59,20 @@ def make_page(seed: int, index: int, page_type: str | None = None, scale: float 
         return _make_page(seed, index, page_type, scale, processes)
 
 
-def _make_page(seed: int, index: int, page_type: str | None, scale: float,
-               processes: Sequence[str] | None) -> SynthPage:
+@dataclass
+class DrawnPage:
+    """A page as drawn, before any print or scan process: what :func:`degrade.scan` is given."""
+
+    canvas: Canvas  # the ink (``canvas.image()``: float RGB, 1 = no ink) and the annotations
+    matrix: np.ndarray  # the 2x3 skew the scan applies
+    dpi: float
+    page_type: str
+    rng: np.random.Generator  # the page's generator, where the process is drawn next
+
+
+def draw_page(seed: int, index: int, page_type: str | None = None, scale: float = 1.0) -> DrawnPage:
+    """Page ``index`` of the dataset of ``seed`` drawn (layout, text, ink, skew), not yet printed or
+    scanned: :func:`make_page` goes on from here; ``scripts/bench_degrade.py`` times processes on it."""
     rng = np.random.default_rng([seed, index])
     names = sorted(DEFAULT_MIX)
     drawn = names[int(rng.choice(len(names), p=[DEFAULT_MIX[n] for n in names]))]
@@ -76,8 +88,15 @@ def _make_page(seed: int, index: int, page_type: str | None, scale: float,
     points = [pt for ann in canvas.regions + canvas.lines for pt in ann.polygon]
     points += [pt for ln in canvas.lines for pt in ln.baseline or []]
     matrix = degrade.choose_skew(points, canvas.width, canvas.height, rng)
+    return DrawnPage(canvas, matrix, dpi, page_type, rng)
+
+
+def _make_page(seed: int, index: int, page_type: str | None, scale: float,
+               processes: Sequence[str] | None) -> SynthPage:
+    drawn = draw_page(seed, index, page_type, scale)
+    canvas, matrix, rng, page_type = drawn.canvas, drawn.matrix, drawn.rng, drawn.page_type
     process = degrade.choose_process(page_type, rng, processes)
-    image = degrade.scan(canvas.image(), matrix, rng, process, dpi)
+    image = degrade.scan(canvas.image(), matrix, rng, process, drawn.dpi)
 
     def move(pts: list) -> list:
         return [(float(x), float(y)) for x, y in degrade.transform(np.asarray(pts, np.float64), matrix)]
