@@ -51,7 +51,8 @@ import cv2
 import numpy as np
 
 from docrec.synth import degrade
-from docrec.synth.generate import PAGE_TYPES, DrawnPage, draw_page
+from docrec.synth.generate import PAGE_TYPES, draw_page
+from docrec.synth.preview import captioned_sheet
 
 #: augraphy's augmentations standing for each of the generator's processes, by pipeline phase.
 AUGRAPHY: dict[str, dict[str, list[str]]] = {
@@ -82,26 +83,16 @@ def augraphy_pipeline(process: str):
     return aug.AugraphyPipeline(ink_phase=phases["ink"], paper_phase=phases["paper"], post_phase=phases["post"])
 
 
-def _pixels(page: DrawnPage) -> np.ndarray:
-    """The drawn page as uint8 RGB (augraphy's input)."""
-    return np.clip(page.canvas.image() * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def _skew(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The page skewed as the generator's scan skews it (augraphy's output)."""
     h, w = image.shape[:2]
     return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _run_augraphy(pipeline, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    out = pipeline(image)
-    return _skew(out, matrix)
-
-
-def contenders(page_type: str, with_default: bool = True) -> list[str]:
+def contenders(page_type: str) -> list[str]:
     """The contenders for a page kind: docrec and augraphy for each process it uses, then augraphy's default."""
     names = sorted(degrade.PROCESS_MIX[page_type])
-    out = [f"docrec {p}" for p in names] + [f"augraphy {p}" for p in names]
-    return out + (["augraphy default"] if with_default else [])
+    return [f"docrec {p}" for p in names] + [f"augraphy {p}" for p in names] + ["augraphy default"]
 
 
 def measure(types: list[str], pages: int, seed: int, sheet: Path | None = None) -> dict:
@@ -111,22 +102,22 @@ def measure(types: list[str], pages: int, seed: int, sheet: Path | None = None) 
     pipelines = {p: augraphy_pipeline(p) for p in degrade.PROCESSES}
     default = aug.default_augraphy_pipeline()
     result: dict = {}
-    shown: list[list[np.ndarray]] = []
+    shown: list[list[tuple[np.ndarray, str]]] = []
     for page_type in types:
         times: dict[str, list[float]] = {name: [] for name in ["draw", *contenders(page_type), "cache"]}
-        row: list[np.ndarray] = []
+        row: list[tuple[np.ndarray, str]] = []
         for i in range(pages):
             if i == 0:  # numba compiles augraphy's kernels on first use: not a page's cost
                 random.seed(seed)
                 np.random.seed(seed)
-                warm = _pixels(draw_page(seed, pages + 1, page_type))[:600, :500]
+                warm = degrade.to_uint8(draw_page(seed, pages + 1, page_type).canvas.image())[:600, :500]
                 for pipeline in [*(pipelines[p] for p in degrade.PROCESS_MIX[page_type]), default]:
                     pipeline(warm)
             t = time.process_time()
             page = draw_page(seed, i, page_type)
             ink = page.canvas.image()
             times["draw"].append(time.process_time() - t)
-            rgb = _pixels(page)
+            rgb = degrade.to_uint8(ink)
             t = time.process_time()
             cv2.imwrite(str(Path(tempfile.gettempdir()) / "bench_degrade_cache.png"), rgb)
             times["cache"].append(time.process_time() - t)
@@ -139,35 +130,16 @@ def measure(types: list[str], pages: int, seed: int, sheet: Path | None = None) 
                 if who == "docrec":
                     out = degrade.scan(ink, page.matrix, rng, process, page.dpi)
                 else:
-                    out = _run_augraphy(default if process == "default" else pipelines[process], rgb, page.matrix)
+                    out = _skew((default if process == "default" else pipelines[process])(rgb), page.matrix)
                 times[name].append(time.process_time() - t)
                 if i == 0 and sheet is not None:
-                    row.append(out)
+                    row.append((out, name))
         shown.append(row)
         result[page_type] = {name: {"median_ms": 1000 * statistics.median(v), "mean_ms": 1000 * statistics.fmean(v),
                                     "pages": len(v)} for name, v in times.items()}
-    if sheet is not None:
-        write_sheet(sheet, shown, [contenders(t) for t in types])
+    if sheet is not None:  # one row a page kind, one captioned tile a contender
+        cv2.imwrite(str(sheet), cv2.cvtColor(captioned_sheet(shown, height=480), cv2.COLOR_RGB2BGR))
     return result
-
-
-def write_sheet(path: Path, rows: list[list[np.ndarray]], names: list[list[str]], height: int = 480) -> None:
-    """One row a page kind, one labelled tile a contender."""
-    tiles = []
-    for row, labels in zip(rows, names):
-        cells = []
-        for image, label in zip(row, labels):
-            grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-            w = max(1, round(grey.shape[1] * height / grey.shape[0]))
-            cell = cv2.resize(grey, (w, height), interpolation=cv2.INTER_AREA)
-            cell = cv2.copyMakeBorder(cell, 24, 4, 4, 4, cv2.BORDER_CONSTANT, value=255)
-            cv2.putText(cell, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 0, 1, cv2.LINE_AA)
-            cells.append(cell)
-        tiles.append(np.hstack(cells))
-    width = max(t.shape[1] for t in tiles)
-    sheet = np.vstack([cv2.copyMakeBorder(t, 0, 0, 0, width - t.shape[1], cv2.BORDER_CONSTANT, value=255)
-                       for t in tiles])
-    cv2.imwrite(str(path), sheet)
 
 
 def table(result: dict) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+from docrec.synth import degrade
 from tests.conftest import load_script
 
 
@@ -16,7 +19,7 @@ def test_contenders_are_every_process_of_the_kind_on_both_sides():
     assert bench.contenders("receipt") == ["docrec photocopy", "docrec scan", "docrec thermal",
                                           "augraphy photocopy", "augraphy scan", "augraphy thermal",
                                           "augraphy default"]
-    assert set(bench.AUGRAPHY) == {"scan", "fax", "photocopy", "thermal", "aged"}  # one for each of ours
+    assert set(bench.AUGRAPHY) == set(degrade.PROCESSES)  # a recipe for each of our processes
 
 
 def test_table_gives_each_augraphy_process_against_ours():
@@ -32,6 +35,6 @@ def test_table_gives_each_augraphy_process_against_ours():
 
 def test_without_augraphy_it_says_how_to_install_it(monkeypatch):
     bench = _bench()
-    monkeypatch.setitem(__import__("sys").modules, "augraphy", None)  # import fails
+    monkeypatch.setitem(sys.modules, "augraphy", None)  # import fails
     with pytest.raises(SystemExit, match="augraphy is not installed"):
         bench.augraphy_pipeline("fax")

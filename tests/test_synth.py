@@ -346,3 +346,17 @@ def test_canvas_trim_refuses_to_cut_annotations():
     assert c.image().shape[:2] == (150, 200)
     with pytest.raises(ValueError, match="cut annotations"):
         c.trim(90)
+
+
+def test_captioned_sheet_scales_each_tile_and_pads_rows_to_one_width():
+    from docrec.synth.preview import captioned_sheet
+    grey = np.zeros((100, 50), np.uint8)  # a black page, grey
+    rgb = np.zeros((200, 300, 3), np.uint8)  # a black page, colour, twice as tall
+    sheet = captioned_sheet([[(grey, "a"), (grey, "b")], [(rgb, "c")]], height=40)
+    band, gap = 22, 8  # caption band above a tile, white gap after each tile and row
+    # Row 1: two 20x40 tiles; row 2: one 60x40 tile (scaled to the same height), padded to the wider row.
+    assert sheet.shape == (2 * (band + 40 + gap), max(2 * (20 + gap), 60 + gap), 3)
+    assert (sheet[band:band + 40, :20] == 0).all() and (sheet[band:band + 40, 20:28] == 255).all()
+    second = band + 40 + gap
+    assert (sheet[second + band:second + band + 40, :60] == 0).all()
+    assert (sheet[second:second + band, 2:60] < 255).any()  # its caption is written

@@ -109,11 +109,16 @@ def scan(ink: np.ndarray, matrix: np.ndarray, rng: np.random.Generator, process:
         page = _photocopy(page, rng)
     if process == "fax":
         return _fax(page, rng, dpi)
-    out = np.clip(page * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = to_uint8(page)
     if rng.random() < 0.5:
         _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 85))])
         out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     return out
+
+
+def to_uint8(page: np.ndarray) -> np.ndarray:
+    """A float page (1 = white) as uint8 pixels, rounded."""
+    return np.clip(page * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _expand(factor: np.ndarray, page: np.ndarray) -> np.ndarray:

@@ -64,9 +64,20 @@ def contact_sheet(seed: int = 0, height: int = 360, real: dict[str, str | Path] 
         row = [tiles[p] for p in wanted if p in tiles]
         if real and page_type in real:
             row.append(_tile(read_image(Path(real[page_type]), long_side=4 * height), height, f"real: {Path(real[page_type]).name}"))
-        rows.append(np.hstack([np.pad(t, ((0, 0), (0, 8), (0, 0)), constant_values=255) for t in row]))
-    width = max(r.shape[1] for r in rows)
-    return np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+        rows.append(row)
+    return stack_tiles(rows)
+
+
+def captioned_sheet(rows: list[list[tuple[np.ndarray, str]]], height: int = 360) -> np.ndarray:
+    """Images (grey or RGB) with their captions, each scaled to ``height``, a row per list (RGB)."""
+    return stack_tiles([[_tile(image, height, caption) for image, caption in row] for row in rows])
+
+
+def stack_tiles(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Tiles of one height side by side, rows one under the other, padded white to one width."""
+    lines = [np.hstack([np.pad(t, ((0, 0), (0, 8), (0, 0)), constant_values=255) for t in row]) for row in rows]
+    width = max(r.shape[1] for r in lines)
+    return np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in lines])
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
