@@ -14,7 +14,7 @@ from docrec.formats import load
 from docrec.pages import polygon_area
 from docrec.synth import degrade, fonts, make_page, render, text
 from docrec.synth.generate import draw_page, generate, is_val
-from docrec.synth.preview import draw
+from docrec.synth.preview import captioned_sheet, draw
 from docrec.synth.text import LOCALES, TextSource
 
 SCALE = 0.5  # ~90 dpi pages: every feature, a quarter of the pixels
@@ -349,7 +349,6 @@ def test_canvas_trim_refuses_to_cut_annotations():
 
 
 def test_captioned_sheet_scales_each_tile_and_pads_rows_to_one_width():
-    from docrec.synth.preview import captioned_sheet
     grey = np.zeros((100, 50), np.uint8)  # a black page, grey
     rgb = np.zeros((200, 300, 3), np.uint8)  # a black page, colour, twice as tall
     sheet = captioned_sheet([[(grey, "a"), (grey, "b")], [(rgb, "c")]], height=40)

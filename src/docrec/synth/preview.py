@@ -57,25 +57,21 @@ def contact_sheet(seed: int = 0, height: int = 360, real: dict[str, str | Path] 
         for index in range(64):
             page = make_page(seed, index, page_type=page_type)
             if page.process in wanted and page.process not in tiles:
-                tiles[page.process] = _tile(draw(page, height) if annotations else _rgb(page.image), height,
-                                            f"{page_type} / {page.process}")
+                tiles[page.process] = (draw(page, height) if annotations else page.image, f"{page_type} / {page.process}")
             if len(tiles) == len(wanted):
                 break
         row = [tiles[p] for p in wanted if p in tiles]
         if real and page_type in real:
-            row.append(_tile(read_image(Path(real[page_type]), long_side=4 * height), height, f"real: {Path(real[page_type]).name}"))
+            row.append((read_image(Path(real[page_type]), long_side=4 * height), f"real: {Path(real[page_type]).name}"))
         rows.append(row)
-    return stack_tiles(rows)
+    return captioned_sheet(rows, height)
 
 
 def captioned_sheet(rows: list[list[tuple[np.ndarray, str]]], height: int = 360) -> np.ndarray:
-    """Images (grey or RGB) with their captions, each scaled to ``height``, a row per list (RGB)."""
-    return stack_tiles([[_tile(image, height, caption) for image, caption in row] for row in rows])
-
-
-def stack_tiles(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """Tiles of one height side by side, rows one under the other, padded white to one width."""
-    lines = [np.hstack([np.pad(t, ((0, 0), (0, 8), (0, 0)), constant_values=255) for t in row]) for row in rows]
+    """Images (grey or RGB) with their captions, each scaled to ``height``, a row per list, side by side and
+    rows one under the other, padded white to one width (RGB)."""
+    lines = [np.hstack([np.pad(_tile(image, height, caption), ((0, 0), (0, 8), (0, 0)), constant_values=255)
+                        for image, caption in row]) for row in rows]
     width = max(r.shape[1] for r in lines)
     return np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in lines])
 
