@@ -76,6 +76,16 @@ def check_config(cfg: DictConfig) -> None:
     if _get(cfg, "data.num_workers") != "auto":
         _number(cfg, "data.num_workers", 0, integer=True)
     _number(cfg, "trainer.precise_bn_batches", 0, integer=True)
+    stage = OmegaConf.select(cfg, "trainer.stage", default="pages")
+    if stage not in ("pages", "reader"):
+        raise ConfigError(f"trainer.stage must be pages (the whole network) or reader (the recognition head alone), "
+                          f"got {stage!r}")
+    if stage == "reader":
+        for key in ("bank_batches", "crops_per_step", "refresh_every"):
+            _number(cfg, f"trainer.reader.{key}", 1, integer=True)
+        if _get(cfg, "trainer.precise_bn_batches"):
+            raise ConfigError("trainer.precise_bn_batches re-estimates the backbone's BN statistics, which "
+                              "trainer.stage=reader keeps frozen: set it to 0")
     if OmegaConf.select(cfg, "data.aspect_ratio_group_factor") is not None:
         _number(cfg, "data.aspect_ratio_group_factor", 0, integer=True)
     _number(cfg, "data.val_fraction", 0.0, 0.9)

@@ -32,6 +32,13 @@ from docrec.engine.config import abs_path, check_config
 from docrec.engine.init_from import grow_charset, init_weights
 from docrec.engine.optim import build_optimizer, load_optimizer_state, lr_lambda
 from docrec.engine.precise_bn import recalibrate_bn
+from docrec.engine.reader_stage import (
+    BANK_EPOCHS,
+    FeatureBank,
+    fill_from_epochs,
+    freeze_all_but_reader,
+    reader_batches,
+)
 from docrec.engine.runtime import (
     Runtime,
     StopFlag,
@@ -101,6 +108,7 @@ class Run:
     topk: ckpt.TopK
     writer: object | None = None  # TensorBoard SummaryWriter on the main rank
     progress: Progress = field(default_factory=Progress)
+    bank: FeatureBank | None = None  # trainer.stage=reader: the fused maps the recognition head reads
     step_flops: float | None = None  # FLOPs of one training step on this GPU (CUDA only; for MFU)
     peak_flops: float | None = None  # the card's dense bf16 peak FLOP/s
 
@@ -164,6 +172,11 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
     raw = raw.to(rt.device)
     if rt.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
+    reader = cfg.trainer.stage == "reader"
+    if reader:
+        n_train = freeze_all_but_reader(raw)
+        log.info("trainer.stage=reader: backbone, neck and segmentation head frozen; %d parameters of the "
+                 "recognition head train", n_train)
     ema = ModelEmaV3(raw, decay=cfg.trainer.ema.decay, use_warmup=cfg.trainer.ema.warmup) \
         if cfg.trainer.ema.enabled else None
     optimizer = build_optimizer(raw, cfg.optim)
@@ -179,7 +192,9 @@ def build_run(cfg: DictConfig, run_dir: str | Path) -> Run:
         torn = ckpt.remove_partial(run.ckpt_dir)
         if torn:
             log.info("removed %d partial checkpoint file(s) a killed run left in %s", len(torn), run.ckpt_dir)
-    run.peak_flops = peak_bf16_flops(rt.device)
+    if reader:
+        run.bank = FeatureBank(raw, rt, cfg.trainer.reader.bank_batches * cfg.data.batch_size)
+    run.peak_flops = None if reader else peak_bf16_flops(rt.device)  # a page step's FLOPs: not this stage's
     if run.peak_flops:  # counted in eager mode, before compilation hides the operators
         run.step_flops = report.measure_step_flops(run) * cfg.trainer.grad_accum
     if cfg.trainer.compile:
@@ -280,11 +295,12 @@ def optimizer_step(run: Run, batches) -> StepStats | None:
             break
         wait += time.perf_counter() - tw
         images, targets = to_model_input(batch[0], batch[1], rt.device, rt.channels_last)
+        fused = batch[3] if len(batch) > 3 else None  # the reader stage's maps (reader_stage.reader_batches)
         raw.set_step(pr.step)  # same drop decisions on every rank and micro-batch of this step
         sync = run.model.no_sync() if rt.distributed and micro < accum - 1 else nullcontext()
         try:
             with sync, rt.autocast():
-                losses = run.model(images, targets)
+                losses = run.model(images, targets) if fused is None else run.model(images, targets, fused=fused)
                 loss = sum(losses.values()) / accum
             run.scaler.scale(loss).backward()
         except torch.OutOfMemoryError:
@@ -343,9 +359,13 @@ def train_one_epoch(run: Run, loop: Loop) -> bool:
     True when the loader ran dry (the epoch is done); False when the run reached
     ``trainer.max_steps`` or was told to stop."""
     pr, tr = run.progress, run.cfg.trainer
-    run.sampler.set_epoch(pr.epoch, skip=pr.batch_in_epoch)
+    # The reader stage trains refresh_every micro-batches per loader batch it takes (each refreshes its bank).
+    per_batch = tr.reader.refresh_every if run.bank is not None else 1
+    run.sampler.set_epoch(pr.epoch, skip=pr.batch_in_epoch // per_batch)
     run.train_loader.dataset.set_epoch(pr.epoch)
     batches = iter(run.train_loader)
+    if run.bank is not None:
+        batches = reader_batches(run.bank, batches, tr.reader.crops_per_step, per_batch, skip=pr.batch_in_epoch)
     while pr.step < tr.max_steps and loop.stop.reason is StopReason.NONE:
         t0 = time.perf_counter()
         if (stats := optimizer_step(run, batches)) is None:
@@ -376,6 +396,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     report.announce(run, resumed=bool(cfg.resume))
     loop = Loop(StopFlag(), tqdm(total=tr.max_steps, initial=pr.step, disable=not run.rt.is_main,
                                  dynamic_ncols=True, desc="train"))
+    if run.bank is not None:
+        t0 = time.perf_counter()
+        fill_from_epochs(run.bank, run.train_loader, run.sampler, BANK_EPOCHS)
+        if run.rt.is_main:
+            log.info("reader bank: %d crops (%d lines), their maps computed in %.0f s", len(run.bank),
+                     run.bank.lines, time.perf_counter() - t0)
     run.model.train()
     try:
         while pr.step < tr.max_steps and loop.stop.reason is StopReason.NONE:

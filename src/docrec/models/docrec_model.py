@@ -96,12 +96,23 @@ class DocRecModel(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.neck(self.backbone(x))
 
-    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict | list[dict]:
-        """With targets: weighted losses {seg, core, rec, ctc}. Without: one prediction dict per image."""
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None,
+                fused: Tensor | None = None) -> dict | list[dict]:
+        """With targets: weighted losses {seg, core, rec, ctc}. Without: one prediction dict per image.
+
+        With targets and ``fused`` (the images' fused map, computed earlier: the reader's own stage,
+        :mod:`docrec.engine.reader_stage`), the reading losses {rec, ctc} alone, from that map: backbone,
+        neck and segmentation head do not run."""
         if targets is None:
             with torch.no_grad():  # predictions (polygons, text) are never differentiated
                 return self._predict(*self._maps(images), images=images)
+        if fused is not None:
+            return self._weighted(self._rec_losses(fused, targets, images))
         return self._losses(*self._maps(images), targets, images=images)
+
+    def fused_map(self, images: Tensor) -> Tensor:
+        """The stride-4 map both heads read, of normalised ``images`` (padded to a multiple of 32 first)."""
+        return self._fused(images)
 
     def _maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fused map, class, core and region logits (the logits cropped to the unpadded input)."""
@@ -122,6 +133,17 @@ class DocRecModel(nn.Module):
         region_mask = (torch.stack([t["region_mask"] for t in targets]).to(dev, non_blocking=True)
                        if self.region_kinds else None)
         losses = segmentation_losses(class_logits, core_logits, class_mask, core_mask, region_logits, region_mask)
+        losses.update(self._rec_losses(fused, targets, images))
+        return self._weighted(losses)
+
+    def _weighted(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+
+    def _rec_losses(self, fused: Tensor, targets: list[dict[str, Tensor]],
+                    images: Tensor | None = None) -> dict[str, Tensor]:
+        """Unweighted reading losses {rec, ctc} of the targets' lines, read from ``fused``."""
+        dev = fused.device
+        losses: dict[str, Tensor] = {}
         quads = [t["line_quads"].to(dev, torch.float32) for t in targets]
         tokens = [t["line_tokens"] for t in targets]
         folds = [t.get("line_fold_case", torch.zeros(len(tok), dtype=torch.bool)) for t, tok in zip(targets, tokens)]
@@ -144,7 +166,7 @@ class DocRecModel(nn.Module):
             # (p_min = 1) expects a gradient for each of them in every step.
             zero = sum(p.sum() for p in self.rec_head.parameters()).float() * 0.0
             losses.update({k: zero for k in self.rec_branches})
-        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+        return losses
 
     def _cap_lines(self, cap: int, quads: list[Tensor], *per_line: list[Tensor]) -> tuple[list[Tensor], ...]:
         """A random subset of at most ``cap`` lines, to bound the head's memory: the same lines of
