@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -14,10 +20,10 @@ from docrec.engine.runtime import setup
 from docrec.engine.trainer import train
 from docrec.models import DocRecModel, build_model
 from docrec.text import Charset
-from tests.conftest import compose_cfg
+from tests.conftest import REPO, compose_cfg
 from tests.test_model import KINDS, PAGES, TINY, render
 from tests.test_train import TINY as TINY_RUN
-from tests.test_train import _data
+from tests.test_train import _data, _run
 
 
 @pytest.fixture
@@ -102,6 +108,12 @@ def test_reader_batches_refresh_the_bank_once_per_group_and_resume_mid_group(tin
     assert len(added) == 1
 
 
+def test_filling_stops_when_told(tiny_model, charset):
+    bank = FeatureBank(tiny_model, setup("cpu", "fp32", False), capacity=100)
+    bank.fill(iter([_loader_batch(charset)] * 10), stop=lambda: len(bank) >= 4)
+    assert len(bank) == 4
+
+
 def test_the_reader_stage_trains_the_recognition_head_alone(tiny_model, charset):
     n = freeze_all_but_reader(tiny_model)
     assert n == sum(p.numel() for p in tiny_model.rec_head.parameters())
@@ -129,8 +141,7 @@ def test_reader_stage_refuses_precise_bn():
 
 @pytest.mark.slow
 def test_a_reader_stage_after_a_page_run_moves_only_the_reader_and_resumes(toy_data, tmp_path):
-    pages = tmp_path / "pages"
-    train(compose_cfg([*TINY_RUN, *_data(toy_data), "trainer.max_steps=2", "trainer.val_every=2"]), pages)
+    pages = _page_run(toy_data, tmp_path / "pages")
     start = ckpt.load(pages / "checkpoints" / "last.pt")["model"]
     reader = tmp_path / "reader"
     args = [*TINY_RUN, *_data(toy_data), "experiment=[smoke,reader]", f"init_from={pages}",
@@ -149,3 +160,51 @@ def test_a_reader_stage_after_a_page_run_moves_only_the_reader_and_resumes(toy_d
     assert end["step"] == 6
     assert all(torch.equal(end["model"][k], start[k]) for k in start if k.split(".")[0] in FROZEN_PARTS)
 
+
+
+def _page_run(toy_data, run_dir):
+    train(compose_cfg([*TINY_RUN, *_data(toy_data), "trainer.max_steps=2", "trainer.val_every=2"]), run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_bank_fills_saves_and_leaves_no_process(toy_data, tmp_path):
+    pages = _page_run(toy_data, tmp_path / "pages")
+    reader = tmp_path / "reader"
+    # A bank far larger than the toy data: it would fill for many epochs; SIGTERM comes while it does.
+    proc = _run([*TINY_RUN, *_data(toy_data), "experiment=[smoke,reader]", f"init_from={pages}",
+                 "trainer.reader.bank_batches=100000", "data.num_workers=1", f"hydra.run.dir={reader}"])
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "trainer.stage=reader" in line:
+            time.sleep(2.0)  # into the filling
+            os.killpg(proc.pid, signal.SIGTERM)  # the group: the main process and its loader worker
+            break
+    out = "".join(lines) + proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out
+    assert "stopped by SIGTERM at step 0" in out and "reader bank:" in out
+    assert ckpt.load(reader / "checkpoints" / "last.pt")["step"] == 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # nothing of the run's group is left
+
+
+@pytest.mark.slow
+def test_the_reader_stage_under_ddp_on_cpu(toy_data, tmp_path):
+    pages = _page_run(toy_data, tmp_path / "pages")
+    run_dir = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"),
+         *TINY_RUN, *_data(toy_data), "experiment=[smoke,reader]", f"init_from={pages}", "trainer.max_steps=3",
+         "trainer.val_every=3", "trainer.reader.bank_batches=2", "trainer.reader.crops_per_step=2",
+         "trainer.reader.refresh_every=1", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+        check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "world=2" in out and out.count("reader bank:") == 1  # logged by rank 0
+    state = ckpt.load(run_dir / "checkpoints" / "last.pt")
+    start = ckpt.load(pages / "checkpoints" / "last.pt")["model"]
+    assert state["step"] == 3
+    moved = {k for k, v in state["model"].items() if v.is_floating_point() and not torch.equal(v, start[k])}
+    assert moved and all(k.startswith("rec_head.") for k in moved)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -97,9 +97,10 @@ class FeatureBank:
             fused[j, :, : m.shape[-2], : m.shape[-1]] = m
         return images, [self.targets[i] for i in pick], fused
 
-    def fill(self, batches: Iterator) -> None:
-        """Add loader batches from ``batches`` until the bank is full (or they run out)."""
-        while len(self.maps) < self.capacity:
+    def fill(self, batches: Iterator, stop: Callable[[], bool] = lambda: False) -> None:
+        """Add loader batches from ``batches`` until the bank is full, they run out, or ``stop()`` says so
+        (a SIGTERM while a CPU fills the bank for minutes)."""
+        while len(self.maps) < self.capacity and not stop():
             batch = next(batches, None)
             if batch is None:
                 return
@@ -122,16 +123,17 @@ def reader_batches(bank: FeatureBank, loader_batches: Iterator, crops_per_step: 
         count = 0
 
 
-def fill_from_epochs(bank: FeatureBank, loader: torch.utils.data.DataLoader, sampler, first_epoch: int) -> None:
+def fill_from_epochs(bank: FeatureBank, loader: torch.utils.data.DataLoader, sampler, first_epoch: int,
+                     stop: Callable[[], bool] = lambda: False) -> None:
     """Fill ``bank`` from the loader's epochs ``first_epoch``, ``first_epoch + 1``... (the sampler's and the
     dataset's draws are pure functions of the seed and the epoch: epochs the training loop never reaches
     give the bank its own crops and augmentations, the same after a resume)."""
     epoch = first_epoch
-    while len(bank) < bank.capacity:
+    while len(bank) < bank.capacity and not stop():
         before = len(bank)
         sampler.set_epoch(epoch)
         loader.dataset.set_epoch(epoch)
-        bank.fill(iter(loader))
-        if len(bank) == before:
+        bank.fill(iter(loader), stop)
+        if len(bank) == before and not stop():
             raise RuntimeError("the training loader gave no batch to fill the reader's bank with")
         epoch += 1

@@ -386,6 +386,19 @@ def train_one_epoch(run: Run, loop: Loop) -> bool:
     return False
 
 
+def fill_bank(run: Run, loop: Loop) -> None:
+    """The reader stage's bank, filled before the first step; a SIGTERM stops the filling (then the run saves
+    and exits), and under DDP the ranks agree on stopping before any step."""
+    t0 = time.perf_counter()
+    fill_from_epochs(run.bank, run.train_loader, run.sampler, BANK_EPOCHS,
+                     stop=lambda: loop.stop.reason is not StopReason.NONE)
+    if run.rt.distributed:
+        agree_to_stop(loop.stop, run.rt)
+    if run.rt.is_main:
+        log.info("reader bank: %d crops (%d lines), their maps computed in %.0f s", len(run.bank), run.bank.lines,
+                 time.perf_counter() - t0)
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train per ``cfg``, writing checkpoints and TensorBoard events under ``run_dir``; returns final metrics.
 
@@ -396,14 +409,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     report.announce(run, resumed=bool(cfg.resume))
     loop = Loop(StopFlag(), tqdm(total=tr.max_steps, initial=pr.step, disable=not run.rt.is_main,
                                  dynamic_ncols=True, desc="train"))
-    if run.bank is not None:
-        t0 = time.perf_counter()
-        fill_from_epochs(run.bank, run.train_loader, run.sampler, BANK_EPOCHS)
-        if run.rt.is_main:
-            log.info("reader bank: %d crops (%d lines), their maps computed in %.0f s", len(run.bank),
-                     run.bank.lines, time.perf_counter() - t0)
     run.model.train()
     try:
+        if run.bank is not None:
+            fill_bank(run, loop)
         while pr.step < tr.max_steps and loop.stop.reason is StopReason.NONE:
             if tr.max_epochs is not None and pr.epoch >= tr.max_epochs:
                 break
