@@ -26,15 +26,11 @@ from tests.test_train import TINY as TINY_RUN
 from tests.test_train import _data, _run
 
 
-@pytest.fixture
-def charset() -> Charset:
-    return Charset.build([t for spec in PAGES for t, _, _ in spec])
-
-
-@pytest.fixture
-def tiny_model(charset) -> DocRecModel:
+def _tiny(**recognition) -> tuple[DocRecModel, Charset]:
+    """test_model's tiny network (recognition settings overridden) and the charset of its pages."""
+    charset = Charset.build([t for spec in PAGES for t, _, _ in spec])
     torch.manual_seed(0)
-    return build_model(TINY, charset)
+    return build_model({**TINY, "recognition": {**TINY["recognition"], **recognition}}, charset), charset
 
 
 def _loader_batch(charset, pages=PAGES):
@@ -47,9 +43,8 @@ def _loader_batch(charset, pages=PAGES):
     return torch.stack(images), targets, [{}] * len(pages)
 
 
-def test_reading_losses_from_a_given_map_are_the_page_forwards(charset):
-    torch.manual_seed(0)  # with a pixel stem: the page images are read beside the given map
-    model = build_model({**TINY, "recognition": {**TINY["recognition"], "pixel_stem": 8}}, charset)
+def test_reading_losses_from_a_given_map_are_the_page_forwards():
+    model, charset = _tiny(pixel_stem=8)  # with a pixel stem: the page images are read beside the given map
     images, targets, _ = _loader_batch(charset)
     x = normalize(images)
     model.eval()  # no box noise, no line cap, no dropped blocks: both paths read the same boxes
@@ -61,7 +56,8 @@ def test_reading_losses_from_a_given_map_are_the_page_forwards(charset):
         torch.testing.assert_close(reader[k], full[k])
 
 
-def test_the_bank_keeps_eval_maps_draws_padded_batches_and_drops_its_oldest(tiny_model, charset):
+def test_the_bank_keeps_eval_maps_draws_padded_batches_and_drops_its_oldest():
+    tiny_model, charset = _tiny()
     rt = setup("cpu", "fp32", False)
     tiny_model.train()  # the bank computes its maps in eval mode whatever the model's mode, and restores it
     bank = FeatureBank(tiny_model, rt, capacity=3)
@@ -88,7 +84,8 @@ def test_the_bank_keeps_eval_maps_draws_padded_batches_and_drops_its_oldest(tiny
     assert (fused[i, :, 24:, :] == 0).all() and (fused[i, :, :, 40:] == 0).all()
 
 
-def test_reader_batches_refresh_the_bank_once_per_group_and_resume_mid_group(tiny_model, charset):
+def test_reader_batches_refresh_the_bank_once_per_group_and_resume_mid_group():
+    tiny_model, charset = _tiny()
     rt = setup("cpu", "fp32", False)
     bank = FeatureBank(tiny_model, rt, capacity=4)
     bank.fill(iter([_loader_batch(charset)] * 2))
@@ -108,13 +105,15 @@ def test_reader_batches_refresh_the_bank_once_per_group_and_resume_mid_group(tin
     assert len(added) == 1
 
 
-def test_filling_stops_when_told(tiny_model, charset):
+def test_filling_stops_when_told():
+    tiny_model, charset = _tiny()
     bank = FeatureBank(tiny_model, setup("cpu", "fp32", False), capacity=100)
     bank.fill(iter([_loader_batch(charset)] * 10), stop=lambda: len(bank) >= 4)
     assert len(bank) == 4
 
 
-def test_the_reader_stage_trains_the_recognition_head_alone(tiny_model, charset):
+def test_the_reader_stage_trains_the_recognition_head_alone():
+    tiny_model, _ = _tiny()
     n = freeze_all_but_reader(tiny_model)
     assert n == sum(p.numel() for p in tiny_model.rec_head.parameters())
     for part in FROZEN_PARTS:
