@@ -156,3 +156,29 @@ def test_bf16_predictions_and_reading_on_cuda(charset):
             assert line["kind"] in KINDS and isinstance(line["text"], str) and 0.0 <= line["confidence"] <= 1.0
     assert [len(r) for r in reads] == [len(TEXTS)] * 2
     assert all(isinstance(text, str) and 0.0 <= conf <= 1.0 for r in reads for text, conf in r)
+
+
+def test_reader_stage_step_from_a_host_bank_in_bf16(charset):
+    """trainer.stage=reader on the GPU: maps computed under bf16 autocast, kept on the host in bfloat16, drawn
+    back to the device in float32, and a reading step whose gradients reach the recognition head alone."""
+    from docrec.engine.reader_stage import FeatureBank, freeze_all_but_reader, reader_batches
+
+    rt = setup("cuda", "auto", "auto")
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "kinds": KINDS, "recognition": {**SMALL["recognition"], "pixel_stem": 16}},
+                        charset).to(rt.device).to(memory_format=torch.channels_last).train()
+    freeze_all_but_reader(model)
+    images, targets = _batch(charset, rt.device, n=4)
+    bank = FeatureBank(model, rt, capacity=4)
+    bank.add((images.cpu(), [{k: v.cpu() for k, v in t.items()} for t in targets], [{}] * 4))
+    assert len(bank) == 4 and bank.maps[0].device.type == "cpu" and bank.maps[0].dtype == torch.bfloat16
+    pages, lines, _, fused = next(reader_batches(bank, iter([None]), crops_per_step=3, refresh_every=2))
+    assert fused.device.type == "cuda" and fused.dtype == torch.float32 and fused.shape[0] == 3
+    x = normalize(pages.to(rt.device)).contiguous(memory_format=torch.channels_last)
+    with rt.autocast():
+        losses = model(x, [{k: v.to(rt.device) for k, v in t.items()} for t in lines], fused=fused)
+    assert set(losses) == {"rec", "ctc"} and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.rec_head.parameters())
+    assert all(p.grad is None for p in model.backbone.parameters()) and all(
+        p.grad is None for p in model.neck.parameters())
