@@ -351,7 +351,7 @@ def test_a_reader_with_a_pixel_stem_exports_and_reads_the_image(tmp_path, pages)
     x = torch.randn(1, 3, 192, 256)
     quads = _quads()
     with torch.no_grad():
-        fused = model._fused(x)
+        fused = model.fused_map(x)
         ref_memory, ref_padding = model.rec_head.encode(fused, [quads], x)
     memory, padding = session.run(["memory", "memory_padding"],
                                   {"fused": fused.numpy(), "quads": quads.numpy(), "image": x.numpy()})

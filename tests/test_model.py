@@ -533,7 +533,7 @@ def test_overfits_two_tiny_pages_and_reads_them_back(charset):
     assert min(conf for page in reads for _, conf in page) > 0.5
     # The CTC head reads them too, in one parallel pass (it converges more slowly than the decoder here).
     with torch.no_grad():
-        ctc_reads = model._read(model._fused(images), [t["line_quads"] for t in targets], "ctc")
+        ctc_reads = model._read(model.fused_map(images), [t["line_quads"] for t in targets], "ctc")
     pairs = [(text, t) for page, spec in zip(ctc_reads, PAGES) for (text, _), (t, _, _) in zip(page, spec)]
     assert corpus_cer(pairs) < 0.3, pairs
     # End to end: lines found from the maps, read, and given their kind.

@@ -77,9 +77,10 @@ def test_the_bank_keeps_eval_maps_draws_padded_batches_and_drops_its_oldest():
     assert len(bank) == 3
     bank.add(_loader_batch(charset, [PAGES[1]]))  # over capacity: the oldest crop (the first page) goes
     assert len(bank) == 3 and bank.images[0].shape[-2:] == (128, 256) and bank.images[1].shape[-2:] == (96, 160)
+    assert bank.lines == 3 * len(PAGES[1])  # the lines of the crops held, not of every crop ever added
     images, targets, fused = bank.draw(8, torch.Generator().manual_seed(0))
     assert images.shape == (3, 3, 128, 256) and images.dtype == torch.uint8 and len(targets) == 3
-    assert fused.shape[0] == 3 and fused.shape[-2:] == want.shape[-2:]
+    assert fused.shape[0] == 3 and fused.shape[-2:] == want.shape[-2:] and fused.dtype == torch.float32
     i = next(j for j, im in enumerate(images) if (im[:, 96:, :] == 255).all() and (im[:, :, 160:] == 255).all())
     assert (fused[i, :, 24:, :] == 0).all() and (fused[i, :, :, 40:] == 0).all()
 

@@ -154,7 +154,7 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
             {"image": {2: SIZE_DIVISOR * h32, 3: SIZE_DIVISOR * w32}}, opset)
 
     with torch.no_grad():
-        fused = model._fused(image)
+        fused = model.fused_map(image)
     quads = torch.tensor([[[4, 4], [60, 4], [60, 20], [4, 20]], [[8, 30], [90, 32], [89, 50], [7, 48]]],
                          dtype=torch.float32)
     n_lines = Dim("lines", min=1, max=4096)

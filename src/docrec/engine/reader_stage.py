@@ -60,10 +60,14 @@ class FeatureBank:
         self.images: deque[Tensor] = deque(maxlen=capacity)
         self.maps: deque[Tensor] = deque(maxlen=capacity)
         self.targets: deque[dict[str, Tensor]] = deque(maxlen=capacity)
-        self.lines = 0  # lines in the crops ever added (a log figure)
 
     def __len__(self) -> int:
         return len(self.maps)
+
+    @property
+    def lines(self) -> int:
+        """Lines in the crops the bank holds."""
+        return sum(int(t["line_quads"].shape[0]) for t in self.targets)
 
     @torch.no_grad()
     def add(self, batch) -> None:
@@ -81,18 +85,18 @@ class FeatureBank:
             self.images.append(images[i])
             self.maps.append(fused[i].to("cpu", self.dtype).contiguous())  # host memory, on any device
             self.targets.append({k: t[k] for k in LINE_TARGETS if k in t})
-            self.lines += int(t["line_quads"].shape[0])
 
     def draw(self, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, list[dict], Tensor]:
         """``k`` crops drawn without replacement (all of them if the bank holds fewer): uint8 images
-        [k, 3, H, W] padded white as the loader pads, their line targets, and their maps [k, C, h, w]
-        padded with zeros (right and bottom, as the model pads its input: a pixel keeps its map cell)."""
+        [k, 3, H, W] padded white as the loader pads, their line targets, and their maps [k, C, h, w] in
+        float32 (what the RoI sampler reads; converted in the one copy that stacks them), padded with zeros
+        (right and bottom, as the model pads its input: a pixel keeps its map cell)."""
         n = len(self.maps)
         pick = torch.randperm(n, generator=generator)[: min(k, n)].tolist()
         images = pad_images([self.images[i] for i in pick])
         maps = [self.maps[i] for i in pick]
         h, w = max(m.shape[-2] for m in maps), max(m.shape[-1] for m in maps)
-        fused = maps[0].new_zeros((len(maps), maps[0].shape[0], h, w))
+        fused = torch.zeros((len(maps), maps[0].shape[0], h, w), dtype=torch.float32)
         for j, m in enumerate(maps):
             fused[j, :, : m.shape[-2], : m.shape[-1]] = m
         return images, [self.targets[i] for i in pick], fused
@@ -117,7 +121,7 @@ def reader_batches(bank: FeatureBank, loader_batches: Iterator, crops_per_step: 
     for batch in loader_batches:
         while count < refresh_every:
             images, targets, fused = bank.draw(crops_per_step)
-            yield images, targets, [], fused.to(bank.rt.device, torch.float32, non_blocking=True)
+            yield images, targets, [], fused.to(bank.rt.device, non_blocking=True)
             count += 1
         bank.add(batch)
         count = 0

@@ -87,8 +87,9 @@ class DocRecModel(nn.Module):
         for m in (*stem, self.rec_head.encoder, self.rec_head.decoder):
             m.compile(**{"dynamic": True, **compile_kwargs})
 
-    def _fused(self, images: Tensor) -> Tensor:
-        """Pad to a multiple of 32 (zeros: the mean colour) and run backbone and neck: the stride-4 map."""
+    def fused_map(self, images: Tensor) -> Tensor:
+        """The stride-4 map both heads read, of normalised ``images``: padded to a multiple of 32 (zeros: the
+        mean colour), then backbone and neck (the export and the reader's own stage call it too)."""
         x = images
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
@@ -110,14 +111,10 @@ class DocRecModel(nn.Module):
             return self._weighted(self._rec_losses(fused, targets, images))
         return self._losses(*self._maps(images), targets, images=images)
 
-    def fused_map(self, images: Tensor) -> Tensor:
-        """The stride-4 map both heads read, of normalised ``images`` (padded to a multiple of 32 first)."""
-        return self._fused(images)
-
     def _maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fused map, class, core and region logits (the logits cropped to the unpadded input)."""
         h, w = images.shape[-2:]
-        fused = self._fused(images)
+        fused = self.fused_map(images)
         logits = self.seg_head(fused)
         if logits[0].shape[-2:] != (h, w):  # cropping when nothing is cut would cost a zero-filled gradient
             logits = tuple(x[..., :h, :w] for x in logits)
@@ -243,7 +240,7 @@ class DocRecModel(nn.Module):
 
         Meant for eval mode (CER on ground-truth lines); in train mode blocks would be dropped.
         """
-        return self._read(self._fused(images), quads, images=images)
+        return self._read(self.fused_map(images), quads, images=images)
 
     def _read(self, fused: Tensor, quads: list[Tensor], decoder: str | None = None,
               images: Tensor | None = None) -> list[list[tuple[str, float]]]:
