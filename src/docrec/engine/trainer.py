@@ -300,7 +300,8 @@ def optimizer_step(run: Run, batches) -> StepStats | None:
         sync = run.model.no_sync() if rt.distributed and micro < accum - 1 else nullcontext()
         try:
             with sync, rt.autocast():
-                losses = run.model(images, targets, fused=fused)
+                # fused= only in the reader stage: other models (the backbone-only benchmark) take (images, targets)
+                losses = run.model(images, targets) if fused is None else run.model(images, targets, fused=fused)
                 loss = sum(losses.values()) / accum
             run.scaler.scale(loss).backward()
         except torch.OutOfMemoryError:
