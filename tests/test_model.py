@@ -223,6 +223,56 @@ def test_quad_growth_makes_boxes_looser_about_their_centre():
     torch.testing.assert_close(grown.mean(dim=1), quad.mean(dim=1))
 
 
+@pytest.mark.parametrize("deg", [0.0, 25.0])
+def test_quad_shear_slants_the_writing_the_reader_samples(deg):
+    a = np.deg2rad(deg)
+    u, d = torch.tensor([np.cos(a), np.sin(a)]), torch.tensor([-np.sin(a), np.cos(a)])
+    tl = torch.tensor([40.0, 60.0])
+    quad = torch.stack([tl, tl + 120 * u, tl + 120 * u + 20 * d, tl + 20 * d]).float()[None].repeat(400, 1, 1)
+    torch.manual_seed(0)
+    sheared = jitter_quads(quad, 0.0, (0.0, 0.0), shear=0.3)
+    move = sheared - quad
+    along = move @ u.float()  # each corner's move along the line; none across it
+    torch.testing.assert_close(move @ d.float(), torch.zeros(400, 4), atol=1e-4, rtol=0)
+    # the top edge moves by +t * h / 2, the bottom by -t * h / 2, t in [-0.3, 0.3]: centre, length, height kept
+    torch.testing.assert_close(along[:, 0], along[:, 1])
+    torch.testing.assert_close(along[:, 2], -along[:, 0])
+    torch.testing.assert_close(along[:, 3], -along[:, 0])
+    t = along[:, 0] / 10.0
+    assert t.abs().max() <= 0.3 + 1e-5 and t.min() < -0.2 and t.max() > 0.2
+    torch.testing.assert_close(sheared.mean(dim=1), quad.mean(dim=1))
+    assert jitter_quads(quad, 0.0, (0.0, 0.0), shear=0.0) is quad
+    # What the reader samples: its column's top row lies t x (rows apart) further along the page than its
+    # bottom row, so a stroke upright on the page reads slanted by atan(t) in the RoI.
+    feats = _coordinate_map(64, 64, 4)
+    i = int(t.abs().argmax())
+    rois, _ = _sample(feats, [sheared[i : i + 1]], max_width=64)
+    x_top, x_bottom = rois[0, :, 0, 5] @ u.float(), rois[0, :, -1, 5] @ u.float()
+    rows_apart = 20.0 * 7 / 8  # the first and last of 8 rows' centres
+    torch.testing.assert_close(x_top - x_bottom, t[i] * rows_apart, atol=1e-2, rtol=0)
+
+
+def test_line_stretch_scales_each_lines_columns_in_training_only(charset, monkeypatch):
+    quads = torch.tensor([[[0.0, 0.0], [200.0, 0.0], [200.0, 20.0], [0.0, 20.0]]]).repeat(300, 1, 1)
+    torch.manual_seed(0)
+    widths = roi_widths(quads, 4, 256, stretch=0.2)
+    assert widths.min() >= 40 and widths.max() <= 60 and widths.min() < 43 and widths.max() > 57
+    assert set(roi_widths(quads, 4, 256).tolist()) == {50}
+    images, targets = batch(charset)
+    model = build_model({**TINY, "recognition": {**TINY["recognition"], "line_stretch": 0.2, "quad_shear": 0.3}},
+                        charset)
+    seen = []
+    real = model.rec_head.lines
+    monkeypatch.setattr(model.rec_head, "lines", lambda fused, quads, stretch=0.0: seen.append(stretch)
+                        or real(fused, quads, stretch))
+    model.train()(images, targets)
+    model.eval().recognize(images, [t["line_quads"] for t in targets])
+    assert seen == [0.2, 0.0]  # the training step stretches, reading does not
+    for bad in ({"line_stretch": 1.0}, {"quad_shear": -0.1}):
+        with pytest.raises(ValueError, match="quad_shear must be"):
+            build_model({**TINY, "recognition": {**TINY["recognition"], **bad}}, charset)
+
+
 @pytest.mark.parametrize("neck_cls", [FusedFPN, LightFPN])
 def test_fused_map_has_stride_four(neck_cls):
     neck = neck_cls({"c2": 64, "c3": 128, "c4": 256, "c5": 512}, channels=32)
@@ -349,7 +399,8 @@ def test_reads_per_line_reads_each_line_k_times_with_its_own_box_noise(charset, 
     model = build_model({**TINY, "recognition": rec}, charset).train()
     seen = {}
 
-    def spy(fused, quads, tokens, label_smoothing=0.0, branches=("rec", "ctc"), images=None, case_free=None):
+    def spy(fused, quads, tokens, label_smoothing=0.0, branches=("rec", "ctc"), images=None, case_free=None,
+            stretch=0.0):
         seen["quads"], seen["tokens"], seen["case_free"] = quads, tokens, case_free
         return {b: fused.sum() * 0.0 for b in branches}
 

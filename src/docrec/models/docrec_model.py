@@ -43,6 +43,8 @@ class DocRecModel(nn.Module):
         max_lines_per_batch: int = 128,
         quad_jitter: float = 0.05,
         quad_grow: Sequence[float] = (0.0, 0.0),
+        quad_shear: float = 0.0,
+        line_stretch: float = 0.0,
         reads_per_line: int = 1,
         postprocess: dict | None = None,
     ) -> None:
@@ -67,6 +69,10 @@ class DocRecModel(nn.Module):
         self.max_lines_per_batch = max_lines_per_batch
         self.quad_jitter = quad_jitter
         self.quad_grow = (float(quad_grow[0]), float(quad_grow[1]))
+        if not 0.0 <= quad_shear <= 1.0 or not 0.0 <= line_stretch < 1.0:
+            raise ValueError(f"quad_shear must be in [0, 1] and line_stretch in [0, 1), got {quad_shear} and "
+                             f"{line_stretch}")
+        self.quad_shear, self.line_stretch = float(quad_shear), float(line_stretch)
         self.postprocess = dict(postprocess or {})
         # For the lines of pages whose labels ignore case (SROIE's are all capitals whatever the
         # receipt prints): each letter's other case, merged with it in their reading loss.
@@ -149,7 +155,7 @@ class DocRecModel(nn.Module):
             quads, tokens, folds = self._cap_lines(self.max_lines_per_batch // k, quads, tokens, folds)
             # Each line read k times, each time through its own box noise: more reading signal per
             # page for the price of the head alone (the backbone has already run).
-            quads = [jitter_quads(q.repeat(k, 1, 1), self.quad_jitter, self.quad_grow) for q in quads]
+            quads = [jitter_quads(q.repeat(k, 1, 1), self.quad_jitter, self.quad_grow, self.quad_shear) for q in quads]
             tokens = [t.repeat(k, 1) for t in tokens]
             folds = [f.repeat(k) for f in folds]
         n_lines = sum(q.shape[0] for q in quads)
@@ -157,7 +163,8 @@ class DocRecModel(nn.Module):
             fold = torch.cat(folds).cpu()  # host flags (to_model_input leaves them there): no device sync
             case_free = (fold.to(dev, non_blocking=True), self.case_partner) if bool(fold.any()) else None
             losses.update(self.rec_head.loss(fused, quads, self._pad_tokens(tokens, dev), self.label_smoothing,
-                                             self.rec_branches, images=images, case_free=case_free))
+                                             self.rec_branches, images=images, case_free=case_free,
+                                             stretch=self.line_stretch if self.training else 0.0))
         else:
             # Zero, but through every head parameter: DDP without find_unused_parameters
             # (p_min = 1) expects a gradient for each of them in every step.

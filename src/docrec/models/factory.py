@@ -15,7 +15,7 @@ from docrec.models.stochastic_depth import build_backbone
 from docrec.text import Charset
 
 #: Recognition settings that belong to the training step, not to the head's architecture.
-_REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter", "quad_grow", "reads_per_line")
+_REC_TRAINING_KEYS = ("max_lines_per_batch", "quad_jitter", "quad_grow", "quad_shear", "line_stretch", "reads_per_line")
 
 
 def build_model(model_cfg: Mapping[str, Any], charset: Charset) -> DocRecModel:

@@ -254,10 +254,12 @@ class RecognitionHead(nn.Module):
         pixels, _ = sample_lines(images, quads, owner, widths * k, 1, stem.height, 1, width=width * k)
         return pixels
 
-    def lines(self, fused: Tensor, quads: list[Tensor]) -> tuple[Tensor, list[int], Tensor]:
-        """Image b's ``quads[b]`` -> all quads [N, 4, 2], their image index (host list) and RoI widths [N]."""
+    def lines(self, fused: Tensor, quads: list[Tensor], stretch: float = 0.0) -> tuple[Tensor, list[int], Tensor]:
+        """Image b's ``quads[b]`` -> all quads [N, 4, 2], their image index (host list) and RoI widths [N]
+        (``stretch``: training's random scale of each width, :func:`roi_widths`)."""
         flat, images = flatten_quads(quads, fused.device)
-        return flat, images, roi_widths(flat, self.stride, self.roi_max_width, per_column=self.roi_column_samples)
+        return flat, images, roi_widths(flat, self.stride, self.roi_max_width, per_column=self.roi_column_samples,
+                                        stretch=stretch)
 
     def encode_lines(self, fused: Tensor, quads: Tensor, owner: list[int], widths: Tensor, *,
                      width: int | None = None, per_image: tuple[Tensor, ...] | None = None,
@@ -274,15 +276,16 @@ class RecognitionHead(nn.Module):
         return self.memory(rois.to(fused.dtype), valid, pixels)
 
     def encoded_groups(self, fused: Tensor, quads: list[Tensor], images: Tensor | None = None,
-                       shifts: Sequence[float] = (0.0,)):
+                       shifts: Sequence[float] = (0.0,), stretch: float = 0.0):
         """Image b's ``quads[b]`` read in width groups (:func:`width_buckets`): yields each group's line
         indices (host list, ordered by image), the same indices on the device, its memories and padding:
         one memory per ``shifts`` entry, the group's boxes moved across their lines by that many line heights
         (a shift keeps each box's length, so the groups and the padding are the same for every shift).
 
         Two host-device transfers per call (the widths down, all groups' line indices up), none per group.
+        ``stretch``: training's random scale of each line's width (:func:`roi_widths`).
         """
-        flat, owner, widths = self.lines(fused, quads)
+        flat, owner, widths = self.lines(fused, quads, stretch)
         w = widths.tolist()
         groups = [sorted(g) for g in width_buckets(w, self.width_groups)]  # by index = by image
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long).to(fused.device)
@@ -329,7 +332,7 @@ class RecognitionHead(nn.Module):
 
     def loss(self, fused: Tensor, quads: list[Tensor], tokens: Tensor, label_smoothing: float = 0.0,
              branches: tuple[str, ...] = ("rec", "ctc"), images: Tensor | None = None,
-             case_free: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+             case_free: tuple[Tensor, Tensor] | None = None, stretch: float = 0.0) -> dict[str, Tensor]:
         """Teacher-forced character cross-entropy (``rec``) and CTC (``ctc``) of lines ``tokens`` [N, T].
 
         ``tokens`` rows are BOS text EOS PAD...; CTC reads the text alone, per character
@@ -342,11 +345,12 @@ class RecognitionHead(nn.Module):
         ``case_free``: (Bool[N] lines, Long[V] each token's other case, :meth:`Charset.case_partners`):
         the flagged lines' labels ignore case, so both losses score a letter in either case as the
         label's (the two cases' probabilities summed, :func:`merge_cases`); None: every line as written.
+        ``stretch``: each line read with its columns scaled by a random factor in [1 - stretch, 1 + stretch].
         """
         ce_sum = ctc_sum = fused.new_zeros((), dtype=torch.float32)
         n_tokens = 0
         lengths = (tokens != self.pad_id).sum(1).tolist()  # BOS text EOS per line: one transfer for all groups
-        for group, idx, (memory,), padding in self.encoded_groups(fused, quads, images):
+        for group, idx, (memory,), padding in self.encoded_groups(fused, quads, images, stretch=stretch):
             tok = tokens[idx.to(tokens.device), : max(lengths[i] for i in group)]  # this group's longest text
             text = tok[:, 1:]
             fold = case_free[0][idx] if case_free is not None else None

@@ -17,8 +17,12 @@ def quad_size(quads: Tensor) -> tuple[Tensor, Tensor]:
     return length, height
 
 
-def roi_widths(quads: Tensor, stride: int, max_width: int, min_width: int = 4, per_column: int = 1) -> Tensor:
+def roi_widths(quads: Tensor, stride: int, max_width: int, min_width: int = 4, per_column: int = 1,
+               stretch: float = 0.0) -> Tensor:
     """Samples along each line: ``per_column`` per feature column (length / stride), clamped to [min, max].
+
+    ``stretch`` (training): each line's count scaled by a factor uniform in [1 - stretch, 1 + stretch], so
+    the reader sees its writing wider or narrower than it is (the letter widths of another hand).
 
     Tied to the map's resolution, not to the line's height: a tall handwritten line is read
     as densely as a small printed one (square cells skipped most columns of tall lines).
@@ -26,6 +30,8 @@ def roi_widths(quads: Tensor, stride: int, max_width: int, min_width: int = 4, p
     or three columns wide (small print at the training scale).
     """
     length, _ = quad_size(quads)
+    if stretch > 0:
+        length = length * (1 + (torch.rand(length.shape, device=length.device) * 2 - 1) * stretch)
     return torch.ceil(length * (per_column / stride)).clamp(min_width, max_width).long()
 
 
@@ -120,15 +126,27 @@ def width_buckets(widths: Tensor | list[int], ratio: float = 1.5) -> list[list[i
     return groups
 
 
-def jitter_quads(quads: Tensor, amount: float, grow: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+def jitter_quads(quads: Tensor, amount: float, grow: tuple[float, float] = (0.0, 0.0), shear: float = 0.0) -> Tensor:
     """Training noise on line quads: corners moved by Gaussian noise of ``amount`` x line height
     (clipped at 2 sigma), and the box scaled about its centre by a uniform factor in
     ``1 + grow`` across and ``1 + grow / 2`` along, so training sees the looser boxes that
     post-processing returns at inference.
+
+    ``shear``: each box made a parallelogram, its top edge moved along the line by ``t * height / 2`` and
+    its bottom edge by ``-t * height / 2``, t uniform in [-shear, shear]: the reader, which samples the box
+    bilinearly, sees the line's writing slanted by atan(t) more or less (the same for the fused map and the
+    pixels: the slant of another hand).
     """
-    if quads.shape[0] == 0 or (amount <= 0 and grow[1] <= 0):
+    if quads.shape[0] == 0 or (amount <= 0 and grow[1] <= 0 and shear <= 0):
         return quads
     _, h = quad_size(quads)
+    if shear > 0:
+        tl, tr, br, bl = quads.unbind(dim=1)
+        along = ((tr - tl) + (br - bl)) / 2
+        unit = along / along.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        t = (torch.rand(quads.shape[0], 1, device=quads.device) * 2 - 1) * shear
+        d = unit * (t * h[:, None] / 2)
+        quads = torch.stack([tl + d, tr + d, br - d, bl - d], dim=1)
     if grow[1] > 0:
         lo, hi = grow
         g = lo + (hi - lo) * torch.rand(quads.shape[0], 1, device=quads.device)
