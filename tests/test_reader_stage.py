@@ -139,6 +139,12 @@ def test_reader_stage_refuses_precise_bn():
         check_config(cfg)
 
 
+def _page_run(toy_data, run_dir):
+    """A 2-step page run of the toy data: the run a reader stage starts from."""
+    train(compose_cfg([*TINY_RUN, *_data(toy_data), "trainer.max_steps=2", "trainer.val_every=2"]), run_dir)
+    return run_dir
+
+
 @pytest.mark.slow
 def test_a_reader_stage_after_a_page_run_moves_only_the_reader_and_resumes(toy_data, tmp_path):
     pages = _page_run(toy_data, tmp_path / "pages")
@@ -159,12 +165,6 @@ def test_a_reader_stage_after_a_page_run_moves_only_the_reader_and_resumes(toy_d
     end = ckpt.load(reader / "checkpoints" / "last.pt")
     assert end["step"] == 6
     assert all(torch.equal(end["model"][k], start[k]) for k in start if k.split(".")[0] in FROZEN_PARTS)
-
-
-
-def _page_run(toy_data, run_dir):
-    train(compose_cfg([*TINY_RUN, *_data(toy_data), "trainer.max_steps=2", "trainer.val_every=2"]), run_dir)
-    return run_dir
 
 
 @pytest.mark.slow

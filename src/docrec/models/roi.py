@@ -139,21 +139,19 @@ def jitter_quads(quads: Tensor, amount: float, grow: tuple[float, float] = (0.0,
     """
     if quads.shape[0] == 0 or (amount <= 0 and grow[1] <= 0 and shear <= 0):
         return quads
-    _, h = quad_size(quads)
+    length, h = quad_size(quads)
+    tl, tr, br, bl = quads.unbind(dim=1)
+    along = ((tr - tl) + (br - bl)) / 2  # left -> right; the shear moves top and bottom along it, so keeps it
     if shear > 0:
-        tl, tr, br, bl = quads.unbind(dim=1)
-        along = ((tr - tl) + (br - bl)) / 2
-        unit = along / along.norm(dim=-1, keepdim=True).clamp(min=1e-6)
         t = (torch.rand(quads.shape[0], 1, device=quads.device) * 2 - 1) * shear
-        d = unit * (t * h[:, None] / 2)
-        quads = torch.stack([tl + d, tr + d, br - d, bl - d], dim=1)
+        d = along * (t * h[:, None] / (2 * length.clamp(min=1e-6)[:, None]))
+        tl, tr, br, bl = tl + d, tr + d, br - d, bl - d
+        quads = torch.stack([tl, tr, br, bl], dim=1)
     if grow[1] > 0:
         lo, hi = grow
         g = lo + (hi - lo) * torch.rand(quads.shape[0], 1, device=quads.device)
-        tl, tr, br, bl = quads.unbind(dim=1)
         centre = quads.mean(dim=1)
         across = ((bl - tl) + (br - tr)) / 2  # top -> bottom
-        along = ((tr - tl) + (br - bl)) / 2  # left -> right
         d_across, d_along = across * g / 2, along * g / 4
         quads = torch.stack([centre - along / 2 - across / 2 - d_along - d_across,
                              centre + along / 2 - across / 2 + d_along - d_across,
