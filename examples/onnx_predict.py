@@ -25,6 +25,7 @@ from PIL import Image
 
 # docrec's geometry and post-processing are NumPy + OpenCV (not ONNX) and import no torch:
 # used here as they are, not copied (tests/test_export.py::test_example_runs_without_torch).
+from docrec.decoding import ctc_prefix_beam
 from docrec.geometry import line_quad, shift_across
 from docrec.images import scaled_size
 from docrec.postprocess import line_regions, lines_from_maps
@@ -105,12 +106,14 @@ class OnnxPageReader:
             # Each box read at every one of the export's read_shifts (across its line, in line heights),
             # the reads' probabilities averaged (RecognitionHead.ctc_greedy).
             shifts = self.meta.get("read_shifts", [0.0])
-            runs = [self.enc.run(["ctc_log_probs", "memory_padding"], {**feeds, "quads": shift_across(quads, s)})
-                    for s in shifts]
-            padding = runs[0][1]
+            runs = [self.enc.run(["ctc_log_probs", "memory_padding", "cross_keys", "cross_values"],
+                                 {**feeds, "quads": shift_across(quads, s)}) for s in shifts]
+            columns = runs[0][1]
             log_probs = np.logaddexp.reduce(np.stack([r[0] for r in runs]), axis=0) - np.log(len(runs))
             # model.recognition.ctc_frames frames per column: each column's padding holds for its frames.
-            padding = np.repeat(padding, log_probs.shape[1] // padding.shape[1], axis=1)
+            padding = np.repeat(columns, log_probs.shape[1] // columns.shape[1], axis=1)
+            if self.meta.get("ctc_beam", 1) > 1:
+                return self.ctc_beam_search(log_probs, padding, columns, [(r[2], r[3]) for r in runs])
             return self.ctc_best_path(log_probs, padding)
         padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"], feeds)
         width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
@@ -160,6 +163,50 @@ class OnnxPageReader:
         keep = valid & (sym != self.tokens["pad"])
         keep[:, 1:] &= sym[:, 1:] != sym[:, :-1]
         return [(self.decode_ids(s[k]), float(c)) for s, k, c in zip(sym, keep, conf)]
+
+    def ctc_beam_search(self, log_probs: np.ndarray, padding: np.ndarray, columns: np.ndarray,
+                        caches: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, float]]:
+        """CTC prefix beam search (``export.json``'s ``ctc_beam`` wide, the blank lowered by ``blank_penalty``)
+        over log-probabilities [N, W, V] (frame padding [N, W]), the candidates rescored by the attention
+        decoder when ``rescore`` > 0 (``caches``: each read's cross keys and values, ``columns`` their
+        padding), as ``RecognitionHead.ctc_beam_search``: (text, confidence) per line."""
+        scores = log_probs.copy()
+        scores[..., self.tokens["pad"]] -= self.meta.get("blank_penalty", 0.0)
+        frames = (~padding).sum(axis=1)
+        nbest = [ctc_prefix_beam(s[:t], self.tokens["pad"], self.meta["ctc_beam"]) for s, t in zip(scores, frames)]
+        totals = [[ctc for _, ctc in cands] for cands in nbest]
+        rescore = self.meta.get("rescore", 0.0)
+        if rescore > 0:
+            owner = np.array([i for i, cands in enumerate(nbest) for _ in cands])
+            texts = [c for cands in nbest for c, _ in cands]
+            attention = iter(np.mean([self.sequence_log_probs(k[:, owner], v[:, owner], columns[owner], texts)
+                                      for k, v in caches], axis=0).tolist())
+            totals = [[(1 - rescore) * ctc + rescore * next(attention) for ctc in row] for row in totals]
+        out = []
+        for cands, row, t in zip(nbest, totals, frames):
+            text, ctc = cands[int(np.argmax(row))]
+            out.append((self.decode_ids(text), float(np.exp(ctc / max(int(t), 1)))))
+        return out
+
+    def sequence_log_probs(self, cross_k: np.ndarray, cross_v: np.ndarray, padding: np.ndarray,
+                           texts: list[tuple[int, ...]]) -> np.ndarray:
+        """The attention decoder's log-probability of each text (EOS appended) read from its line's cross
+        keys and values [L, M, H, S, d], token by token over decoder_step.onnx (teacher-forced)."""
+        bos, eos, pad = self.tokens["bos"], self.tokens["eos"], self.tokens["pad"]
+        length = min(max(len(t) for t in texts) + 2, self.meta["max_len"])
+        tokens = np.full((len(texts), length), pad, np.int64)
+        for m, text in enumerate(texts):
+            row = [bos, *text[: length - 2], eos]
+            tokens[m, : len(row)] = row
+        total = np.zeros(len(texts))
+        past_k = past_v = np.zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]), np.float32)
+        for t in range(length - 1):
+            log_probs, past_k, past_v = self.dec.run(None, {
+                "cross_keys": cross_k, "cross_values": cross_v, "memory_padding": padding, "token": tokens[:, t],
+                "past_keys": past_k, "past_values": past_v})
+            target = tokens[:, t + 1]
+            total += np.where(target != pad, log_probs[np.arange(len(texts)), target], 0.0)
+        return total
 
     def decode_ids(self, ids) -> str:
         """Text up to the first EOS; PAD/BOS skipped, UNK shown as U+FFFD."""

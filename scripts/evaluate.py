@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> None:
     rt = setup(cfg.device, cfg.precision, "auto")
     model, charset, train_cfg = load_model(abs_path(cfg.checkpoint), cfg.weights, rt.device, cfg.decoder,
                                            OmegaConf.to_container(cfg.postprocess), cfg.blank_penalty,
-                                           cfg.read_shifts)
+                                           cfg.read_shifts, cfg.ctc_beam, cfg.rescore)
     kinds = list(train_cfg["data"]["kinds"])
     d = cfg.data
     sources = data_sources(d)

@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     plans = output_paths(paths, input_root, out, formats)
     model, _, train_cfg = load_model(checkpoint, cfg.weights, rt.device, cfg.decoder,
                                      OmegaConf.to_container(cfg.postprocess), cfg.blank_penalty,
-                                     cfg.read_shifts)
+                                     cfg.read_shifts, cfg.ctc_beam, cfg.rescore)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     long_side = reading_long_side_of(cfg.long_side, train_cfg)

@@ -266,6 +266,38 @@ def test_read_shifts_override_takes_the_checkpoints_value_unless_given(trained, 
     assert load_model(old)[0].rec_head.read_shifts == (0.0,)
 
 
+def test_ctc_beam_and_rescore_overrides_take_the_checkpoints_values_unless_given(trained, tmp_path):
+    from docrec.engine import checkpoint as ckpt
+    from docrec.engine.config import ConfigError
+    from docrec.inference import load_model
+
+    checkpoint = trained[0] / "checkpoints" / "last.pt"
+    base, _, cfg = load_model(checkpoint)
+    rec = cfg["model"]["recognition"]
+    assert (base.rec_head.ctc_beam, base.rec_head.rescore) == (rec["ctc_beam"], rec["rescore"])
+    head = load_model(checkpoint, ctc_beam=6, rescore=0.4)[0].rec_head
+    assert (head.ctc_beam, head.rescore) == (6, 0.4)
+    beam_only = load_model(checkpoint, ctc_beam=6)[0].rec_head
+    assert (beam_only.ctc_beam, beam_only.rescore) == (6, rec["rescore"])
+    # ctc_beam=1 alone reads the best path whatever rescore the checkpoint has
+    state = ckpt.load(checkpoint)
+    state["config"]["model"]["recognition"].update(ctc_beam=8, rescore=0.5)
+    rescoring = tmp_path / "rescoring.pt"
+    ckpt.save_atomic(state, rescoring)
+    assert (load_model(rescoring)[0].rec_head.ctc_beam, load_model(rescoring)[0].rec_head.rescore) == (8, 0.5)
+    assert load_model(rescoring, ctc_beam=1)[0].rec_head.rescore == 0.0
+    for kwargs, match in [({"ctc_beam": 0}, "ctc_beam must be >= 1"), ({"ctc_beam": 2.5}, "ctc_beam must be an integer"),
+                          ({"ctc_beam": 4, "rescore": 1.5}, "rescore must be <= 1"),
+                          ({"ctc_beam": 4, "rescore": -0.1}, "rescore must be >= 0")]:
+        with pytest.raises(ConfigError, match=match):
+            load_model(checkpoint, **kwargs)
+    # A checkpoint written before the options (no keys) reads the best path.
+    del state["config"]["model"]["recognition"]["ctc_beam"], state["config"]["model"]["recognition"]["rescore"]
+    old = tmp_path / "before_option.pt"
+    ckpt.save_atomic(state, old)
+    assert (load_model(old)[0].rec_head.ctc_beam, load_model(old)[0].rec_head.rescore) == (1, 0.0)
+
+
 def test_sweep_postprocess_rows_are_what_evaluate_reports(trained, tmp_path):
     """Each setting's detection F1 is evaluate's det_f1 with that setting: the same pages, scale and matching."""
     run_dir, data = trained

@@ -294,6 +294,20 @@ def test_example_ctc_reads_each_box_at_the_exports_read_shifts(exported, tmp_pat
     assert not np.allclose([c for _, c in once], [c for _, c in thrice])  # the shifted reads changed the probabilities
 
 
+def test_example_ctc_reads_by_the_exports_beam_and_rescoring(exported, tmp_path, monkeypatch):
+    """export.json carries ctc_beam and rescore; the example's beam search and its attention rescoring over
+    decoder_step.onnx read what ``RecognitionHead.ctc_beam_search`` reads (older exports: the best path)."""
+    model, out = exported
+    meta = json.loads((out / "export.json").read_text())
+    assert (meta["ctc_beam"], meta["rescore"]) == (model.rec_head.ctc_beam, model.rec_head.rescore) == (8, 0.3)
+    older = {k: v for k, v in meta.items() if k not in ("ctc_beam", "rescore")}
+    best_path = _ctc_reads_agree(exported, tmp_path, monkeypatch, older, ctc_beam=1, rescore=0.0)
+    beam = _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "ctc_beam": 4}, ctc_beam=4, rescore=0.0)
+    both = _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "ctc_beam": 4, "rescore": 0.9},
+                            ctc_beam=4, rescore=0.9)
+    assert len(best_path) == len(beam) == len(both)
+
+
 def test_example_preprocessing_matches_image_folder(reader, pages):
     read_rgb = _load_example().read_rgb
     for path in pages:

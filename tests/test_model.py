@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import cv2
 import numpy as np
@@ -650,6 +651,163 @@ def test_blank_penalty_is_checked_and_reaches_the_head_from_the_config():
     for bad in ("inf", "nan"):
         with pytest.raises(ConfigError, match="model.recognition.blank_penalty must be"):
             check_config(compose_cfg([f"model.recognition.blank_penalty={bad}"]))
+
+
+def _ctc_text_probabilities(log_probs: torch.Tensor, blank: int) -> dict[tuple[int, ...], float]:
+    """Every label sequence's CTC probability over frames ``log_probs`` [T, V], by enumerating all paths."""
+    import itertools
+    import math
+    out: dict[tuple[int, ...], float] = {}
+    t, v = log_probs.shape
+    for path in itertools.product(range(v), repeat=t):
+        text = tuple(s for i, s in enumerate(path) if s != blank and (i == 0 or s != path[i - 1]))
+        out[text] = out.get(text, 0.0) + math.exp(sum(float(log_probs[i, s]) for i, s in enumerate(path)))
+    return out
+
+
+def test_ctc_prefix_beam_sums_every_alignment_of_a_text():
+    """A beam wide enough keeps every text with its exact CTC probability (all paths summed), best first;
+    the text it ranks first can differ from the best single path's."""
+    import math
+
+    from docrec.decoding import ctc_prefix_beam
+    torch.manual_seed(0)
+    log_probs = torch.randn(5, 4).mul(1.5).log_softmax(-1)
+    exact = _ctc_text_probabilities(log_probs, blank=0)
+    found = ctc_prefix_beam(log_probs.numpy(), 0, beam=1000, min_log_prob=-math.inf)
+    assert {text for text, _ in found} == set(exact)
+    for text, logp in found:
+        assert logp == pytest.approx(math.log(exact[text]), abs=1e-9)
+    assert [lp for _, lp in found] == sorted((lp for _, lp in found), reverse=True)
+    # A repeated symbol counts twice only across a blank: "a a" -> "a", "a _ a" -> "aa".
+    sure = torch.full((3, 3), -30.0)
+    for i, s in enumerate([1, 1, 2]):
+        sure[i, s] = 0.0
+    assert ctc_prefix_beam(sure.numpy(), 0, beam=4)[0][0] == (1, 2)
+    sure = torch.full((3, 3), -30.0)
+    for i, s in enumerate([1, 0, 1]):
+        sure[i, s] = 0.0
+    assert ctc_prefix_beam(sure.numpy(), 0, beam=4)[0][0] == (1, 1)
+    # Where many paths of one text outweigh the single best path of another, the beam reads the former.
+    # Frames: "a" sure, then a blank at 0.4 against "b" and "c" at 0.3 each: the best path is "a" (0.4),
+    # but "ab" and "ac" each... and "a" keeps 0.4 + the held a's; here the text "a" also wins the sum.
+    split = torch.log(torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.4, 0.0, 0.3, 0.3], [0.4, 0.0, 0.3, 0.3]]) + 1e-12)
+    exact = _ctc_text_probabilities(split, blank=0)
+    best_text = max(exact, key=exact.get)
+    assert ctc_prefix_beam(split.numpy(), 0, beam=8)[0][0] == best_text
+
+
+def test_ctc_beam_search_reads_a_text_at_least_as_likely_as_the_best_path(tiny_model, monkeypatch):
+    """On the same frames, the text the beam reads has a CTC probability >= the best path's text's, and the
+    confidence is that probability per frame (a narrower beam keeps fewer of a text's alignments)."""
+    import torch.nn.functional as F
+    head = tiny_model.rec_head
+    monkeypatch.setattr(head, "ctc_log_probs", lambda memory: memory.log_softmax(-1))
+    monkeypatch.setattr(head, "blank_penalty", 0.0)
+    torch.manual_seed(1)
+    v = head.ctc_head.out_features
+    # Each frame torn between the blank and two of four letters, as an unsure reader's frames are.
+    logits = torch.full((3, 12, v), -20.0)
+    letters = torch.tensor([5, 6, 7, 8])
+    for i in range(3):
+        for t in range(12):
+            pick = torch.cat([torch.tensor([head.pad_id]), letters[torch.randperm(4)[:2]]])
+            logits[i, t, pick] = torch.randn(3)
+    padding = torch.zeros(3, 12, dtype=torch.bool)
+    padding[1, 9:] = True
+    greedy, _ = head.ctc_greedy(logits, padding)
+    monkeypatch.setattr(head, "ctc_beam", 4096)  # wide enough to keep every prefix: the search is exact
+    beam, conf = head.ctc_beam_search(logits, padding)
+    log_probs = logits.log_softmax(-1)
+    frames = (~padding).sum(1)
+
+    def text_logp(i: int, text: list[int]) -> float:
+        if not text:
+            return float(log_probs[i, : frames[i], head.pad_id].sum())
+        return -float(F.ctc_loss(log_probs[i, : frames[i], None], torch.tensor([text]), frames[i : i + 1],
+                                 torch.tensor([len(text)]), blank=head.pad_id, reduction="sum"))
+
+    for i in range(3):
+        assert text_logp(i, beam[i]) >= text_logp(i, greedy[i]) - 1e-4
+        assert float(conf[i]) == pytest.approx(math.exp(text_logp(i, beam[i]) / int(frames[i])), rel=1e-4)
+    assert any(b != g for b, g in zip(beam, greedy))  # here the most likely text is not the best path's
+
+
+def test_rescore_weighs_the_attention_decoder_over_the_beams_candidates(tiny_model, monkeypatch):
+    """rescore=0 takes the beam's most likely CTC text; rescore=1 the candidate the attention decoder
+    scores highest; the decoder scores each candidate token by token, its EOS included."""
+    head = tiny_model.rec_head.eval()
+    torch.manual_seed(2)
+    memory = torch.randn(2, 10, head.classifier.in_features)
+    padding = torch.zeros(2, 10, dtype=torch.bool)
+    padding[1, 7:] = True
+    # The decoder's score of a text = its log-probability read one token at a time, EOS last, with PAD
+    # and BOS never read (as greedy decoding reads).
+    texts = [[5, 6, 5, 7], []]
+    scored = head.sequence_log_probs([memory, memory], padding, [0, 1], texts)
+    banned = torch.zeros(head.classifier.out_features)
+    banned[[head.pad_id, head.bos_id]] = float("-inf")
+    for i, text in enumerate(texts):
+        tokens = [head.bos_id, *text, head.eos_id]
+        expected = 0.0
+        for t in range(1, len(tokens)):
+            prefix = torch.tensor([tokens[:t]])
+            logits = head.decode(memory[i : i + 1], padding[i : i + 1], prefix)[0, -1] + banned
+            expected += float(logits.detach().log_softmax(-1)[tokens[t]])
+        assert float(scored[i]) == pytest.approx(expected, abs=1e-4)
+    import docrec.models.recognition as recognition
+    monkeypatch.setattr(recognition, "RESCORE_CHUNK", 1)  # candidates scored in several passes: the same scores
+    torch.testing.assert_close(head.sequence_log_probs([memory, memory], padding, [0, 1], texts), scored)
+    # Which candidate wins: the decoder's scores made to favour each line's last candidate.
+    monkeypatch.setattr(head, "ctc_log_probs", lambda m: m[..., : head.ctc_head.out_features].log_softmax(-1))
+    wide = torch.randn(2, 10, head.classifier.in_features)
+    monkeypatch.setattr(head, "ctc_beam", 4)
+    from docrec.decoding import ctc_prefix_beam
+    lp = head.mean_ctc_log_probs(wide)
+    if head.blank_penalty:
+        lp = lp.clone()
+        lp[..., head.pad_id] -= head.blank_penalty
+    frames = (~padding).sum(1).tolist()
+    nbest = [ctc_prefix_beam(lp[i, : frames[i]].numpy(), head.pad_id, 4) for i in range(2)]
+
+    def favour_last(memories, pad, owner, cands):
+        out, seen = [], {}
+        for o in owner:
+            seen[o] = seen.get(o, 0) + 1
+            out.append(100.0 * seen[o])
+        return torch.tensor(out)
+
+    monkeypatch.setattr(head, "sequence_log_probs", favour_last)
+    monkeypatch.setattr(head, "rescore", 0.0)
+    assert head.ctc_beam_search(wide, padding)[0] == [list(c[0][0]) for c in nbest]
+    monkeypatch.setattr(head, "rescore", 1.0)
+    assert head.ctc_beam_search(wide, padding)[0] == [list(c[-1][0]) for c in nbest]
+
+
+def test_ctc_beam_and_rescore_are_checked_and_reach_the_head(tiny_model):
+    from docrec.models.recognition import RecognitionHead
+    for kwargs, match in [({"ctc_beam": 0}, "ctc_beam must be an integer >= 1"),
+                          ({"ctc_beam": 2.5}, "ctc_beam must be an integer"),
+                          ({"ctc_beam": 4, "rescore": 1.5}, r"rescore must be in \[0, 1\]"),
+                          ({"rescore": 0.5}, "needs ctc_beam >= 2")]:
+        with pytest.raises(ValueError, match=match):
+            RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4, **kwargs)
+    cfg = compose_cfg(["model.recognition.ctc_beam=8", "model.recognition.rescore=0.5"])
+    head = build_model(cfg.model, Charset(list("ab"))).rec_head
+    assert (head.ctc_beam, head.rescore) == (8, 0.5)
+    assert (compose_cfg([]).model.recognition.ctc_beam, compose_cfg([]).model.recognition.rescore) == (8, 0.3)
+    old = RecognitionHead(32, 40, pad_id=0, bos_id=1, eos_id=2, d_model=64, nhead=4)  # a config without the keys
+    assert (old.ctc_beam, old.rescore) == (1, 0.0)
+    for over, match in [(["model.recognition.ctc_beam=0"], "model.recognition.ctc_beam must be >= 1"),
+                        (["model.recognition.rescore=2"], "model.recognition.rescore must be <= 1"),
+                        (["model.recognition.ctc_beam=1", "model.recognition.rescore=0.3"],
+                         "needs model.recognition.ctc_beam >= 2")]:
+        with pytest.raises(ConfigError, match=match):
+            check_config(compose_cfg(over))
+    cfg = compose_cfg(["model.recognition.ctc_beam=4", "model.recognition.rescore=0.5", "model.loss_weights.rec=0",
+                       "model.recognition.decoder=ctc"])
+    # without a trained attention decoder there is nothing to rescore with: the beam's CTC text is read
+    assert build_model(cfg.model, Charset(list("ab"))).rec_head.rescore == 0.0
 
 
 def test_shift_across_moves_boxes_by_their_height_in_numpy_and_torch():

@@ -219,6 +219,12 @@ def export_model(model: DocRecModel, out_dir: str | Path, long_side: int, opset:
         # heights (docrec.geometry.shift_across), and the runs' ctc_log_probs averaged as probabilities
         # (RecognitionHead.read). Absent in older exports: [0.0], one run.
         "read_shifts": list(head.read_shifts),
+        # ctc: 1 = best path; N >= 2 = prefix beam search keeping N texts (docrec.decoding.ctc_prefix_beam),
+        # each candidate's score (1 - rescore) x CTC + rescore x the attention decoder's log-probability of it
+        # (teacher-forced over decoder_step.onnx, EOS included; RecognitionHead.ctc_beam_search).
+        # Absent in older exports: 1 and 0.
+        "ctc_beam": head.ctc_beam,
+        "rescore": head.rescore,
         "tokens": {name.strip("<>"): SPECIALS.index(name) for name in SPECIALS},
         "postprocess": dict(model.postprocess),
     }

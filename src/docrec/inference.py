@@ -36,12 +36,13 @@ POSTPROCESS_KEYS = tuple(k for k in list(inspect.signature(lines_from_maps).para
 
 def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu",
                decoder: str | None = None, postprocess: Mapping | None = None, blank_penalty: float | None = None,
-               read_shifts: Sequence[float] | None = None):
+               read_shifts: Sequence[float] | None = None, ctc_beam: int | None = None, rescore: float | None = None):
     """(model in eval mode, charset, training config) from a checkpoint; ``weights`` is ema or raw,
     ``decoder`` (attention | ctc) overrides how the checkpoint reads lines, ``postprocess`` (some of
     :data:`POSTPROCESS_KEYS`; None values keep the checkpoint's) its line-finding thresholds,
-    ``blank_penalty`` and ``read_shifts`` (None: the checkpoint's) the CTC reader's
-    :meth:`RecognitionHead.ctc_greedy` and :meth:`RecognitionHead.read`."""
+    ``blank_penalty``, ``read_shifts``, ``ctc_beam`` and ``rescore`` (None: the checkpoint's; ``ctc_beam=1``
+    alone also sets ``rescore`` 0) the CTC reader's :meth:`RecognitionHead.ctc_greedy`,
+    :meth:`RecognitionHead.ctc_beam_search` and :meth:`RecognitionHead.read`."""
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     postprocess = {k: v for k, v in (postprocess or {}).items() if v is not None}
@@ -62,6 +63,14 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "blank_penalty": blank_penalty}
     if read_shifts is not None:
         model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "read_shifts": check_read_shifts(read_shifts)}
+    if ctc_beam is not None:
+        check_number(ctc_beam, "ctc_beam", 1, integer=True)
+        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "ctc_beam": ctc_beam}
+        if ctc_beam == 1 and rescore is None:  # the best path: nothing to rescore
+            rescore = 0.0
+    if rescore is not None:
+        check_number(rescore, "rescore", 0.0, 1.0)
+        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "rescore": rescore}
     if postprocess:
         model_cfg["postprocess"] = {**(model_cfg.get("postprocess") or {}), **postprocess}
     charset = Charset.from_dict(state["charset"])

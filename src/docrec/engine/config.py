@@ -107,6 +107,14 @@ def check_config(cfg: DictConfig) -> None:
         _number(cfg, "model.recognition.blank_penalty", 0.0)
     if "read_shifts" in (OmegaConf.select(cfg, "model.recognition") or {}):
         check_read_shifts(_get(cfg, "model.recognition.read_shifts"), "model.recognition.read_shifts")
+    rec = OmegaConf.select(cfg, "model.recognition") or {}
+    if "ctc_beam" in rec:
+        _number(cfg, "model.recognition.ctc_beam", 1, integer=True)
+    if "rescore" in rec:
+        _number(cfg, "model.recognition.rescore", 0.0, 1.0)
+        if rec.rescore > 0 and rec.get("ctc_beam", 1) < 2:
+            raise ConfigError(f"model.recognition.rescore={rec.rescore} scores the CTC beam's candidates: "
+                              f"it needs model.recognition.ctc_beam >= 2, got {rec.get('ctc_beam', 1)}")
     decoder = OmegaConf.select(cfg, "model.recognition.decoder", default="attention")
     if decoder not in ("attention", "ctc"):
         raise ConfigError(f"model.recognition.decoder must be attention or ctc, got {decoder!r}")

@@ -62,6 +62,8 @@ class DocRecModel(nn.Module):
         if branch not in self.rec_branches:
             raise ValueError(f"recognition.decoder={rec_head.decoder_kind} reads with a head that does not train "
                              f"(loss_weights.{branch}=0)")
+        if "rec" not in self.rec_branches:  # no attention decoder trained to rescore with: the beam's CTC text
+            rec_head.rescore = 0.0
         if reads_per_line < 1:
             raise ValueError(f"reads_per_line must be >= 1, got {reads_per_line}")
         self.reads_per_line = reads_per_line

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from docrec.decoding import ctc_prefix_beam
 from docrec.geometry import shift_across
 from docrec.models.roi import flatten_quads, roi_widths, sample_lines, width_buckets
 from docrec.settings import ConfigError
@@ -19,6 +20,8 @@ DECODERS = ("attention", "ctc")
 WIDTH_GROUPS = 1.25
 #: The loss (``loss_weights`` key) that trains each decoder.
 DECODER_LOSS = {"attention": "rec", "ctc": "ctc"}
+#: Candidate texts the attention decoder rescores in one pass (:meth:`RecognitionHead.sequence_log_probs`).
+RESCORE_CHUNK = 256
 #: How far the CTC reader may move a box across its line (in line heights): further, it reads the neighbour.
 MAX_READ_SHIFT = 0.5
 
@@ -173,6 +176,8 @@ class RecognitionHead(nn.Module):
         pixel_stem_height: int = 16,
         blank_penalty: float = 0.0,
         read_shifts: Sequence[float] = (0.0,),
+        ctc_beam: int = 1,
+        rescore: float = 0.0,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -194,6 +199,14 @@ class RecognitionHead(nn.Module):
             raise ValueError(f"blank_penalty must be a log-probability >= 0, got {blank_penalty}")
         self.blank_penalty = float(blank_penalty)
         self.read_shifts = check_read_shifts(read_shifts)
+        if isinstance(ctc_beam, bool) or not isinstance(ctc_beam, int) or ctc_beam < 1:
+            raise ValueError(f"ctc_beam must be an integer >= 1 (1: best path), got {ctc_beam!r}")
+        if not 0.0 <= rescore <= 1.0:
+            raise ValueError(f"rescore must be in [0, 1] (the attention decoder's share of a line's score), got {rescore}")
+        if rescore > 0 and ctc_beam < 2:
+            raise ValueError(f"rescore={rescore} weighs the attention decoder over the CTC beam's candidates: "
+                             f"it needs ctc_beam >= 2, got {ctc_beam}")
+        self.ctc_beam, self.rescore = ctc_beam, float(rescore)
         # Depthwise 3x3 for local context, then one conv that folds the height: one token per column.
         # A full 3x3 here cost more than the whole backbone (every RoI is as wide as the widest line).
         self.roi_proj = nn.Sequential(
@@ -395,7 +408,8 @@ class RecognitionHead(nn.Module):
         for group, idx, memories, padding in self.encoded_groups(fused, quads, images,
                                                                  self.read_shifts if ctc else (0.0,)):
             if ctc:
-                rows, c = self.ctc_greedy(memories, padding)
+                rows, c = (self.ctc_beam_search(memories, padding) if self.ctc_beam > 1
+                           else self.ctc_greedy(memories, padding))
             else:
                 out, c = self.greedy(memories[0], padding, max_len)
                 rows = out.tolist()
@@ -415,8 +429,7 @@ class RecognitionHead(nn.Module):
         best guess where the blank wins narrowly. The confidence is the geometric mean of the best path's
         column probabilities, unpenalised.
         """
-        reads = [self.ctc_log_probs(m) for m in ([memory] if isinstance(memory, Tensor) else memory)]
-        logp = reads[0] if len(reads) == 1 else torch.logsumexp(torch.stack(reads), 0) - math.log(len(reads))
+        logp = self.mean_ctc_log_probs(memory)
         sym = ctc_best_symbols(logp, self.pad_id, self.blank_penalty)
         best = logp.gather(-1, sym.unsqueeze(-1)).squeeze(-1)
         valid = ~self.frame_padding(padding)
@@ -425,6 +438,70 @@ class RecognitionHead(nn.Module):
         keep[:, 1:] &= sym[:, 1:] != sym[:, :-1]
         rows = [s[k].tolist() for s, k in zip(sym, keep)]
         return rows, conf
+
+    def mean_ctc_log_probs(self, memory: Tensor | Sequence[Tensor]) -> Tensor:
+        """Per-frame CTC log-probabilities [N, T, V] of one memory, or the mean probabilities of several
+        reads of the same lines (:meth:`ctc_greedy`)."""
+        reads = [self.ctc_log_probs(m) for m in ([memory] if isinstance(memory, Tensor) else memory)]
+        return reads[0] if len(reads) == 1 else torch.logsumexp(torch.stack(reads), 0) - math.log(len(reads))
+
+    def ctc_beam_search(self, memory: Tensor | Sequence[Tensor], padding: Tensor) -> tuple[list[list[int]], Tensor]:
+        """The CTC reading by prefix beam search (:func:`ctc_prefix_beam`, ``ctc_beam`` wide) instead of
+        the best path: a line's text is the label sequence most likely over all its alignments, not the
+        labels of its single most likely alignment.
+
+        With ``rescore`` > 0 the beam's candidates are scored again by the attention decoder, which
+        reads each candidate as a whole (teacher-forced, EOS included, its log-likelihood averaged over
+        the memories): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
+        (attention rescoring, as in WeNet). ``memory`` and ``padding`` as :meth:`ctc_greedy`, with the
+        same ``blank_penalty`` on the blank; the confidence is the chosen text's CTC probability per frame
+        (geometric mean).
+        """
+        memories = [memory] if isinstance(memory, Tensor) else list(memory)
+        logp = self.mean_ctc_log_probs(memories)
+        if self.blank_penalty:
+            logp = logp.clone()
+            logp[..., self.pad_id] -= self.blank_penalty
+        frames = (~self.frame_padding(padding)).sum(1).tolist()
+        nbest = [ctc_prefix_beam(lp[:t], self.pad_id, self.ctc_beam) for lp, t in zip(logp.cpu().numpy(), frames)]
+        scores = [[ctc for _, ctc in cands] for cands in nbest]
+        if self.rescore > 0:
+            owner = [i for i, cands in enumerate(nbest) for _ in cands]
+            attention = iter(self.sequence_log_probs(memories, padding, owner,
+                                                     [c for cands in nbest for c, _ in cands]).tolist())
+            scores = [[(1 - self.rescore) * ctc + self.rescore * next(attention) for ctc in row] for row in scores]
+        pick = [max(range(len(row)), key=row.__getitem__) for row in scores]
+        ctc = torch.tensor([cands[k][1] for cands, k in zip(nbest, pick)])
+        conf = torch.exp(ctc / torch.tensor(frames).clamp(min=1)).to(padding.device)
+        return [list(cands[k][0]) for cands, k in zip(nbest, pick)], conf
+
+    @torch.no_grad()
+    def sequence_log_probs(self, memories: Sequence[Tensor], padding: Tensor, owner: Sequence[int],
+                           texts: Sequence[Sequence[int]]) -> Tensor:
+        """The attention decoder's log-probability [M] of each text ``texts[m]`` (token ids, EOS appended)
+        read from line ``owner[m]`` of ``memories`` (each [N, W, d]; the mean over the memories), teacher-forced
+        in one pass; PAD and BOS are never read, as in :meth:`greedy`."""
+        dev = padding.device
+        if not texts:
+            return torch.zeros(0, device=dev)
+        length = min(max(len(t) for t in texts) + 2, self.max_len)
+        tokens = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
+        for m, text in enumerate(texts):
+            row = [self.bos_id, *text[: length - 2], self.eos_id]
+            tokens[m, : len(row)] = torch.tensor(row)
+        tokens = tokens.to(dev)
+        rows = torch.tensor(list(owner), dtype=torch.long, device=dev)
+        target = tokens[:, 1:]
+        banned = torch.zeros(self.classifier.out_features, device=dev)
+        banned[[self.pad_id, self.bos_id]] = float("-inf")
+        total = torch.zeros(len(texts), device=dev)
+        for memory in memories:
+            for start in range(0, len(texts), RESCORE_CHUNK):  # the decoder's attention maps stay small
+                part = slice(start, start + RESCORE_CHUNK)
+                logits = self.decode(memory[rows[part]], padding[rows[part]], tokens[part, :-1]).float() + banned
+                per_token = logits.log_softmax(-1).gather(-1, target[part, :, None])[..., 0]
+                total[part] += per_token.masked_fill(target[part] == self.pad_id, 0.0).sum(1)
+        return total / len(memories)
 
     # ---- incremental decoding: each layer's keys and values are computed once per token and cached
 

@@ -1,0 +1,53 @@
+"""CTC decoding that needs no torch: the prefix beam search of the reader (``RecognitionHead.ctc_beam_search``)
+and of the ONNX example (``examples/onnx_predict.py``), one implementation for both."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) of two Python floats (-inf allowed): the beam search's inner loop."""
+    if a < b:
+        a, b = b, a
+    return a if b == -math.inf else a + math.log1p(math.exp(b - a))
+
+
+def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int,
+                    min_log_prob: float = math.log(1e-4)) -> list[tuple[tuple[int, ...], float]]:
+    """CTC prefix beam search (Hannun et al. 2014) over one line's frames ``log_probs`` [T, V]: the
+    ``beam`` most likely label sequences and their log-probabilities (every alignment summed),
+    best first.
+
+    Each prefix keeps two scores, the frames so far ending in a blank and ending in its last symbol,
+    so that a repeated symbol counts twice only across a blank. Per frame only the ``beam`` most
+    likely symbols above ``min_log_prob`` extend the prefixes (the blank always does).
+    """
+    neg = -math.inf
+    table = np.asarray(log_probs, dtype=np.float64)
+    k = min(beam, table.shape[-1])
+    top_s = np.argpartition(-table, k - 1, axis=-1)[:, :k]  # each frame's k most likely symbols, any order
+    top_p = np.take_along_axis(table, top_s, axis=-1)
+    top_s, top_p, table = top_s.tolist(), top_p.tolist(), table.tolist()
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg)}  # prefix -> (ends in blank, in symbol)
+    for row, probs, top in zip(table, top_p, top_s):
+        symbols = [s for s, lp in zip(top, probs) if s != blank and lp >= min_log_prob]
+        p_blank = row[blank]
+        nxt: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = _logaddexp(pb, pnb)
+            entry = nxt.setdefault(prefix, [neg, neg])
+            entry[0] = _logaddexp(entry[0], total + p_blank)
+            last = prefix[-1] if prefix else None
+            if last is not None:  # the last symbol held over this frame
+                entry[1] = _logaddexp(entry[1], pnb + row[last])
+            for s in symbols:
+                grown = nxt.setdefault(prefix + (s,), [neg, neg])
+                # after the same symbol, a new one only across a blank
+                grown[1] = _logaddexp(grown[1], (pb if s == last else total) + row[s])
+        ranked = sorted(((k, v) for k, v in nxt.items() if max(v) > neg), key=lambda kv: _logaddexp(*kv[1]),
+                        reverse=True)[:beam]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    return [(k, _logaddexp(*v)) for k, v in beams.items()]
