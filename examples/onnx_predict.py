@@ -112,8 +112,9 @@ class OnnxPageReader:
             log_probs = np.logaddexp.reduce(np.stack([r[0] for r in runs]), axis=0) - np.log(len(runs))
             # model.recognition.ctc_frames frames per column: each column's padding holds for its frames.
             padding = np.repeat(columns, log_probs.shape[1] // columns.shape[1], axis=1)
-            if self.meta.get("ctc_beam", 1) > 1:
-                return self.ctc_beam_search(log_probs, padding, columns, [(r[2], r[3]) for r in runs])
+            if self.meta.get("ctc_beam", 1) > 1:  # rescored from the box as found (the shift nearest 0)
+                centre = runs[min(range(len(shifts)), key=lambda i: abs(shifts[i]))]
+                return self.ctc_beam_search(log_probs, padding, columns, centre[2], centre[3])
             return self.ctc_best_path(log_probs, padding)
         padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"], feeds)
         width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
@@ -165,10 +166,10 @@ class OnnxPageReader:
         return [(self.decode_ids(s[k]), float(c)) for s, k, c in zip(sym, keep, conf)]
 
     def ctc_beam_search(self, log_probs: np.ndarray, padding: np.ndarray, columns: np.ndarray,
-                        caches: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, float]]:
+                        cross_k: np.ndarray, cross_v: np.ndarray) -> list[tuple[str, float]]:
         """CTC prefix beam search (``export.json``'s ``ctc_beam`` wide, the blank lowered by ``blank_penalty``)
         over log-probabilities [N, W, V] (frame padding [N, W]), the candidates rescored by the attention
-        decoder when ``rescore`` > 0 (``caches``: each read's cross keys and values, ``columns`` their
+        decoder when ``rescore`` > 0 (from the cross keys and values of one read, ``columns`` their
         padding), as ``RecognitionHead.ctc_beam_search``: (text, confidence) per line."""
         scores = log_probs.copy()
         scores[..., self.tokens["pad"]] -= self.meta.get("blank_penalty", 0.0)
@@ -179,8 +180,8 @@ class OnnxPageReader:
         if rescore > 0:
             owner = np.array([i for i, cands in enumerate(nbest) for _ in cands])
             texts = [c for cands in nbest for c, _ in cands]
-            attention = iter(np.mean([self.sequence_log_probs(k[:, owner], v[:, owner], columns[owner], texts)
-                                      for k, v in caches], axis=0).tolist())
+            attention = iter(self.sequence_log_probs(cross_k[:, owner], cross_v[:, owner], columns[owner],
+                                                     texts).tolist())
             totals = [[(1 - rescore) * ctc + rescore * next(attention) for ctc in row] for row in totals]
         out = []
         for cands, row, t in zip(nbest, totals, frames):

@@ -744,7 +744,7 @@ def test_rescore_weighs_the_attention_decoder_over_the_beams_candidates(tiny_mod
     # The decoder's score of a text = its log-probability read one token at a time, EOS last, with PAD
     # and BOS never read (as greedy decoding reads).
     texts = [[5, 6, 5, 7], []]
-    scored = head.sequence_log_probs([memory, memory], padding, [0, 1], texts)
+    scored = head.sequence_log_probs(memory, padding, [0, 1], texts)
     banned = torch.zeros(head.classifier.out_features)
     banned[[head.pad_id, head.bos_id]] = float("-inf")
     for i, text in enumerate(texts):
@@ -755,9 +755,9 @@ def test_rescore_weighs_the_attention_decoder_over_the_beams_candidates(tiny_mod
             logits = head.decode(memory[i : i + 1], padding[i : i + 1], prefix)[0, -1] + banned
             expected += float(logits.detach().log_softmax(-1)[tokens[t]])
         assert float(scored[i]) == pytest.approx(expected, abs=1e-4)
-    import docrec.models.recognition as recognition
+    from docrec.models import recognition
     monkeypatch.setattr(recognition, "RESCORE_CHUNK", 1)  # candidates scored in several passes: the same scores
-    torch.testing.assert_close(head.sequence_log_probs([memory, memory], padding, [0, 1], texts), scored)
+    torch.testing.assert_close(head.sequence_log_probs(memory, padding, [0, 1], texts), scored)
     # Which candidate wins: the decoder's scores made to favour each line's last candidate.
     monkeypatch.setattr(head, "ctc_log_probs", lambda m: m[..., : head.ctc_head.out_features].log_softmax(-1))
     wide = torch.randn(2, 10, head.classifier.in_features)
@@ -770,7 +770,7 @@ def test_rescore_weighs_the_attention_decoder_over_the_beams_candidates(tiny_mod
     frames = (~padding).sum(1).tolist()
     nbest = [ctc_prefix_beam(lp[i, : frames[i]].numpy(), head.pad_id, 4) for i in range(2)]
 
-    def favour_last(memories, pad, owner, cands):
+    def favour_last(memory, pad, owner, cands):
         out, seen = [], {}
         for o in owner:
             seen[o] = seen.get(o, 0) + 1

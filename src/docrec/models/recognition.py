@@ -451,8 +451,8 @@ class RecognitionHead(nn.Module):
         labels of its single most likely alignment.
 
         With ``rescore`` > 0 the beam's candidates are scored again by the attention decoder, which
-        reads each candidate as a whole (teacher-forced, EOS included, its log-likelihood averaged over
-        the memories): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
+        reads each candidate as a whole (teacher-forced, EOS included) from one memory, the box as found
+        (``read_shifts``' shift nearest 0; averaging all three reads cost 3x and read no better): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
         (attention rescoring, as in WeNet). ``memory`` and ``padding`` as :meth:`ctc_greedy`, with the
         same ``blank_penalty`` on the blank; the confidence is the chosen text's CTC probability per frame
         (geometric mean).
@@ -467,7 +467,10 @@ class RecognitionHead(nn.Module):
         scores = [[ctc for _, ctc in cands] for cands in nbest]
         if self.rescore > 0:
             owner = [i for i, cands in enumerate(nbest) for _ in cands]
-            attention = iter(self.sequence_log_probs(memories, padding, owner,
+            # one read rescored: the box as found (the shift nearest 0), when these are read_shifts' reads
+            shifts = self.read_shifts if len(memories) == len(self.read_shifts) else (0.0,) * len(memories)
+            centre = min(range(len(shifts)), key=lambda i: abs(shifts[i]))
+            attention = iter(self.sequence_log_probs(memories[centre], padding, owner,
                                                      [c for cands in nbest for c, _ in cands]).tolist())
             scores = [[(1 - self.rescore) * ctc + self.rescore * next(attention) for ctc in row] for row in scores]
         pick = [max(range(len(row)), key=row.__getitem__) for row in scores]
@@ -476,11 +479,11 @@ class RecognitionHead(nn.Module):
         return [list(cands[k][0]) for cands, k in zip(nbest, pick)], conf
 
     @torch.no_grad()
-    def sequence_log_probs(self, memories: Sequence[Tensor], padding: Tensor, owner: Sequence[int],
+    def sequence_log_probs(self, memory: Tensor, padding: Tensor, owner: Sequence[int],
                            texts: Sequence[Sequence[int]]) -> Tensor:
         """The attention decoder's log-probability [M] of each text ``texts[m]`` (token ids, EOS appended)
-        read from line ``owner[m]`` of ``memories`` (each [N, W, d]; the mean over the memories), teacher-forced
-        in one pass; PAD and BOS are never read, as in :meth:`greedy`."""
+        read from line ``owner[m]`` of ``memory`` [N, W, d], teacher-forced, :data:`RESCORE_CHUNK` texts a
+        pass; PAD and BOS are never read, as in :meth:`greedy`."""
         dev = padding.device
         if not texts:
             return torch.zeros(0, device=dev)
@@ -495,13 +498,12 @@ class RecognitionHead(nn.Module):
         banned = torch.zeros(self.classifier.out_features, device=dev)
         banned[[self.pad_id, self.bos_id]] = float("-inf")
         total = torch.zeros(len(texts), device=dev)
-        for memory in memories:
-            for start in range(0, len(texts), RESCORE_CHUNK):  # the decoder's attention maps stay small
-                part = slice(start, start + RESCORE_CHUNK)
-                logits = self.decode(memory[rows[part]], padding[rows[part]], tokens[part, :-1]).float() + banned
-                per_token = logits.log_softmax(-1).gather(-1, target[part, :, None])[..., 0]
-                total[part] += per_token.masked_fill(target[part] == self.pad_id, 0.0).sum(1)
-        return total / len(memories)
+        for start in range(0, len(texts), RESCORE_CHUNK):  # the decoder's attention maps stay small
+            part = slice(start, start + RESCORE_CHUNK)
+            logits = self.decode(memory[rows[part]], padding[rows[part]], tokens[part, :-1]).float() + banned
+            per_token = logits.log_softmax(-1).gather(-1, target[part, :, None])[..., 0]
+            total[part] = per_token.masked_fill(target[part] == self.pad_id, 0.0).sum(1)
+        return total
 
     # ---- incremental decoding: each layer's keys and values are computed once per token and cached
 
