@@ -106,15 +106,18 @@ class OnnxPageReader:
             # Each box read at every one of the export's read_shifts (across its line, in line heights),
             # the reads' probabilities averaged (RecognitionHead.ctc_greedy).
             shifts = self.meta.get("read_shifts", [0.0])
-            runs = [self.enc.run(["ctc_log_probs", "memory_padding", "cross_keys", "cross_values"],
-                                 {**feeds, "quads": shift_across(quads, s)}) for s in shifts]
+            # With rescoring, the decoder reads the candidates from the box as found (the shift nearest 0).
+            rescoring = self.meta.get("ctc_beam", 1) > 1 and self.meta.get("rescore", 0.0) > 0
+            centre = min(range(len(shifts)), key=lambda i: abs(shifts[i]))
+            runs = [self.enc.run(["ctc_log_probs", "memory_padding"]
+                                 + (["cross_keys", "cross_values"] if rescoring and i == centre else []),
+                                 {**feeds, "quads": shift_across(quads, s)}) for i, s in enumerate(shifts)]
             columns = runs[0][1]
             log_probs = np.logaddexp.reduce(np.stack([r[0] for r in runs]), axis=0) - np.log(len(runs))
             # model.recognition.ctc_frames frames per column: each column's padding holds for its frames.
             padding = np.repeat(columns, log_probs.shape[1] // columns.shape[1], axis=1)
-            if self.meta.get("ctc_beam", 1) > 1:  # rescored from the box as found (the shift nearest 0)
-                centre = runs[min(range(len(shifts)), key=lambda i: abs(shifts[i]))]
-                return self.ctc_beam_search(log_probs, padding, columns, centre[2], centre[3])
+            if self.meta.get("ctc_beam", 1) > 1:
+                return self.ctc_beam_search(log_probs, padding, columns, runs[centre][2:] if rescoring else None)
             return self.ctc_best_path(log_probs, padding)
         padding, cross_k, cross_v = self.enc.run(["memory_padding", "cross_keys", "cross_values"], feeds)
         width = int((~padding).sum(axis=1).max())  # columns past the widest line are padding for every line
@@ -166,10 +169,10 @@ class OnnxPageReader:
         return [(self.decode_ids(s[k]), float(c)) for s, k, c in zip(sym, keep, conf)]
 
     def ctc_beam_search(self, log_probs: np.ndarray, padding: np.ndarray, columns: np.ndarray,
-                        cross_k: np.ndarray, cross_v: np.ndarray) -> list[tuple[str, float]]:
+                        cross: list[np.ndarray] | None) -> list[tuple[str, float]]:
         """CTC prefix beam search (``export.json``'s ``ctc_beam`` wide, the blank lowered by ``blank_penalty``)
         over log-probabilities [N, W, V] (frame padding [N, W]), the candidates rescored by the attention
-        decoder when ``rescore`` > 0 (from the cross keys and values of one read, ``columns`` their
+        decoder when ``rescore`` > 0 (from ``cross``, one read's cross keys and values, ``columns`` their
         padding), as ``RecognitionHead.ctc_beam_search``: (text, confidence) per line."""
         scores = log_probs.copy()
         scores[..., self.tokens["pad"]] -= self.meta.get("blank_penalty", 0.0)
@@ -180,6 +183,7 @@ class OnnxPageReader:
         if rescore > 0:
             owner = np.array([i for i, cands in enumerate(nbest) for _ in cands])
             texts = [c for cands in nbest for c, _ in cands]
+            cross_k, cross_v = cross
             attention = iter(self.sequence_log_probs(cross_k[:, owner], cross_v[:, owner], columns[owner],
                                                      texts).tolist())
             totals = [[(1 - rescore) * ctc + rescore * next(attention) for ctc in row] for row in totals]

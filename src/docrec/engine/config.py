@@ -103,11 +103,11 @@ def check_config(cfg: DictConfig) -> None:
         crop = _get(cfg, "data.crop")
         if len(crop) != 2 or any(not isinstance(c, int) or c < 32 or c % 32 for c in crop):
             raise ConfigError(f"data.crop must be [h, w], multiples of 32 and >= 32, got {list(crop)}")
-    if "blank_penalty" in (OmegaConf.select(cfg, "model.recognition") or {}):  # null too: refused
-        _number(cfg, "model.recognition.blank_penalty", 0.0)
-    if "read_shifts" in (OmegaConf.select(cfg, "model.recognition") or {}):
-        check_read_shifts(_get(cfg, "model.recognition.read_shifts"), "model.recognition.read_shifts")
     rec = OmegaConf.select(cfg, "model.recognition") or {}
+    if "blank_penalty" in rec:  # null too: refused
+        _number(cfg, "model.recognition.blank_penalty", 0.0)
+    if "read_shifts" in rec:
+        check_read_shifts(_get(cfg, "model.recognition.read_shifts"), "model.recognition.read_shifts")
     if "ctc_beam" in rec:
         _number(cfg, "model.recognition.ctc_beam", 1, integer=True)
     if "rescore" in rec:

@@ -452,10 +452,11 @@ class RecognitionHead(nn.Module):
 
         With ``rescore`` > 0 the beam's candidates are scored again by the attention decoder, which
         reads each candidate as a whole (teacher-forced, EOS included) from one memory, the box as found
-        (``read_shifts``' shift nearest 0; averaging all three reads cost 3x and read no better): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
+        (``read_shifts``' shift nearest 0; averaging all the reads cost one decoder pass each and read no
+        better): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
         (attention rescoring, as in WeNet). ``memory`` and ``padding`` as :meth:`ctc_greedy`, with the
         same ``blank_penalty`` on the blank; the confidence is the chosen text's CTC probability per frame
-        (geometric mean).
+        (geometric mean, over the alignments the beam kept, with the blank so lowered).
         """
         memories = [memory] if isinstance(memory, Tensor) else list(memory)
         logp = self.mean_ctc_log_probs(memories)
@@ -478,6 +479,12 @@ class RecognitionHead(nn.Module):
         conf = torch.exp(ctc / torch.tensor(frames).clamp(min=1)).to(padding.device)
         return [list(cands[k][0]) for cands, k in zip(nbest, pick)], conf
 
+    def never_read(self, device: torch.device) -> Tensor:
+        """[V] added to the decoder's logits before its softmax: -inf for PAD and BOS, which no line holds."""
+        banned = torch.zeros(self.classifier.out_features, device=device)
+        banned[[self.pad_id, self.bos_id]] = float("-inf")
+        return banned
+
     @torch.no_grad()
     def sequence_log_probs(self, memory: Tensor, padding: Tensor, owner: Sequence[int],
                            texts: Sequence[Sequence[int]]) -> Tensor:
@@ -495,8 +502,7 @@ class RecognitionHead(nn.Module):
         tokens = tokens.to(dev)
         rows = torch.tensor(list(owner), dtype=torch.long, device=dev)
         target = tokens[:, 1:]
-        banned = torch.zeros(self.classifier.out_features, device=dev)
-        banned[[self.pad_id, self.bos_id]] = float("-inf")
+        banned = self.never_read(dev)
         total = torch.zeros(len(texts), device=dev)
         for start in range(0, len(texts), RESCORE_CHUNK):  # the decoder's attention maps stay small
             part = slice(start, start + RESCORE_CHUNK)
@@ -570,8 +576,7 @@ class RecognitionHead(nn.Module):
         ys[:, 0] = self.bos_id
         logp_sum = torch.zeros(n, device=dev)
         steps = torch.zeros(n, device=dev)
-        banned = torch.zeros(self.classifier.out_features, device=dev)
-        banned[[self.pad_id, self.bos_id]] = float("-inf")
+        banned = self.never_read(dev)
         cross_k, cross_v = self.cross_cache(memory)
         past_k = past_v = cross_k.new_zeros((*cross_k.shape[:3], 0, cross_k.shape[-1]))
         # The lines still being read, their running log-probability, and the columns each has; every
