@@ -25,8 +25,8 @@ from PIL import Image
 
 # docrec's geometry and post-processing are NumPy + OpenCV (not ONNX) and import no torch:
 # used here as they are, not copied (tests/test_export.py::test_example_runs_without_torch).
-from docrec.decoding import ctc_prefix_beam
-from docrec.geometry import line_quad, shift_across
+from docrec.decoding import choose_candidates, ctc_prefix_beam
+from docrec.geometry import centre_read, line_quad, shift_across
 from docrec.images import scaled_size
 from docrec.postprocess import line_regions, lines_from_maps
 
@@ -108,7 +108,7 @@ class OnnxPageReader:
             shifts = self.meta.get("read_shifts", [0.0])
             # With rescoring, the decoder reads the candidates from the box as found (the shift nearest 0).
             rescoring = self.meta.get("ctc_beam", 1) > 1 and self.meta.get("rescore", 0.0) > 0
-            centre = min(range(len(shifts)), key=lambda i: abs(shifts[i]))
+            centre = centre_read(shifts)
             runs = [self.enc.run(["ctc_log_probs", "memory_padding"]
                                  + (["cross_keys", "cross_values"] if rescoring and i == centre else []),
                                  {**feeds, "quads": shift_across(quads, s)}) for i, s in enumerate(shifts)]
@@ -178,20 +178,13 @@ class OnnxPageReader:
         scores[..., self.tokens["pad"]] -= self.meta.get("blank_penalty", 0.0)
         frames = (~padding).sum(axis=1)
         nbest = [ctc_prefix_beam(s[:t], self.tokens["pad"], self.meta["ctc_beam"]) for s, t in zip(scores, frames)]
-        totals = [[ctc for _, ctc in cands] for cands in nbest]
-        rescore = self.meta.get("rescore", 0.0)
-        if rescore > 0:
-            owner = np.array([i for i, cands in enumerate(nbest) for _ in cands])
-            texts = [c for cands in nbest for c, _ in cands]
+
+        def attention(owner: list[int], texts: list[tuple[int, ...]]) -> list[float]:
             cross_k, cross_v = cross
-            attention = iter(self.sequence_log_probs(cross_k[:, owner], cross_v[:, owner], columns[owner],
-                                                     texts).tolist())
-            totals = [[(1 - rescore) * ctc + rescore * next(attention) for ctc in row] for row in totals]
-        out = []
-        for cands, row, t in zip(nbest, totals, frames):
-            text, ctc = cands[int(np.argmax(row))]
-            out.append((self.decode_ids(text), float(np.exp(ctc / max(int(t), 1)))))
-        return out
+            return self.sequence_log_probs(cross_k[:, owner], cross_v[:, owner], columns[owner], texts).tolist()
+
+        chosen = choose_candidates(nbest, self.meta.get("rescore", 0.0), attention)
+        return [(self.decode_ids(text), float(np.exp(ctc / max(int(t), 1)))) for (text, ctc), t in zip(chosen, frames)]
 
     def sequence_log_probs(self, cross_k: np.ndarray, cross_v: np.ndarray, padding: np.ndarray,
                            texts: list[tuple[int, ...]]) -> np.ndarray:

@@ -301,11 +301,10 @@ def test_example_ctc_reads_by_the_exports_beam_and_rescoring(exported, tmp_path,
     meta = json.loads((out / "export.json").read_text())
     assert (meta["ctc_beam"], meta["rescore"]) == (model.rec_head.ctc_beam, model.rec_head.rescore) == (8, 0.3)
     older = {k: v for k, v in meta.items() if k not in ("ctc_beam", "rescore")}
-    best_path = _ctc_reads_agree(exported, tmp_path, monkeypatch, older, ctc_beam=1, rescore=0.0)
-    beam = _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "ctc_beam": 4}, ctc_beam=4, rescore=0.0)
-    both = _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "ctc_beam": 4, "rescore": 0.9},
-                            ctc_beam=4, rescore=0.9)
-    assert len(best_path) == len(beam) == len(both)
+    _ctc_reads_agree(exported, tmp_path, monkeypatch, older, ctc_beam=1, rescore=0.0)  # each: the same texts
+    _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "ctc_beam": 4}, ctc_beam=4, rescore=0.0)
+    _ctc_reads_agree(exported, tmp_path, monkeypatch, {**older, "ctc_beam": 4, "rescore": 0.9},
+                     ctc_beam=4, rescore=0.9)
 
 
 def test_example_preprocessing_matches_image_folder(reader, pages):

@@ -688,13 +688,11 @@ def test_ctc_prefix_beam_sums_every_alignment_of_a_text():
     for i, s in enumerate([1, 0, 1]):
         sure[i, s] = 0.0
     assert ctc_prefix_beam(sure.numpy(), 0, beam=4)[0][0] == (1, 1)
-    # Where many paths of one text outweigh the single best path of another, the beam reads the former.
-    # Frames: "a" sure, then a blank at 0.4 against "b" and "c" at 0.3 each: the best path is "a" (0.4),
-    # but "ab" and "ac" each... and "a" keeps 0.4 + the held a's; here the text "a" also wins the sum.
+    # Frames: "a" sure, then twice a blank at 0.4 against "b" and "c" at 0.3 each: a beam of 8 ranks first
+    # the text whose paths sum highest.
     split = torch.log(torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.4, 0.0, 0.3, 0.3], [0.4, 0.0, 0.3, 0.3]]) + 1e-12)
     exact = _ctc_text_probabilities(split, blank=0)
-    best_text = max(exact, key=exact.get)
-    assert ctc_prefix_beam(split.numpy(), 0, beam=8)[0][0] == best_text
+    assert ctc_prefix_beam(split.numpy(), 0, beam=8)[0][0] == max(exact, key=exact.get)
 
 
 def test_ctc_beam_search_reads_a_text_at_least_as_likely_as_the_best_path(tiny_model, monkeypatch):
@@ -808,6 +806,14 @@ def test_ctc_beam_and_rescore_are_checked_and_reach_the_head(tiny_model):
                        "model.recognition.decoder=ctc"])
     # without a trained attention decoder there is nothing to rescore with: the beam's CTC text is read
     assert build_model(cfg.model, Charset(list("ab"))).rec_head.rescore == 0.0
+
+
+def test_centre_read_is_the_box_as_found():
+    """The read the attention decoder rescores from: the shift nearest 0, wherever it stands in the list."""
+    from docrec.geometry import centre_read
+    assert centre_read((-0.1, 0.0, 0.1)) == 1
+    assert centre_read((0.0,)) == 0
+    assert centre_read((0.2, -0.05, 0.1)) == 1
 
 
 def test_shift_across_moves_boxes_by_their_height_in_numpy_and_torch():

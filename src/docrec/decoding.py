@@ -4,6 +4,7 @@ and of the ONNX example (``examples/onnx_predict.py``), one implementation for b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -51,3 +52,22 @@ def ctc_prefix_beam(log_probs: np.ndarray, blank: int, beam: int,
                         reverse=True)[:beam]
         beams = {k: (v[0], v[1]) for k, v in ranked}
     return [(k, _logaddexp(*v)) for k, v in beams.items()]
+
+
+Candidates = list[tuple[tuple[int, ...], float]]
+
+
+def choose_candidates(nbest: Sequence[Candidates], rescore: float = 0.0,
+                      attention: Callable[[list[int], list[tuple[int, ...]]], Sequence[float]] | None = None,
+                      ) -> list[tuple[tuple[int, ...], float]]:
+    """Each line's chosen (text, CTC log-probability) among its beam's candidates ``nbest[i]``: the likeliest
+    by CTC, or with ``rescore`` > 0 by ``(1 - rescore) x CTC + rescore x attention`` log-probability, where
+    ``attention(owner, texts)`` scores every candidate at once (``owner[m]``: the line of ``texts[m]``).
+    The first of equal scores wins."""
+    if rescore > 0:
+        owner = [i for i, cands in enumerate(nbest) for _ in cands]
+        scored = iter(attention(owner, [text for cands in nbest for text, _ in cands]))
+        scores = [[(1 - rescore) * ctc + rescore * next(scored) for _, ctc in cands] for cands in nbest]
+    else:
+        scores = [[ctc for _, ctc in cands] for cands in nbest]
+    return [cands[max(range(len(row)), key=row.__getitem__)] for cands, row in zip(nbest, scores)]

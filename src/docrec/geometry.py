@@ -36,6 +36,11 @@ def shift_across(quads, shift: float):
     return quads + shift * across[:, None, :]
 
 
+def centre_read(shifts: Sequence[float]) -> int:
+    """Index of the shift nearest 0 in ``read_shifts``: the read of the box as found (the first of equals)."""
+    return min(range(len(shifts)), key=lambda i: abs(shifts[i]))
+
+
 def line_quads(polygons: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`line_quad` of each polygon, [N, 4, 2] float32 (the box geometry vectorised over lines)."""
     if len(polygons) == 0:

@@ -56,21 +56,15 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     model_cfg["kinds"] = list(cfg["data"]["kinds"])
     model_cfg["region_kinds"] = list(cfg["data"].get("region_kinds") or [])
     model_cfg["backbone"] = {**model_cfg["backbone"], "weights": None}  # the checkpoint holds the weights
-    if decoder is not None:
-        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "decoder": decoder}
-    if blank_penalty is not None:
-        check_number(blank_penalty, "blank_penalty", 0.0)
-        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "blank_penalty": blank_penalty}
-    if read_shifts is not None:
-        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "read_shifts": check_read_shifts(read_shifts)}
-    if ctc_beam is not None:
-        check_number(ctc_beam, "ctc_beam", 1, integer=True)
-        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "ctc_beam": ctc_beam}
-        if ctc_beam == 1 and rescore is None:  # the best path: nothing to rescore
-            rescore = 0.0
-    if rescore is not None:
-        check_number(rescore, "rescore", 0.0, 1.0)
-        model_cfg["recognition"] = {**model_cfg.get("recognition", {}), "rescore": rescore}
+    if ctc_beam == 1 and rescore is None:  # the best path: nothing to rescore
+        rescore = 0.0
+    reading = {"decoder": decoder,
+               "blank_penalty": None if blank_penalty is None else check_number(blank_penalty, "blank_penalty", 0.0),
+               "read_shifts": None if read_shifts is None else check_read_shifts(read_shifts),
+               "ctc_beam": None if ctc_beam is None else check_number(ctc_beam, "ctc_beam", 1, integer=True),
+               "rescore": None if rescore is None else check_number(rescore, "rescore", 0.0, 1.0)}
+    model_cfg["recognition"] = {**model_cfg.get("recognition", {}),
+                                **{k: v for k, v in reading.items() if v is not None}}
     if postprocess:
         model_cfg["postprocess"] = {**(model_cfg.get("postprocess") or {}), **postprocess}
     charset = Charset.from_dict(state["charset"])

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from docrec.decoding import ctc_prefix_beam
-from docrec.geometry import shift_across
+from docrec.decoding import choose_candidates, ctc_prefix_beam
+from docrec.geometry import centre_read, shift_across
 from docrec.models.roi import flatten_quads, roi_widths, sample_lines, width_buckets
 from docrec.settings import ConfigError
 
@@ -408,8 +408,8 @@ class RecognitionHead(nn.Module):
         for group, idx, memories, padding in self.encoded_groups(fused, quads, images,
                                                                  self.read_shifts if ctc else (0.0,)):
             if ctc:
-                rows, c = (self.ctc_beam_search(memories, padding) if self.ctc_beam > 1
-                           else self.ctc_greedy(memories, padding))
+                rows, c = (self.ctc_beam_search(memories, padding, centre_read(self.read_shifts))
+                           if self.ctc_beam > 1 else self.ctc_greedy(memories, padding))
             else:
                 out, c = self.greedy(memories[0], padding, max_len)
                 rows = out.tolist()
@@ -445,15 +445,16 @@ class RecognitionHead(nn.Module):
         reads = [self.ctc_log_probs(m) for m in ([memory] if isinstance(memory, Tensor) else memory)]
         return reads[0] if len(reads) == 1 else torch.logsumexp(torch.stack(reads), 0) - math.log(len(reads))
 
-    def ctc_beam_search(self, memory: Tensor | Sequence[Tensor], padding: Tensor) -> tuple[list[list[int]], Tensor]:
+    def ctc_beam_search(self, memory: Tensor | Sequence[Tensor], padding: Tensor,
+                        centre: int = 0) -> tuple[list[list[int]], Tensor]:
         """The CTC reading by prefix beam search (:func:`ctc_prefix_beam`, ``ctc_beam`` wide) instead of
         the best path: a line's text is the label sequence most likely over all its alignments, not the
         labels of its single most likely alignment.
 
         With ``rescore`` > 0 the beam's candidates are scored again by the attention decoder, which
-        reads each candidate as a whole (teacher-forced, EOS included) from one memory, the box as found
-        (``read_shifts``' shift nearest 0; averaging all the reads cost one decoder pass each and read no
-        better): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
+        reads each candidate as a whole (teacher-forced, EOS included) from one memory, ``memory[centre]``
+        (:meth:`read` passes the box as found, :func:`centre_read`; averaging all the reads cost one decoder
+        pass each and read no better): a line's score is ``(1 - rescore) x CTC + rescore x attention`` log-probability
         (attention rescoring, as in WeNet). ``memory`` and ``padding`` as :meth:`ctc_greedy`, with the
         same ``blank_penalty`` on the blank; the confidence is the chosen text's CTC probability per frame
         (geometric mean, over the alignments the beam kept, with the blank so lowered).
@@ -465,19 +466,11 @@ class RecognitionHead(nn.Module):
             logp[..., self.pad_id] -= self.blank_penalty
         frames = (~self.frame_padding(padding)).sum(1).tolist()
         nbest = [ctc_prefix_beam(lp[:t], self.pad_id, self.ctc_beam) for lp, t in zip(logp.cpu().numpy(), frames)]
-        scores = [[ctc for _, ctc in cands] for cands in nbest]
-        if self.rescore > 0:
-            owner = [i for i, cands in enumerate(nbest) for _ in cands]
-            # one read rescored: the box as found (the shift nearest 0), when these are read_shifts' reads
-            shifts = self.read_shifts if len(memories) == len(self.read_shifts) else (0.0,) * len(memories)
-            centre = min(range(len(shifts)), key=lambda i: abs(shifts[i]))
-            attention = iter(self.sequence_log_probs(memories[centre], padding, owner,
-                                                     [c for cands in nbest for c, _ in cands]).tolist())
-            scores = [[(1 - self.rescore) * ctc + self.rescore * next(attention) for ctc in row] for row in scores]
-        pick = [max(range(len(row)), key=row.__getitem__) for row in scores]
-        ctc = torch.tensor([cands[k][1] for cands, k in zip(nbest, pick)])
+        chosen = choose_candidates(nbest, self.rescore, lambda owner, texts: self.sequence_log_probs(
+            memories[centre], padding, owner, texts).tolist())
+        ctc = torch.tensor([score for _, score in chosen])
         conf = torch.exp(ctc / torch.tensor(frames).clamp(min=1)).to(padding.device)
-        return [list(cands[k][0]) for cands, k in zip(nbest, pick)], conf
+        return [list(text) for text, _ in chosen], conf
 
     def never_read(self, device: torch.device) -> Tensor:
         """[V] added to the decoder's logits before its softmax: -inf for PAD and BOS, which no line holds."""
