@@ -25,7 +25,7 @@ from PIL import Image
 
 # docrec's geometry and post-processing are NumPy + OpenCV (not ONNX) and import no torch:
 # used here as they are, not copied (tests/test_export.py::test_example_runs_without_torch).
-from docrec.decoding import choose_candidates, ctc_prefix_beam
+from docrec.decoding import beam_read
 from docrec.geometry import centre_read, line_quad, shift_across
 from docrec.images import scaled_size
 from docrec.postprocess import line_regions, lines_from_maps
@@ -174,17 +174,13 @@ class OnnxPageReader:
         over log-probabilities [N, W, V] (frame padding [N, W]), the candidates rescored by the attention
         decoder when ``rescore`` > 0 (from ``cross``, one read's cross keys and values, ``columns`` their
         padding), as ``RecognitionHead.ctc_beam_search``: (text, confidence) per line."""
-        scores = log_probs.copy()
-        scores[..., self.tokens["pad"]] -= self.meta.get("blank_penalty", 0.0)
-        frames = (~padding).sum(axis=1)
-        nbest = [ctc_prefix_beam(s[:t], self.tokens["pad"], self.meta["ctc_beam"]) for s, t in zip(scores, frames)]
-
         def attention(owner: list[int], texts: list[tuple[int, ...]]) -> list[float]:
             cross_k, cross_v = cross
             return self.sequence_log_probs(cross_k[:, owner], cross_v[:, owner], columns[owner], texts).tolist()
 
-        chosen = choose_candidates(nbest, self.meta.get("rescore", 0.0), attention)
-        return [(self.decode_ids(text), float(np.exp(ctc / max(int(t), 1)))) for (text, ctc), t in zip(chosen, frames)]
+        read = beam_read(log_probs, (~padding).sum(axis=1).tolist(), self.tokens["pad"], self.meta["ctc_beam"],
+                         self.meta.get("blank_penalty", 0.0), self.meta.get("rescore", 0.0), attention)
+        return [(self.decode_ids(text), conf) for text, conf in read]
 
     def sequence_log_probs(self, cross_k: np.ndarray, cross_v: np.ndarray, padding: np.ndarray,
                            texts: list[tuple[int, ...]]) -> np.ndarray:

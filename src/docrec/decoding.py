@@ -71,3 +71,18 @@ def choose_candidates(nbest: Sequence[Candidates], rescore: float = 0.0,
     else:
         scores = [[ctc for _, ctc in cands] for cands in nbest]
     return [cands[max(range(len(row)), key=row.__getitem__)] for cands, row in zip(nbest, scores)]
+
+
+def beam_read(log_probs: np.ndarray, frames: Sequence[int], blank: int, beam: int, blank_penalty: float = 0.0,
+              rescore: float = 0.0,
+              attention: Callable[[list[int], list[tuple[int, ...]]], Sequence[float]] | None = None,
+              ) -> list[tuple[tuple[int, ...], float]]:
+    """The CTC reading by beam search of lines' log-probabilities [N, W, V] (line ``i`` has ``frames[i]``
+    frames): the blank lowered by ``blank_penalty``, each line's ``beam`` likeliest texts
+    (:func:`ctc_prefix_beam`), one chosen (:func:`choose_candidates`); per line (text, confidence), the
+    confidence being the chosen text's CTC probability per frame (geometric mean)."""
+    scores = np.array(log_probs, dtype=np.float32)
+    scores[..., blank] -= blank_penalty
+    nbest = [ctc_prefix_beam(s[:t], blank, beam) for s, t in zip(scores, frames)]
+    chosen = choose_candidates(nbest, rescore, attention)
+    return [(text, math.exp(ctc / max(int(t), 1))) for (text, ctc), t in zip(chosen, frames)]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from docrec.decoding import choose_candidates, ctc_prefix_beam
+from docrec.decoding import beam_read
 from docrec.geometry import centre_read, shift_across
 from docrec.models.roi import flatten_quads, roi_widths, sample_lines, width_buckets
 from docrec.settings import ConfigError
@@ -461,16 +461,12 @@ class RecognitionHead(nn.Module):
         """
         memories = [memory] if isinstance(memory, Tensor) else list(memory)
         logp = self.mean_ctc_log_probs(memories)
-        if self.blank_penalty:
-            logp = logp.clone()
-            logp[..., self.pad_id] -= self.blank_penalty
         frames = (~self.frame_padding(padding)).sum(1).tolist()
-        nbest = [ctc_prefix_beam(lp[:t], self.pad_id, self.ctc_beam) for lp, t in zip(logp.cpu().numpy(), frames)]
-        chosen = choose_candidates(nbest, self.rescore, lambda owner, texts: self.sequence_log_probs(
-            memories[centre], padding, owner, texts).tolist())
-        ctc = torch.tensor([score for _, score in chosen])
-        conf = torch.exp(ctc / torch.tensor(frames).clamp(min=1)).to(padding.device)
-        return [list(text) for text, _ in chosen], conf
+        read = beam_read(logp.float().cpu().numpy(), frames, self.pad_id, self.ctc_beam, self.blank_penalty,
+                         self.rescore, lambda owner, texts: self.sequence_log_probs(
+                             memories[centre], padding, owner, texts).tolist())
+        conf = torch.tensor([c for _, c in read], dtype=torch.float32, device=padding.device)
+        return [list(text) for text, _ in read], conf
 
     def never_read(self, device: torch.device) -> Tensor:
         """[V] added to the decoder's logits before its softmax: -inf for PAD and BOS, which no line holds."""
